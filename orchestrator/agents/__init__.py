@@ -1,0 +1,1 @@
+"""Sub-agent backends. The only package that imports anthropic."""

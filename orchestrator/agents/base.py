@@ -1,0 +1,80 @@
+"""The Agent protocol every backend implements, and what goes in and comes out of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from orchestrator.domain.usage import Usage
+
+
+class AgentRequest(BaseModel):
+    """One attempt at one task."""
+
+    task_id: str
+    attempt: int = 1
+    system_prompt: str
+    prompt: str
+    workspace: Path
+    """The agent's file tools and shell are confined to this directory."""
+    model: str | None = None
+    max_turns: int = 50
+    command_timeout: float = 300.0
+    """Seconds any one shell command of the agent may run before its process group is killed."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment for the agent's commands (already scrubbed of secrets)."""
+
+
+class AgentStatus(StrEnum):
+    DONE = "done"
+    """The agent says the task is done; verification decides whether it is."""
+    BLOCKED = "blocked"
+    """The agent says it cannot do the task, and why."""
+    FAILED = "failed"
+    """The backend failed (crashed, max turns, refusal, max_tokens): the attempt counts as failed."""
+
+
+class AgentOutcome(BaseModel):
+    status: AgentStatus
+    summary: str = ""
+    """The agent's final report, or what went wrong."""
+    usage: Usage = Field(default_factory=Usage)
+    turns: int = 0
+
+
+class AgentEvent(BaseModel):
+    """Something an agent did, relayed to the engine while it runs."""
+
+    kind: str
+    """'model_call' (usage filled in), 'tool_call', 'message', 'progress'."""
+    detail: str = ""
+    usage: Usage | None = None
+
+
+AgentListener = Callable[[AgentEvent], None]
+"""Called by the backend after each model call and tool call. The engine's listener may raise
+BudgetExceeded or Interrupted to stop the agent; backends let those propagate."""
+
+
+class Agent(Protocol):
+    name: str
+
+    def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome: ...
+
+
+class AgentUnavailable(Exception):  # noqa: N818 - reads as a state, like StopIteration
+    """The model service cannot be used now (down, overloaded, rate limited past the wait limit).
+
+    Not the task's fault: the engine stops the run resumably instead of failing the task."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AgentConfigError(Exception):
+    """The backend cannot start at all (no API key, CLI not installed, bad script)."""

@@ -1,0 +1,49 @@
+"""The `orchestrate` command: thin commands that parse flags, call the library, map errors."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from orchestrator import __version__
+from orchestrator.cli import plan_commands, run_commands
+from orchestrator.errors import OrchestrateError
+
+app = typer.Typer(
+    name="orchestrate",
+    help="Carry a markdown implementation plan to completion with coding sub-agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"orchestrate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Carry a markdown implementation plan to completion with coding sub-agents."""
+
+
+plan_commands.register(app)
+run_commands.register(app)
+
+
+def main() -> None:
+    """Console entry point: a user sees one line for an error we expected, never a traceback."""
+    try:
+        app()  # standalone: typer reports its own usage errors with exit 2
+    except OrchestrateError as exc:
+        print(f"orchestrate: error: {exc.render()}", file=sys.stderr)  # noqa: T201
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Pure models: no I/O, no markdown, no git, no anthropic, no rich."""

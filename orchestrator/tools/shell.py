@@ -1,0 +1,117 @@
+"""Run a shell command in its own process group, with a timeout that kills the whole group."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+# Variables a child must not inherit: secrets, and markers that change how nested tools behave.
+_ALWAYS_DROP = {"CLAUDECODE"}
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def scrubbed_env(
+    base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for commands we did not write: no secret-looking variables."""
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if not is_secret_name(k) and k not in _ALWAYS_DROP}
+    env.update(extra or {})
+    return env
+
+
+def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace values of secret-looking environment variables (8+ chars) with a marker."""
+    source = os.environ if environ is None else environ
+    for name, value in source.items():
+        if len(value) >= 8 and is_secret_name(name) and value in text:
+            text = text.replace(value, f"[redacted ${name}]")
+    return text
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    command: str
+    exit_code: int
+    """The command's exit status; -signal if killed by a signal; 124 on timeout (as timeout(1))."""
+    output: str
+    """stdout and stderr interleaved, possibly truncated (see `truncated`)."""
+    timed_out: bool
+    duration: float
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=2)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def truncate_middle(text: str, limit: int) -> tuple[str, bool]:
+    """Keep the head and the tail, where errors and summaries are; say what was cut."""
+    if len(text) <= limit:
+        return text, False
+    head = limit // 4
+    tail = limit - head
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n[... {cut} characters cut ...]\n{text[-tail:]}", True
+
+
+def run_shell(
+    command: str,
+    cwd: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    output_limit: int = 20_000,
+) -> ShellResult:
+    """Run `command` with bash in a new session; on timeout kill its whole process group."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        raw, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        raw, _ = proc.communicate()
+    except BaseException:
+        _kill_group(proc)
+        raise
+    else:
+        # The command exited; anything it left running in its group would outlive the timeout.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    text, truncated = truncate_middle(raw.decode("utf-8", errors="replace"), output_limit)
+    code = 124 if timed_out else proc.returncode
+    return ShellResult(command, code, text, timed_out, time.monotonic() - start, truncated)
