@@ -1,0 +1,147 @@
+"""What the engine reports while it runs. The engine emits these to a Reporter and never prints;
+the CLI's live table, plain lines and JSONL output are Reporters, and tests use a list."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from orchestrator.domain.usage import Usage
+
+
+class _Event(BaseModel):
+    at: float = Field(default_factory=time.time)
+    """Unix time the event happened."""
+
+
+class TaskInfo(BaseModel):
+    id: str
+    phase: str
+    title: str
+    settled: bool = False
+    """Already done (or skipped) in the plan when the run started."""
+
+
+class RunStarted(_Event):
+    event: Literal["run_started"] = "run_started"
+    run_id: str
+    plan: str
+    branch: str
+    agent: str
+    resumed: bool = False
+    parallel: int = 1
+    tasks: list[TaskInfo] = Field(default_factory=list)
+    """Every task of the run's selection, in execution order."""
+
+
+class TaskStarted(_Event):
+    event: Literal["task_started"] = "task_started"
+    task_id: str
+    attempt: int
+    workspace: str = ""
+
+
+class AgentActivity(_Event):
+    event: Literal["agent_activity"] = "agent_activity"
+    task_id: str
+    kind: str
+    """'model_call', 'tool_call', 'message', 'progress' (from the backend's AgentEvent)."""
+    detail: str = ""
+    usage: Usage | None = None
+    """For model calls: this call's usage."""
+    task_usage: Usage | None = None
+    """For model calls: the task's usage so far, all attempts."""
+    run_usage: Usage | None = None
+    """For model calls: the run's usage so far."""
+
+
+class AgentFinished(_Event):
+    event: Literal["agent_finished"] = "agent_finished"
+    task_id: str
+    attempt: int
+    status: str
+    summary: str = ""
+    usage: Usage = Field(default_factory=Usage)
+
+
+class VerificationFinished(_Event):
+    event: Literal["verification_finished"] = "verification_finished"
+    task_id: str
+    attempt: int
+    command: str
+    exit_code: int
+    ok: bool
+    duration: float
+    output_tail: str = ""
+
+
+class TaskRetrying(_Event):
+    event: Literal["task_retrying"] = "task_retrying"
+    task_id: str
+    next_attempt: int
+    reason: str
+
+
+class TaskFinished(_Event):
+    event: Literal["task_finished"] = "task_finished"
+    task_id: str
+    status: Literal["done", "unverified", "failed", "skipped"]
+    """done: verified and committed; unverified: committed with no verification to run;
+    failed: attempts exhausted; skipped: a dependency failed."""
+    reason: str = ""
+    commit: str | None = None
+    attempts: int = 0
+    usage: Usage = Field(default_factory=Usage)
+
+
+class Notice(_Event):
+    event: Literal["notice"] = "notice"
+    level: Literal["info", "warning", "error"] = "info"
+    message: str
+    task_id: str | None = None
+
+
+class RunFinished(_Event):
+    event: Literal["run_finished"] = "run_finished"
+    run_id: str
+    status: Literal["complete", "failed", "stopped"]
+    """complete: every selected task done; failed: some task failed; stopped: resumable stop
+    (budget, interrupt, API unavailable)."""
+    message: str = ""
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    remaining: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    resume_hint: str = ""
+    """The command that continues this run, when it is resumable."""
+
+
+Event = Annotated[
+    RunStarted
+    | TaskStarted
+    | AgentActivity
+    | AgentFinished
+    | VerificationFinished
+    | TaskRetrying
+    | TaskFinished
+    | Notice
+    | RunFinished,
+    Field(discriminator="event"),
+]
+
+
+class Reporter(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class ListReporter:
+    """Keeps every event; for tests and for summaries."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
