@@ -7,7 +7,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -84,6 +84,8 @@ class Settings(BaseModel):
     """Tokens the model accepts; compaction works against this."""
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     """Price table per model id (prefix match), US dollars per million tokens."""
+    sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
+    """Confinement of agent shell commands: bubblewrap where it works (auto), required, or none."""
     allow_dirty: bool = False
     """Run even if the work tree has uncommitted changes."""
     branch: str | None = None
