@@ -60,6 +60,10 @@ class Settings(BaseModel):
     """Seconds each verification command may run before its process group is killed."""
     command_timeout: float = Field(default=300.0, gt=0)
     """Seconds each agent shell command may run."""
+    agent_timeout: float = Field(default=3600.0, gt=0)
+    """Seconds a whole claude-code or command agent run may take before its process group is killed."""
+    claude_permission_mode: str = "acceptEdits"
+    """`claude --permission-mode` for the claude-code agent (acceptEdits, bypassPermissions, ...)."""
     verify: list[str] = Field(default_factory=list)
     """Verification commands run for every task after the task's own."""
     require_verify: bool = False

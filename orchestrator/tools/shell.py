@@ -10,6 +10,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.tools.sandbox import Sandbox
 
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
 # Variables a child must not inherit: secrets, and markers that change how nested tools behave.
@@ -84,11 +88,15 @@ def run_shell(
     timeout: float,
     env: Mapping[str, str] | None = None,
     output_limit: int = 20_000,
+    sandbox: Sandbox | None = None,
 ) -> ShellResult:
-    """Run `command` with bash in a new session; on timeout kill its whole process group."""
+    """Run `command` with bash in a new session; on timeout kill its whole process group.
+
+    With a sandbox, bash runs inside it with `cwd` as the writable workspace."""
     start = time.monotonic()
+    argv = ["bash", "-c", command]
     proc = subprocess.Popen(
-        ["bash", "-c", command],
+        sandbox.wrap(argv, cwd) if sandbox is not None else argv,
         cwd=cwd,
         env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL,

@@ -1,0 +1,256 @@
+"""The `anthropic` backend: our loop on the Messages API through the official SDK.
+
+This module owns what is particular to the API: prompt-cache breakpoints, telling faults apart
+(wait, stop the run resumably, fail the attempt, or refuse to start), and usage with cost.
+The client reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment itself; we never
+pass a base_url, so gateways and proxies configured there keep working.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import anthropic
+
+from orchestrator.agents.base import Agent, AgentConfigError, AgentRequest, AgentUnavailable
+from orchestrator.agents.loop import LoopAgent, LoopLimits, Message, Model, ModelCallFailed, ModelReply
+from orchestrator.agents.pricing import price_for, priced
+from orchestrator.config import Settings
+from orchestrator.domain.usage import Usage
+from orchestrator.tools.sandbox import SandboxUnavailable, detect_sandbox
+from orchestrator.tools.shell import redact
+from orchestrator.tools.toolset import ToolSpec
+
+NO_KEY = (
+    "ANTHROPIC_API_KEY is not set; export it, or run the offline demo with `orchestrate demo` / use "
+    "`--agent scripted --script FILE`"
+)
+RESUME = "resume later with `orchestrate resume`"
+CACHE = {"type": "ephemeral"}
+NON_STREAMING_MAX_TOKENS = 21_333
+"""Above this the SDK refuses a non-streaming call (it could outlast 10 minutes): we stream."""
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait (retry-after-ms, retry-after seconds or HTTP date)."""
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        raw = headers.get("retry-after")
+        if raw is None:
+            return None
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            parsed = email.utils.parsedate_tz(raw)
+            return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+    except (ValueError, OverflowError):
+        return None
+
+
+def _api_message(exc: anthropic.APIStatusError) -> str:
+    message = getattr(exc, "api_message", None)
+    if not message and isinstance(exc.body, dict):
+        error = exc.body.get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+    return redact(str(message or exc.message))[:500]
+
+
+def cache_marked(system: str, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
+    """Request fields with prompt-cache breakpoints: the last tool, the system prompt, the task
+    prompt (first message) and the moving end of the conversation; four at most, as the API allows.
+
+    The conversation itself is not changed: marked blocks are copies, so old breakpoints never
+    pile up past the limit."""
+    tool_params: list[dict[str, Any]] = [
+        {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools
+    ]
+    if tool_params:
+        tool_params[-1] = {**tool_params[-1], "cache_control": CACHE}
+    marked = list(messages)
+    for index in sorted({0, len(messages) - 1}):
+        if index < 0 or index >= len(messages):
+            continue
+        content = messages[index]["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        if blocks:
+            blocks[-1] = {**blocks[-1], "cache_control": CACHE}
+        marked[index] = {**messages[index], "content": blocks}
+    return {
+        "system": [{"type": "text", "text": system, "cache_control": CACHE}],
+        "tools": tool_params,
+        "messages": marked,
+    }
+
+
+def _block_param(block: Any) -> dict[str, Any]:
+    """A response content block as a request content block (only the fields the API accepts back)."""
+    kind = getattr(block, "type", None)
+    if kind == "text":
+        return {"type": "text", "text": str(block.text)}
+    if kind == "tool_use":
+        return {"type": "tool_use", "id": str(block.id), "name": str(block.name), "input": block.input}
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+    if kind == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block.data}
+    dumped: dict[str, Any] = block.model_dump(exclude_none=True) if hasattr(block, "model_dump") else {}
+    return dumped
+
+
+class AnthropicModel:
+    """One client for one attempt: calls, waits out rate limits, maps faults, prices usage."""
+
+    def __init__(self, client: anthropic.Anthropic, settings: Settings, model_id: str):
+        self.client = client
+        self.settings = settings
+        self.model_id = model_id
+        self._price_warned = False
+
+    def query(
+        self, system: str, messages: list[Message], tools: list[ToolSpec], on_progress: Callable[[str], None]
+    ) -> ModelReply:
+        params: dict[str, Any] = {
+            "model": self.model_id,
+            "max_tokens": self.settings.max_tokens,
+            **cache_marked(system, messages, tools),
+        }
+        if not self._price_warned and not price_for(self.model_id, self.settings.prices)[1]:
+            self._price_warned = True
+            on_progress(
+                f"no price known for model {self.model_id}; costing it at the dearest price in the table "
+                "(set [tool.orchestrate.prices] to correct it)"
+            )
+        waited = 0.0
+        malformed = limited = 0
+        while True:
+            started = time.monotonic()
+            try:
+                return self._reply(self._call(params))
+            except anthropic.RateLimitError as exc:
+                waited += time.monotonic() - started  # the SDK's own retries waited too
+                limited += 1
+                delay = _retry_after(exc.response.headers)
+                delay = delay if delay is not None else min(60.0, 5.0 * 2 ** min(limited, 4))
+                if waited + delay > self.settings.rate_limit_wait:
+                    raise AgentUnavailable(
+                        f"rate limited by the API ({_api_message(exc)}); waited {waited:.0f}s of the "
+                        f"{self.settings.rate_limit_wait:g}s allowed (rate_limit_wait); {RESUME}",
+                        retry_after=delay,
+                    ) from None
+                on_progress(f"rate limited by the API; waiting {delay:.1f}s as asked (retry-after)")
+                time.sleep(delay)
+                waited += delay
+            except (json.JSONDecodeError, _Malformed) as exc:
+                malformed += 1
+                if malformed > self.settings.max_retries:
+                    raise AgentUnavailable(
+                        f"the API answered with a malformed response ({exc}) {malformed} times; check "
+                        f"ANTHROPIC_BASE_URL and any proxy in between, then {RESUME}"
+                    ) from None
+                on_progress(f"malformed response from the API ({exc}); asking again")
+                time.sleep(min(8.0, 0.25 * 2**malformed) * random.uniform(0.5, 1.0))
+            except anthropic.APIError as exc:
+                raise self._translate(exc) from None
+
+    def _call(self, params: dict[str, Any]) -> Any:
+        if self.settings.max_tokens > NON_STREAMING_MAX_TOKENS:
+            with self.client.messages.stream(**params) as stream:
+                return stream.get_final_message()
+        return self.client.messages.create(**params)
+
+    def _reply(self, message: Any) -> ModelReply:
+        if not isinstance(message, anthropic.types.Message):
+            shown = str(message)[:120].replace("\n", " ")
+            raise _Malformed(f"not a message: {shown!r}")
+        try:
+            content = [_block_param(b) for b in message.content]
+            raw = message.usage
+            usage = Usage(
+                input_tokens=raw.input_tokens or 0,
+                output_tokens=raw.output_tokens or 0,
+                cache_creation_input_tokens=raw.cache_creation_input_tokens or 0,
+                cache_read_input_tokens=raw.cache_read_input_tokens or 0,
+                calls=1,
+            )
+            stop_reason = str(message.stop_reason or "end_turn")
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise _Malformed(f"a message without {exc}") from exc
+        details = getattr(message, "stop_details", None)
+        detail = str(getattr(details, "explanation", "") or "") if details is not None else ""
+        return ModelReply(content, stop_reason, priced(usage, self.model_id, self.settings.prices), detail)
+
+    def _translate(self, exc: anthropic.APIError) -> Exception:
+        retries = f"after {self.settings.max_retries} retries"
+        if isinstance(exc, anthropic.APITimeoutError):
+            return AgentUnavailable(
+                f"the API did not answer within {self.settings.request_timeout:g}s (request_timeout) "
+                f"{retries}; {RESUME}"
+            )
+        if isinstance(exc, anthropic.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            where = str(self.client.base_url)
+            return AgentUnavailable(
+                f"cannot reach the API at {where} ({redact(str(cause or exc))[:200]}) {retries}; check the "
+                f"network or ANTHROPIC_BASE_URL, then {RESUME}"
+            )
+        if not isinstance(exc, anthropic.APIStatusError):
+            return AgentUnavailable(
+                f"the API answered in a way we cannot read ({redact(str(exc))[:200]}); {RESUME}"
+            )
+        code, message = exc.status_code, _api_message(exc)
+        if code == 401:
+            return AgentConfigError(
+                f"the API rejected the key (401: {message}); set ANTHROPIC_API_KEY to a valid key "
+                "(https://console.anthropic.com/settings/keys)"
+            )
+        if code == 403:
+            return AgentConfigError(f"the API refused access (403: {message}); check the key's permissions")
+        if code == 404:
+            return AgentConfigError(
+                f"the API does not know model '{self.model_id}' or the endpoint (404: {message}); "
+                "check --model and ANTHROPIC_BASE_URL"
+            )
+        if code == 402 or (code == 400 and "credit balance" in message.lower()):
+            return AgentUnavailable(f"the API refused for billing ({code}: {message}); {RESUME}")
+        if code == 529:
+            return AgentUnavailable(f"the API is overloaded (529: {message}) {retries}; {RESUME}")
+        if code >= 500 or code in (408, 409):
+            return AgentUnavailable(f"the API failed ({code}: {message}) {retries}; {RESUME}")
+        return ModelCallFailed(f"the API rejected the request ({code}: {message})")
+
+
+class _Malformed(ValueError):
+    """The response parsed, but is not a Messages API message."""
+
+
+def _model_opener(settings: Settings) -> Callable[[AgentRequest], Any]:
+    @contextmanager
+    def open_model(request: AgentRequest) -> Iterator[Model]:
+        # A client per attempt: attempts may run in parallel threads, and closing it frees its sockets.
+        with anthropic.Anthropic(
+            max_retries=settings.max_retries, timeout=settings.request_timeout
+        ) as client:
+            yield AnthropicModel(client, settings, request.model or settings.model)
+
+    return open_model
+
+
+def create(settings: Settings) -> Agent:
+    if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+        raise AgentConfigError(NO_KEY)
+    try:
+        sandbox = detect_sandbox(settings.sandbox)
+    except SandboxUnavailable as exc:
+        raise AgentConfigError(str(exc)) from exc
+    limits = LoopLimits(
+        compact_at_tokens=int(settings.compact_at * settings.context_window), max_tokens=settings.max_tokens
+    )
+    return LoopAgent("anthropic", _model_opener(settings), limits, sandbox)

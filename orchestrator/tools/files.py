@@ -1,0 +1,183 @@
+"""File tools a sub-agent may use: read, write, edit, list, search. Every path goes through the Workspace.
+
+Each function returns the text the model sees and raises ToolError (or OutsideWorkspace) with a
+message the model can act on; the caller turns those into is_error tool results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from fnmatch import fnmatch
+from pathlib import Path
+
+from orchestrator.tools.workspace import OutsideWorkspace, Workspace
+
+READ_LIMIT = 60_000
+"""Characters one read returns; the model asks for a line range to see more."""
+LIST_LIMIT = 500
+SEARCH_LIMIT = 200
+# Version-control internals are never the agent's to touch: orchestrate owns the commits.
+_PRIVATE_DIRS = {".git"}
+_SKIPPED_DIRS = {
+    ".git",
+    "node_modules",
+    "__pycache__",
+    ".venv",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+}
+
+
+class ToolError(ValueError):
+    """A tool could not do what was asked; the message goes back to the model."""
+
+
+def _is_private(ws: Workspace, path: Path) -> bool:
+    return path != ws.root and bool(_PRIVATE_DIRS & set(path.relative_to(ws.root).parts))
+
+
+def _text_of(path: Path, shown: str) -> str:
+    if not path.exists():
+        raise ToolError(f"no such file: {shown}")
+    if path.is_dir():
+        raise ToolError(f"{shown} is a directory; use list_dir")
+    data = path.read_bytes()
+    if b"\0" in data[:8192]:
+        raise ToolError(f"{shown} looks like a binary file ({len(data)} bytes); not shown")
+    # newline="" semantics: keep CRLF as it is so that edits write back what was there.
+    return data.decode("utf-8", errors="replace")
+
+
+def read_file(ws: Workspace, path: str, start_line: int | None = None, end_line: int | None = None) -> str:
+    """The file's lines, numbered from 1 (the numbers and the tab after them are not part of the file)."""
+    target = ws.resolve(path)
+    lines = _text_of(target, path).splitlines(keepends=True)
+    if not lines:
+        return f"{path} is empty"
+    first = max(1, start_line or 1)
+    last = min(len(lines), end_line or len(lines))
+    if first > len(lines):
+        raise ToolError(f"{path} has {len(lines)} lines; start_line {first} is past the end")
+    if last < first:
+        raise ToolError(f"end_line {last} is before start_line {first}")
+    out: list[str] = []
+    size = 0
+    for number in range(first, last + 1):
+        line = f"{number:6}\t{lines[number - 1].rstrip(chr(10)).rstrip(chr(13))}\n"
+        if size + len(line) > READ_LIMIT:
+            out.append(
+                f"[... output stopped at line {number - 1} of {len(lines)}; "
+                f"read on with start_line={number} ...]\n"
+            )
+            break
+        out.append(line)
+        size += len(line)
+    else:
+        if first > 1 or last < len(lines):
+            out.append(f"[lines {first}-{last} of {len(lines)}]\n")
+    return "".join(out)
+
+
+def write_file(ws: Workspace, path: str, content: str) -> str:
+    """Create or overwrite a file (parent directories are created)."""
+    target = ws.resolve(path)
+    if _is_private(ws, target):
+        raise ToolError(f"{path} is inside .git, which the agent may not change")
+    if target.is_dir():
+        raise ToolError(f"{path} is a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8", newline="") as f:
+        f.write(content)
+    return f"wrote {len(content.encode('utf-8'))} bytes to {ws.relative(target)}"
+
+
+def edit_file(ws: Workspace, path: str, old_string: str, new_string: str, replace_all: bool = False) -> str:
+    """Replace `old_string`, which must occur exactly once unless replace_all is set."""
+    target = ws.resolve(path)
+    if _is_private(ws, target):
+        raise ToolError(f"{path} is inside .git, which the agent may not change")
+    text = _text_of(target, path)
+    if not old_string:
+        raise ToolError("old_string is empty; use write_file to create a file")
+    if old_string == new_string:
+        raise ToolError("old_string and new_string are the same; nothing to change")
+    count = text.count(old_string)
+    if count == 0:
+        hint = ""
+        if "\r\n" in text and "\n" in old_string and "\r\n" not in old_string:
+            hint = " (the file uses CRLF line endings)"
+        raise ToolError(f"old_string not found in {path}{hint}; read the file and copy the text exactly")
+    if count > 1 and not replace_all:
+        raise ToolError(
+            f"old_string occurs {count} times in {path}; include more context to make it unique, "
+            "or set replace_all"
+        )
+    updated = text.replace(old_string, new_string) if replace_all else text.replace(old_string, new_string, 1)
+    with target.open("w", encoding="utf-8", newline="") as f:
+        f.write(updated)
+    return f"replaced {count if replace_all else 1} occurrence(s) in {ws.relative(target)}"
+
+
+def list_dir(ws: Workspace, path: str = ".", recursive: bool = False) -> str:
+    """Entries of a directory, directories with a trailing slash; .git and caches left out."""
+    target = ws.resolve(path)
+    if not target.is_dir():
+        raise ToolError(f"{path} is not a directory" if target.exists() else f"no such directory: {path}")
+    entries: list[str] = []
+    for current, dirs, files in os.walk(target):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
+        base = Path(current)
+        for name in [*(d + "/" for d in dirs), *sorted(files)]:
+            entries.append(ws.relative(base / name.rstrip("/")) + ("/" if name.endswith("/") else ""))
+            if len(entries) >= LIST_LIMIT:
+                entries.append(f"[... stopped at {LIST_LIMIT} entries; list a subdirectory ...]")
+                return "\n".join(entries)
+        if not recursive:
+            break
+    return "\n".join(entries) if entries else f"{path} is empty"
+
+
+def _files_under(ws: Workspace, start: Path) -> list[Path]:
+    if start.is_file():
+        return [start]
+    found: list[Path] = []
+    for current, dirs, files in os.walk(start):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
+        for name in sorted(files):
+            candidate = Path(current) / name
+            try:
+                found.append(ws.resolve(candidate))
+            except OutsideWorkspace:
+                continue  # a symlink pointing out: its content is not ours to show
+    return found
+
+
+def search(ws: Workspace, pattern: str, path: str = ".", glob: str | None = None) -> str:
+    """Lines matching a regular expression, as `path:line: text`."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from exc
+    start = ws.resolve(path)
+    if not start.exists():
+        raise ToolError(f"no such file or directory: {path}")
+    hits: list[str] = []
+    for file in _files_under(ws, start):
+        relative = ws.relative(file)
+        if glob and not (fnmatch(relative, glob) or fnmatch(file.name, glob)):
+            continue
+        try:
+            data = file.read_bytes()
+        except OSError:
+            continue
+        if b"\0" in data[:8192]:
+            continue
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+            if regex.search(line):
+                hits.append(f"{relative}:{number}: {line[:300]}")
+                if len(hits) >= SEARCH_LIMIT:
+                    hits.append(f"[... stopped at {SEARCH_LIMIT} matches; narrow the pattern or path ...]")
+                    return "\n".join(hits)
+    return "\n".join(hits) if hits else f"no match for {pattern!r}"
