@@ -94,6 +94,9 @@ class Settings(BaseModel):
     """Run even if the work tree has uncommitted changes."""
     branch: str | None = None
     """Create or switch to this branch before running."""
+    prompts_dir: Path = Path("prompts")
+    """Folder in the plan's repository whose system.md.j2 / task.md.j2 / retry.md.j2 override the
+    built-in prompts."""
 
 
 _ENV_PREFIX = "ORCHESTRATE_"

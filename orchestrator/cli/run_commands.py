@@ -1,9 +1,369 @@
-"""Commands registered on the app (to be filled in)."""
+"""run, resume, runs, show and demo: parse flags, build the reporter, call the engine, map exits."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from orchestrator.cli.display import LiveReporter, pick_reporter
+from orchestrator.domain.state import RunState, TaskStatus
+from orchestrator.engine.resources import data_dir
+
+if TYPE_CHECKING:
+    from orchestrator.engine.dryrun import DryRun
+    from orchestrator.engine.runner import Runner, RunResult
+
+# The engine is imported inside each command: `orchestrate --help` and the plan commands do not
+# pay for loading it.
+
+RepoOpt = Annotated[Path | None, typer.Option("--repo", help="The git repository (default: the plan's).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+@contextmanager
+def _ctrl_c() -> Iterator[Callable[[Runner], None]]:
+    """First Ctrl-C: stop after the current step; second: abort now. Both leave a resumable run."""
+    runners: list[Runner] = []
+    presses = 0
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        nonlocal presses
+        presses += 1
+        if presses == 1 and runners:
+            runners[0].request_stop()
+            return
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C as it is
+        yield runners.append
+        return
+    try:
+        yield runners.append
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _execute(json_output: bool, call: Callable[[Any, Callable[[Runner], None]], RunResult]) -> None:
+    reporter = pick_reporter(json_output)
+    with ExitStack() as stack:
+        if isinstance(reporter, LiveReporter):
+            stack.enter_context(reporter)
+        hook = stack.enter_context(_ctrl_c())
+        result = call(reporter, hook)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_dry_run(report: DryRun, show_prompts: bool) -> None:
+    typer.echo(f"Plan: {report.title} ({report.plan}); agent: {report.agent}")
+    for d in report.diagnostics:
+        line = f":{d['line']}" if d.get("line") else ""
+        typer.echo(f"  {d['severity']}{line}: {d['message']}")
+    if report.already_done:
+        typer.echo(f"Already done: {', '.join(report.already_done)}")
+    for n, wave in enumerate(report.waves, 1):
+        typer.echo(f"Wave {n}:")
+        for t in wave:
+            tags = "".join(
+                [
+                    " (group: ticked when its children are done)" if t.group else "",
+                    " (optional)" if t.optional else "",
+                ]
+            )
+            typer.echo(f"  {t.id}  [phase {t.phase}] {t.title}{tags}")
+            if t.verify:
+                for command in t.verify:
+                    typer.echo(f"      verify: {command}")
+            else:
+                typer.echo("      verify: (none: would be ticked unverified)")
+            if show_prompts and t.prompt is not None:
+                typer.echo("      --- system prompt ---")
+                typer.echo("\n".join(f"      {line}" for line in (t.system_prompt or "").splitlines()))
+                typer.echo("      --- task prompt ---")
+                typer.echo("\n".join(f"      {line}" for line in t.prompt.splitlines()))
+    if report.blocked:
+        typer.echo(f"Not reachable in this run: {', '.join(report.blocked)}")
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    total = sum(len(w) for w in report.waves)
+    typer.echo(f"{total} task(s) in {len(report.waves)} wave(s); nothing was run or changed (dry run)")
+
+
+def _fmt_cost(value: float) -> str:
+    return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+
+
+def _run_summary(state: RunState) -> dict[str, Any]:
+    return {
+        "id": state.run_id,
+        "plan": state.plan,
+        "branch": state.branch,
+        "agent": state.agent,
+        "status": state.status.value,
+        "done": state.count(TaskStatus.DONE),
+        "failed": state.count(TaskStatus.FAILED),
+        "skipped": state.count(TaskStatus.SKIPPED),
+        "tasks": len(state.selection.get("ids", [])) or len(state.tasks),
+        "cost_usd": round(state.usage.cost_usd, 6),
+        "tokens": state.usage.total_tokens,
+        "started_at": state.started_at,
+        "message": state.message,
+    }
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    @app.command()
+    def run(
+        plan: Annotated[Path, typer.Argument(help="The markdown plan to carry out.")],
+        agent: Annotated[str | None, typer.Option(help="Agent backend (scripted, anthropic, ...).")] = None,
+        model: Annotated[str | None, typer.Option(help="Model id for backends that take one.")] = None,
+        script: Annotated[Path | None, typer.Option(help="JSON script for the scripted agent.")] = None,
+        repo: RepoOpt = None,
+        branch: Annotated[
+            str | None, typer.Option(help="Create or switch to this work branch first.")
+        ] = None,
+        allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Run on a dirty work tree.")] = False,
+        max_attempts: Annotated[int | None, typer.Option(help="Attempts per task (default 3).")] = None,
+        max_cost: Annotated[float | None, typer.Option(help="Stop (resumably) at this spend, USD.")] = None,
+        timeout: Annotated[float | None, typer.Option(help="Seconds per verification command.")] = None,
+        require_verify: Annotated[
+            bool, typer.Option("--require-verify", help="Fail tasks that have no verification.")
+        ] = False,
+        parallel: Annotated[int | None, typer.Option(help="Tasks at once (worktrees).", min=1)] = None,
+        phase: Annotated[str | None, typer.Option(help="Only this phase (and what it waits for).")] = None,
+        task: Annotated[str | None, typer.Option(help="Only this task (and what it waits for).")] = None,
+        dry_run_flag: Annotated[
+            bool, typer.Option("--dry-run", help="Show the schedule; run and change nothing.")
+        ] = False,
+        show_prompts: Annotated[
+            bool, typer.Option("--show-prompts", help="With --dry-run: the prompts.")
+        ] = False,
+        json_output: JsonOpt = False,
+    ) -> None:
+        """Carry out PLAN: one agent attempt after another, verified, ticked and committed."""
+        overrides: dict[str, Any] = {
+            "agent": agent,
+            "model": model,
+            "script": script.resolve() if script else None,
+            "branch": branch,
+            "allow_dirty": allow_dirty or None,
+            "max_attempts": max_attempts,
+            "max_cost": max_cost,
+            "timeout": timeout,
+            "require_verify": require_verify or None,
+            "parallel": parallel,
+        }
+        if dry_run_flag:
+            from orchestrator.engine.dryrun import dry_run
+
+            report = dry_run(plan, overrides, repo=repo, phase=phase, task=task, show_prompts=show_prompts)
+            if json_output:
+                typer.echo(report.model_dump_json())
+            else:
+                _print_dry_run(report, show_prompts)
+            raise typer.Exit(1 if report.has_errors else 0)
+        if parallel is not None and parallel > 1:
+            typer.echo("note: --parallel is not available yet; tasks run one at a time", err=True)
+        from orchestrator.engine.session import start_run
+
+        _execute(
+            json_output,
+            lambda reporter, hook: start_run(
+                plan, overrides, reporter, repo=repo, phase=phase, task=task, runner_hook=hook
+            ),
+        )
+
+    @app.command()
+    def resume(
+        run_id: Annotated[
+            str | None, typer.Argument(help="The run to continue (default: the latest).")
+        ] = None,
+        repo: RepoOpt = None,
+        max_cost: Annotated[float | None, typer.Option(help="New spending limit for the run, USD.")] = None,
+        max_attempts: Annotated[int | None, typer.Option(help="Attempts per task.")] = None,
+        agent: Annotated[str | None, typer.Option(help="Switch the agent backend.")] = None,
+        model: Annotated[str | None, typer.Option(help="Switch the model.")] = None,
+        script: Annotated[Path | None, typer.Option(help="JSON script for the scripted agent.")] = None,
+        timeout: Annotated[float | None, typer.Option(help="Seconds per verification command.")] = None,
+        allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Accept other changes.")] = False,
+        json_output: JsonOpt = False,
+    ) -> None:
+        """Continue an interrupted or failed run where it stopped, without repeating finished work."""
+        overrides: dict[str, Any] = {
+            "max_cost": max_cost,
+            "max_attempts": max_attempts,
+            "agent": agent,
+            "model": model,
+            "script": str(script.resolve()) if script else None,
+            "timeout": timeout,
+            "allow_dirty": allow_dirty or None,
+        }
+        from orchestrator.engine.session import resume_run
+
+        _execute(
+            json_output,
+            lambda reporter, hook: resume_run(run_id, overrides, reporter, repo=repo, runner_hook=hook),
+        )
+
+    @app.command()
+    def runs(repo: RepoOpt = None, json_output: JsonOpt = False) -> None:
+        """List the repository's runs: id, plan, status, tasks done/failed, cost."""
+        from orchestrator.engine.history import list_runs
+
+        states = list_runs(repo)
+        rows = [_run_summary(s) for s in states]
+        if json_output:
+            typer.echo(json.dumps(rows))
+            return
+        if not rows:
+            typer.echo("no runs yet")
+            return
+        typer.echo(f"{'RUN':<22} {'STATUS':<9} {'DONE':>9} {'FAILED':>6} {'COST':>9}  PLAN")
+        for r in rows:
+            done = f"{r['done']}/{r['tasks']}"
+            cost = _fmt_cost(r["cost_usd"])
+            typer.echo(f"{r['id']:<22} {r['status']:<9} {done:>9} {r['failed']:>6} {cost:>9}  {r['plan']}")
+
+    @app.command()
+    def show(
+        run_id: Annotated[
+            str | None, typer.Argument(help="Run id or unique prefix (default: latest).")
+        ] = None,
+        repo: RepoOpt = None,
+        json_output: JsonOpt = False,
+    ) -> None:
+        """One run in detail: each task's attempts, tokens, cost, verification, commit, saved edits."""
+        from orchestrator.engine.history import load_run
+
+        state, directory = load_run(run_id, repo)
+        if json_output:
+            typer.echo(state.model_dump_json())
+            return
+        summary = _run_summary(state)
+        typer.echo(f"run {state.run_id}: {state.status.value}  plan {state.plan}  branch {state.branch}")
+        typer.echo(
+            f"agent {state.agent}; {summary['done']} done, {summary['failed']} failed, "
+            f"{summary['skipped']} skipped; "
+            f"{state.usage.total_tokens} tokens, {_fmt_cost(state.usage.cost_usd)}; journal {directory}"
+        )
+        if state.message:
+            typer.echo(f"last word: {state.message}")
+        for task_id in state.order:
+            t = state.tasks[task_id]
+            flag = " (unverified)" if t.unverified else ""
+            commit = f" commit {t.commit[:10]}" if t.commit else ""
+            typer.echo(
+                f"\n{task_id}: {t.status.value}{flag}{commit}; {len(t.attempts)} attempt(s), "
+                f"{t.usage.total_tokens} tokens, {_fmt_cost(t.usage.cost_usd)}"
+            )
+            if t.reason:
+                typer.echo(f"  reason: {t.reason.splitlines()[0]}")
+            for a in t.attempts:
+                agent_word = f"agent {a.agent_status}" if a.agent_status else "agent did not finish"
+                typer.echo(f"  attempt {a.number}: {agent_word}; {a.usage.total_tokens} tokens")
+                if a.summary:
+                    typer.echo(f"    summary: {a.summary.splitlines()[0][:160]}")
+                if a.protected_restored:
+                    typer.echo(f"    undone changes to: {', '.join(a.protected_restored)}")
+                for v in a.verifications:
+                    typer.echo(f"    verify `{v.command}` -> exit {v.exit_code} ({v.duration:.2f}s)")
+                    if not v.ok and v.output_tail.strip():
+                        for line in v.output_tail.strip().splitlines()[-8:]:
+                            typer.echo(f"      | {line}")
+                if a.failure and a.failure != "interrupted":
+                    typer.echo(f"    failed: {a.failure.splitlines()[0]}")
+                elif a.failure == "interrupted":
+                    typer.echo("    interrupted")
+            for ref in t.saved_refs:
+                typer.echo(f"  saved edits: {ref}")
+
+    @app.command()
+    def demo(
+        agent: Annotated[
+            str | None,
+            typer.Option(help="Agent backend (default: scripted; anthropic when ANTHROPIC_API_KEY is set)."),
+        ] = None,
+        directory: Annotated[
+            Path | None,
+            typer.Option("--dir", help="Where to create the scratch repository (default: a temp dir)."),
+        ] = None,
+        json_output: JsonOpt = False,
+    ) -> None:
+        """Run the built-in demo plan in a scratch git repository and show the commits it made."""
+        from orchestrator.engine.session import start_run
+
+        chosen = agent or ("anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "scripted")
+        scratch = _make_demo_repo(directory)
+        overrides: dict[str, Any] = {"agent": chosen, "branch": "orchestrate-demo"}
+        if chosen == "scripted":
+            overrides["script"] = data_dir("plans") / "demo.script.json"
+        reporter_box: list[int] = []
+
+        def call(reporter: Any, hook: Callable[[Runner], None]) -> RunResult:
+            result = start_run(scratch / "plans" / "demo.md", overrides, reporter, runner_hook=hook)
+            reporter_box.append(result.exit_code)
+            return result
+
+        try:
+            _execute(json_output, call)
+        except typer.Exit:
+            pass
+        log = subprocess.run(
+            ["git", "log", "--oneline", "--decorate"],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+
+        def out(text: str) -> None:
+            typer.echo(text, err=json_output)
+
+        out("\ngit log --oneline:")
+        out(log.rstrip())
+        out(f"\nscratch repository: {scratch}")
+        raise typer.Exit(reporter_box[0] if reporter_box else 1)
+
+
+def _make_demo_repo(directory: Path | None) -> Path:
+    if directory is None:
+        scratch = Path(tempfile.mkdtemp(prefix="orchestrate-demo-"))
+    else:
+        scratch = directory.expanduser().resolve()
+        if scratch.exists() and any(scratch.iterdir()):
+            raise typer.BadParameter(
+                f"{scratch} is not empty; name a new or empty directory", param_hint="--dir"
+            )
+        scratch.mkdir(parents=True, exist_ok=True)
+    source = data_dir("plans")
+    (scratch / "plans").mkdir()
+    shutil.copyfile(source / "demo.md", scratch / "plans" / "demo.md")
+    (scratch / ".gitignore").write_text("__pycache__/\n.pytest_cache/\n")
+    (scratch / "README.md").write_text("# wordcount\n\nA scratch project that `orchestrate demo` builds.\n")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=scratch, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    has_identity = subprocess.run(
+        ["git", "config", "user.email"], cwd=scratch, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if not has_identity and not os.environ.get("GIT_AUTHOR_EMAIL"):
+        git("config", "user.name", "orchestrate demo")
+        git("config", "user.email", "demo@orchestrate.invalid")
+    git("add", "-A")
+    git("commit", "-q", "-m", "Scratch project with the demo plan")
+    return scratch

@@ -1,0 +1,32 @@
+"""Named crash points for the crash harness: ORCHESTRATE_CRASH_AT=point[:TASK_ID] makes the process
+die (os._exit(137), as a SIGKILL would leave it) when it reaches that point (for that task)."""
+
+from __future__ import annotations
+
+import os
+
+CRASH_ENV = "ORCHESTRATE_CRASH_AT"
+
+# In the order a task passes them. Each sits between two durable steps.
+CRASH_POINTS = (
+    "after_start",  # task_running journaled, agent not called yet
+    "after_agent",  # agent returned, agent_finished not journaled
+    "after_agent_record",  # agent_finished journaled, verification not started
+    "mid_verify",  # first verification command done and journaled
+    "after_verify",  # verification passed, task_verified not journaled
+    "after_verified",  # task_verified journaled, task_committing not
+    "after_committing",  # task_committing journaled, box not ticked
+    "after_tick",  # box ticked, no commit yet
+    "after_commit",  # commit made, task_done not journaled
+    "after_done",  # task_done journaled
+    "after_failed_attempt",  # a failed attempt journaled, the retry not started
+)
+
+
+def crash_point(point: str, task_id: str) -> None:
+    target = os.environ.get(CRASH_ENV)
+    if not target:
+        return
+    name, _, task = target.partition(":")
+    if name == point and (not task or task == task_id):
+        os._exit(137)

@@ -1,0 +1,133 @@
+"""--dry-run: what a run would do, computed without calling a model, running a command, or
+changing a file, a branch or a commit (not even the checkpoints directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from orchestrator.config import load_settings
+from orchestrator.domain.plan import Plan
+from orchestrator.engine.prompts import PromptRenderer
+from orchestrator.engine.scheduler import is_group, select_tasks
+from orchestrator.engine.verification import commands_for, missing_programs
+from orchestrator.errors import PlanError, UsageError
+from orchestrator.persistence.repo import find_repo_root
+from orchestrator.planfile import parse_plan
+
+
+class DryTask(BaseModel):
+    id: str
+    phase: str
+    title: str
+    depends_on: list[str]
+    verify: list[str]
+    group: bool = False
+    optional: bool = False
+    system_prompt: str | None = None
+    prompt: str | None = None
+
+
+class DryRun(BaseModel):
+    plan: str
+    title: str
+    repo: str | None
+    agent: str
+    waves: list[list[DryTask]] = Field(default_factory=list)
+    already_done: list[str] = Field(default_factory=list)
+    blocked: list[str] = Field(default_factory=list)
+    """Selected tasks no wave reaches (they wait on unselected or failing tasks)."""
+    diagnostics: list[dict[str, Any]] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d["severity"] == "error" for d in self.diagnostics)
+
+
+def waves(plan: Plan, selection: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Selected unsettled tasks in waves: each wave's tasks wait only on earlier waves."""
+    chosen = set(selection)
+    settled = {t.id for t in plan.tasks if t.settled}
+    todo = [t for t in plan.tasks if t.id in chosen and t.id not in settled]
+    out: list[list[str]] = []
+    while todo:
+        wave = [t.id for t in todo if all(d in settled for d in t.depends_on)]
+        if not wave:
+            break
+        out.append(wave)
+        settled |= set(wave)
+        todo = [t for t in todo if t.id not in settled]
+    return out, [t.id for t in todo]
+
+
+def dry_run(
+    plan_path: Path,
+    overrides: dict[str, Any],
+    *,
+    repo: Path | None = None,
+    phase: str | None = None,
+    task: str | None = None,
+    show_prompts: bool = False,
+) -> DryRun:
+    if not plan_path.is_file():
+        raise PlanError("plan file not found", path=plan_path)
+    plan_abs = plan_path.resolve()
+    root = find_repo_root(repo.resolve() if repo else plan_abs)
+    settings = load_settings(root or plan_abs.parent, overrides)
+    plan = parse_plan(plan_abs)
+    if phase is not None and plan.phase(phase) is None:
+        raise UsageError(f"no phase '{phase}' in the plan")
+    if task is not None and plan.task(task) is None:
+        raise UsageError(f"no task '{task}' in the plan")
+    selection = select_tasks(plan, phase=phase, task=task)
+    report = DryRun(
+        plan=str(plan_path),
+        title=plan.title,
+        repo=str(root) if root else None,
+        agent=settings.agent,
+        diagnostics=[d.model_dump(mode="json") for d in plan.diagnostics],
+        already_done=[t.id for t in plan.tasks if t.id in set(selection) and t.settled],
+    )
+    if root is None:
+        report.warnings.append(
+            f"{plan_abs.parent} is not inside a git repository: `orchestrate run` would refuse"
+        )
+    if not plan.tasks:
+        report.warnings.append("the plan has no checkbox tasks")
+    if plan.errors:
+        return report
+    renderer = (
+        PromptRenderer(root or plan_abs.parent, plan_abs, settings.prompts_dir, settings.protected_paths)
+        if show_prompts
+        else None
+    )
+    ordered, blocked = waves(plan, selection)
+    report.blocked = blocked
+    all_commands: list[str] = []
+    for wave in ordered:
+        row: list[DryTask] = []
+        for task_id in wave:
+            t = plan.task(task_id)
+            assert t is not None
+            commands = commands_for(t.verify, settings.verify)
+            all_commands.extend(commands)
+            item = DryTask(
+                id=t.id,
+                phase=t.phase,
+                title=t.title,
+                depends_on=t.depends_on,
+                verify=commands,
+                group=is_group(plan, t),
+                optional=t.optional,
+            )
+            if renderer is not None and not item.group:
+                rendered = renderer.render(plan, t, commands, attempt=1, max_attempts=settings.max_attempts)
+                item.system_prompt, item.prompt = rendered.system, rendered.prompt
+            row.append(item)
+        report.waves.append(row)
+    for command, program in missing_programs(dict.fromkeys(all_commands)):
+        report.warnings.append(f"verification command `{command}` needs `{program}`, which is not on PATH")
+    return report

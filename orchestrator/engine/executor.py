@@ -1,0 +1,106 @@
+"""Where a task's attempts run: the seam between the runner's loop and the work trees.
+
+The runner asks the scheduler for ready tasks while the executor has free slots, hands each to
+`start` with the work to do (a callable taking the workspace to run in), then collects results
+with `wait`. Landing a passed task on the run's branch (tick + commit) stays in the runner, one at a
+time and in the order results arrive; before it, `integrate` brings the task's changes into the
+run's work tree, and after a failure `discard` keeps its edits in a ref and cleans the workspace.
+
+InlineExecutor is the serial default: one slot, the repository's own work tree as the workspace,
+nothing to integrate. A worktree executor (N slots, threads, one `git worktree` per task,
+`integrate` = cherry-pick onto the run's head) plugs in here without touching the state machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator.domain.plan import Task
+from orchestrator.persistence.repo import GitRepo
+
+
+@dataclass
+class TaskResult:
+    """How a task's attempts ended, before landing."""
+
+    task: Task
+    workspace: Path
+    passed: bool = False
+    unverified: bool = False
+    """Passed with no verification command to run."""
+    stopped: bool = False
+    """A stop was requested mid-task: leave it resumable, neither landed nor failed."""
+    reason: str = ""
+    attempts: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+    """Executor-specific facts (worktree path, branch, commit) for the journal."""
+
+
+Work = Callable[[Path], TaskResult]
+"""A task's attempts, run in the given workspace; journals and reports as it goes."""
+
+
+class Executor(Protocol):
+    slots: int
+    """How many tasks may be in flight at once."""
+
+    def start(self, task: Task, work: Work) -> None: ...
+
+    def wait(self) -> list[TaskResult]:
+        """Block until at least one started task has finished its attempts; their results."""
+        ...
+
+    def in_flight(self) -> list[str]: ...
+
+    def integrate(self, result: TaskResult) -> None:
+        """Make the run's work tree hold the task's changes (before the tick and the commit)."""
+        ...
+
+    def discard(self, result: TaskResult, keep_ref: str, message: str) -> str | None:
+        """Keep the task's uncommitted edits in `keep_ref` (returned, None if there were none)
+        and return its workspace to the run's head."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class InlineExecutor:
+    """One task at a time, in the repository's own work tree, on the caller's thread."""
+
+    slots = 1
+
+    def __init__(self, repo: GitRepo, keep: Callable[[list[str]], list[str]] | None = None):
+        self.repo = repo
+        self._pending: list[tuple[Task, Work]] = []
+        # Which changed paths a reset may touch (paths dirty before an --allow-dirty run are not ours).
+        self._keep = keep or (lambda paths: paths)
+
+    def start(self, task: Task, work: Work) -> None:
+        self._pending.append((task, work))
+
+    def in_flight(self) -> list[str]:
+        return [task.id for task, _ in self._pending]
+
+    def wait(self) -> list[TaskResult]:
+        if not self._pending:
+            return []
+        task, work = self._pending[0]
+        try:
+            return [work(self.repo.root)]
+        finally:
+            self._pending.pop(0)
+
+    def integrate(self, result: TaskResult) -> None:
+        del result  # the work is already in the run's work tree
+
+    def discard(self, result: TaskResult, keep_ref: str, message: str) -> str | None:
+        del result
+        sha = self.repo.save_snapshot(keep_ref, message)
+        self.repo.reset_paths(self._keep(self.repo.changed_paths()))
+        return keep_ref if sha else None
+
+    def close(self) -> None:
+        self._pending.clear()

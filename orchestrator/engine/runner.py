@@ -1,0 +1,618 @@
+"""The run loop and each task's state machine.
+
+    while slots free: start ready tasks         (scheduler + executor)
+    for each finished task: land it or fail it  (tick + commit, one at a time)
+
+Every transition is journaled (fsync'd) before the action it announces, and the in-memory RunState
+is the fold of exactly those records, so what `show` and `resume` read is what happened.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator.agents.base import (
+    Agent,
+    AgentEvent,
+    AgentListener,
+    AgentRequest,
+    AgentStatus,
+    AgentUnavailable,
+)
+from orchestrator.config import Settings
+from orchestrator.domain.events import (
+    AgentActivity,
+    AgentFinished,
+    Notice,
+    Reporter,
+    RunFinished,
+    RunStarted,
+    TaskFinished,
+    TaskInfo,
+    TaskRetrying,
+    TaskStarted,
+    VerificationFinished,
+)
+from orchestrator.domain.plan import Plan, Task
+from orchestrator.domain.state import RunState, RunStatus, TaskStatus, usage_to_record
+from orchestrator.domain.usage import Usage
+from orchestrator.engine.crash import crash_point
+from orchestrator.engine.executor import Executor, InlineExecutor, TaskResult
+from orchestrator.engine.prompts import PromptRenderer
+from orchestrator.engine.scheduler import Scheduler, is_group
+from orchestrator.engine.verification import CommandResult, commands_for, run_verification
+from orchestrator.errors import OrchestrateError
+from orchestrator.persistence.journal import Journal, atomic_write
+from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitRepo
+from orchestrator.planfile import parse_plan
+from orchestrator.planfile.writer import set_box
+
+
+class BudgetExceeded(Exception):  # noqa: N818 - reads as the event it is
+    """The run's spend reached --max-cost: stop cleanly, resumably."""
+
+
+class StopRequested(Exception):  # noqa: N818
+    """A stop (first Ctrl-C) was asked for and the current step has finished."""
+
+
+@dataclass
+class RunContext:
+    """Everything a run works on; built by engine.session after pre-flight."""
+
+    repo: GitRepo
+    plan_path: Path
+    plan_rel: str
+    settings: Settings
+    run_id: str
+    branch: str
+    journal: Journal
+    state: RunState
+    selection: list[str]
+    preexisting: dict[str, str | None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: RunStatus
+    message: str
+    state: RunState
+    resume_hint: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status is RunStatus.COMPLETE else 1
+
+
+_REF_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def ref_name(run_id: str, task_id: str, label: str) -> str:
+    """refs/orchestrate/<run>/<task>/<label>, with the task id made safe for a ref."""
+    safe = _REF_UNSAFE.sub("_", task_id).strip(".") or "task"
+    safe = safe.replace("..", "_")
+    if safe.endswith(".lock"):
+        safe += "_"
+    return f"refs/orchestrate/{run_id}/{safe}/{label}"
+
+
+def commit_message(task: Task) -> str:
+    title = " ".join(task.title.split()) or task.id
+    return f"Phase {task.phase}: {title}"
+
+
+class Runner:
+    def __init__(
+        self,
+        ctx: RunContext,
+        agent: Agent | None,
+        reporter: Reporter,
+        plan: Plan,
+        executor: Executor | None = None,
+    ):
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.repo = ctx.repo
+        self.agent = agent
+        self.reporter = reporter
+        self.plan = plan
+        self.state = ctx.state
+        self.scheduler = Scheduler(plan, ctx.selection)
+        self.executor: Executor = executor or InlineExecutor(self.repo, keep=self.ours)
+        self.renderer = PromptRenderer(
+            self.repo.root,
+            ctx.plan_path,
+            override_dir=self.settings.prompts_dir,
+            protected_paths=self.settings.protected_paths,
+        )
+        self._lock = threading.RLock()
+        self._stop_requested = False
+        self._resume_at: dict[str, str] = {}
+        for record in self.state.tasks.values():
+            if record.status is TaskStatus.DONE:
+                self.scheduler.done.add(record.id)
+
+    # -- journal + events ------------------------------------------------------------------
+
+    def record(self, type_: str, *, durable: bool = True, **fields: Any) -> None:
+        with self._lock:
+            rec = self.ctx.journal.append(type_, durable=durable, **fields)
+            self.state.apply(rec)
+
+    def emit(self, event: Any) -> None:
+        with self._lock:
+            self.reporter.emit(event)
+
+    def notice(
+        self, message: str, level: Literal["info", "warning", "error"] = "info", task_id: str | None = None
+    ) -> None:
+        self.emit(Notice(message=message, level=level, task_id=task_id))
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First Ctrl-C: finish the current step, then stop resumably."""
+        if not self._stop_requested:
+            self._stop_requested = True
+            self.notice(
+                "stopping after the current step (press Ctrl-C again to abort now; both are resumable)",
+                level="warning",
+            )
+
+    def resume_at(self, task_id: str, point: str) -> None:
+        """Pick a task up mid-way on resume: 'verify' (its agent's work is intact) or 'commit'
+        (its verified work is intact)."""
+        self._resume_at[task_id] = point
+
+    def ours(self, paths: list[str]) -> list[str]:
+        """The changed paths that belong to the run: not those dirty before an --allow-dirty run
+        and still as they were."""
+        if not self.ctx.preexisting:
+            return paths
+        return [
+            p
+            for p in paths
+            if p not in self.ctx.preexisting or self.repo.hash_file(p) != self.ctx.preexisting[p]
+        ]
+
+    def _untouched_preexisting(self) -> list[str]:
+        return [p for p, blob in self.ctx.preexisting.items() if self.repo.hash_file(p) == blob]
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, resumed: bool = False) -> RunResult:
+        self.emit(
+            RunStarted(
+                run_id=self.ctx.run_id,
+                plan=self.ctx.plan_rel,
+                branch=self.ctx.branch,
+                agent=self.settings.agent,
+                resumed=resumed,
+                parallel=self.executor.slots,
+                tasks=[
+                    TaskInfo(
+                        id=t.id,
+                        phase=t.phase,
+                        title=t.title,
+                        settled=t.settled or t.id in self.scheduler.done,
+                    )
+                    for t in self.plan.tasks
+                    if t.id in set(self.ctx.selection)
+                ],
+            )
+        )
+        status = RunStatus.COMPLETE
+        message = ""
+        hint = ""
+        try:
+            self._loop()
+        except BudgetExceeded:
+            spent = self.state.usage.cost_usd
+            limit = self.settings.max_cost or 0.0
+            status = RunStatus.STOPPED
+            suggestion = max(limit * 2, spent + 1.0)
+            hint = f"orchestrate resume {self.ctx.run_id} --max-cost {suggestion:.2f}"
+            message = (
+                f"budget reached: spent ${spent:.2f} of --max-cost ${limit:.2f}; resume with a higher limit"
+            )
+        except AgentUnavailable as exc:
+            status = RunStatus.STOPPED
+            hint = f"orchestrate resume {self.ctx.run_id}"
+            message = f"the agent backend is unavailable: {exc}; resume when it is back"
+        except StopRequested:
+            status = RunStatus.STOPPED
+            hint = f"orchestrate resume {self.ctx.run_id}"
+            message = "stopped on request after the current step"
+        except KeyboardInterrupt:
+            status = RunStatus.STOPPED
+            hint = f"orchestrate resume {self.ctx.run_id}"
+            message = "aborted (second Ctrl-C); the interrupted task is picked up on resume"
+        except OrchestrateError as exc:
+            self._finish(
+                RunStatus.STOPPED, f"stopped: {exc.render()}", f"orchestrate resume {self.ctx.run_id}"
+            )
+            raise
+        except BaseException as exc:
+            self._finish(RunStatus.STOPPED, f"stopped by an internal error: {exc!r}", "")
+            raise
+        finally:
+            self.executor.close()
+        if status is RunStatus.COMPLETE:
+            if self.state.count(TaskStatus.FAILED) or self.state.count(TaskStatus.SKIPPED):
+                status = RunStatus.FAILED
+                failed = [t.id for t in self.state.tasks.values() if t.status is TaskStatus.FAILED]
+                message = f"task(s) failed: {', '.join(failed)}; their dependents were skipped"
+                hint = f"orchestrate resume {self.ctx.run_id}"
+            elif self.scheduler.remaining():
+                # Nothing ready yet something left: the selection waits on tasks outside it.
+                status = RunStatus.FAILED
+                message = (
+                    f"{len(self.scheduler.remaining())} task(s) wait on tasks outside this run's selection"
+                )
+            else:
+                message = "every task done"
+        return self._finish(status, message, hint)
+
+    def _finish(self, status: RunStatus, message: str, hint: str) -> RunResult:
+        kind = "run_stopped" if status is RunStatus.STOPPED else "run_finished"
+        self.record(kind, status=status.value, message=message, resume_hint=hint)
+        tasks = self.state.tasks.values()
+        saved = [ref for t in tasks for ref in t.saved_refs]
+        if saved:
+            self.notice("edits of interrupted or failed attempts are kept in: " + ", ".join(saved))
+        self.emit(
+            RunFinished(
+                run_id=self.ctx.run_id,
+                status=status.value,
+                message=message,
+                done=sum(1 for t in tasks if t.status is TaskStatus.DONE),
+                failed=sum(1 for t in tasks if t.status is TaskStatus.FAILED),
+                skipped=sum(1 for t in tasks if t.status is TaskStatus.SKIPPED),
+                remaining=len(self.scheduler.remaining()),
+                usage=self.state.usage,
+                resume_hint=hint,
+            )
+        )
+        return RunResult(self.ctx.run_id, status, message, self.state, hint)
+
+    def _loop(self) -> None:
+        while True:
+            if self._stop_requested:
+                raise StopRequested
+            in_flight = self.executor.in_flight()
+            free = self.executor.slots - len(in_flight)
+            if free > 0:
+                for task in self.scheduler.ready(in_flight)[:free]:
+                    self.executor.start(task, self._work_for(task))
+            if not self.executor.in_flight():
+                return
+            for result in self.executor.wait():
+                if result.stopped:
+                    raise StopRequested
+                if result.passed:
+                    self._land(result)
+                else:
+                    self._fail(result)
+
+    def _work_for(self, task: Task) -> Any:
+        def work(workspace: Path) -> TaskResult:
+            return self._attempts(task, workspace)
+
+        return work
+
+    # -- one task ------------------------------------------------------------------------
+
+    def _check_budget(self) -> None:
+        limit = self.settings.max_cost
+        if limit is not None and self.state.usage.cost_usd >= limit:
+            raise BudgetExceeded
+
+    def _listener(self, task_id: str, attempt: int) -> AgentListener:
+        def listen(event: AgentEvent) -> None:
+            if event.kind == "model_call" and event.usage is not None:
+                self.record(
+                    "model_call",
+                    task=task_id,
+                    attempt=attempt,
+                    detail=event.detail,
+                    **usage_to_record(event.usage),
+                )
+                record = self.state.task(task_id)
+                self.emit(
+                    AgentActivity(
+                        task_id=task_id,
+                        kind=event.kind,
+                        detail=event.detail,
+                        usage=event.usage,
+                        task_usage=record.usage,
+                        run_usage=self.state.usage,
+                    )
+                )
+                self._check_budget()
+            else:
+                self.record("agent_event", durable=False, task=task_id, kind=event.kind, detail=event.detail)
+                self.emit(AgentActivity(task_id=task_id, kind=event.kind, detail=event.detail))
+
+        return listen
+
+    def _verify(self, task: Task, attempt: int, commands: list[str], workspace: Path) -> Any:
+        def heard(result: CommandResult) -> None:
+            self.record(
+                "verification",
+                task=task.id,
+                attempt=attempt,
+                command=result.command,
+                exit_code=result.exit_code,
+                ok=result.ok,
+                duration=round(result.duration, 3),
+                timed_out=result.timed_out,
+                output_tail=result.output_tail,
+            )
+            self.emit(
+                VerificationFinished(
+                    task_id=task.id,
+                    attempt=attempt,
+                    command=result.command,
+                    exit_code=result.exit_code,
+                    ok=result.ok,
+                    duration=result.duration,
+                    output_tail=result.output_tail,
+                )
+            )
+            crash_point("mid_verify", task.id)
+
+        return run_verification(commands, cwd=workspace, timeout=self.settings.timeout, on_result=heard)
+
+    def _guard(self, workspace_repo: GitRepo, plan_bytes: bytes) -> list[str]:
+        """Undo what the agent may not change: the plan file and `protected_paths`."""
+        restored: list[str] = []
+        plan_file = workspace_repo.root / self.ctx.plan_rel
+        current = plan_file.read_bytes() if plan_file.exists() else None
+        if current != plan_bytes:
+            atomic_write(plan_file, plan_bytes)
+            restored.append(self.ctx.plan_rel)
+        if self.settings.protected_paths:
+            hit = [
+                p
+                for p in workspace_repo.changed_paths()
+                if any(fnmatch.fnmatch(p, g) for g in self.settings.protected_paths)
+            ]
+            if hit:
+                workspace_repo.reset_paths(hit)
+                restored.extend(hit)
+        return restored
+
+    def _attempts(self, task: Task, workspace: Path) -> TaskResult:
+        """Run the task's attempts in `workspace` until one passes verification or none are left."""
+        result = TaskResult(task=task, workspace=workspace)
+        record = self.state.task(task.id)
+        commands = commands_for(task.verify, self.settings.verify)
+        point = self._resume_at.pop(task.id, None)
+        result.attempts = record.attempt
+        if point == "commit":
+            result.passed, result.unverified = True, record.unverified
+            return result
+        if is_group(self.plan, task):
+            return self._group(task, workspace, commands, result)
+        if not commands and self.settings.require_verify:
+            result.reason = "the task has no verification command and --require-verify is set"
+            return result
+        ws_repo = self.repo if workspace == self.repo.root else GitRepo(workspace)
+        failure = self._last_failure(task.id)
+        while True:
+            if point == "verify":
+                attempt = record.attempt
+                point = None
+            else:
+                if record.attempts_since_reset >= self.settings.max_attempts:
+                    result.reason = failure or "no attempts left"
+                    return result
+                if self._stop_requested:
+                    result.stopped = True
+                    return result
+                self._check_budget()
+                attempt = record.attempt + 1
+                if not self._agent_attempt(task, attempt, workspace, ws_repo, commands, failure):
+                    failure = self._last_failure(task.id)
+                    if record.attempts_since_reset < self.settings.max_attempts:
+                        self.emit(
+                            TaskRetrying(
+                                task_id=task.id, next_attempt=attempt + 1, reason=failure.splitlines()[0]
+                            )
+                        )
+                    continue
+                if self._stop_requested:
+                    result.stopped = True
+                    return result
+            result.attempts = attempt
+            outcome = self._verify(task, attempt, commands, workspace)
+            crash_point("after_verify", task.id)
+            if outcome.passed:
+                tree = ws_repo.snapshot_tree()
+                self.record(
+                    "task_verified", task=task.id, attempt=attempt, tree=tree, unverified=not commands
+                )
+                crash_point("after_verified", task.id)
+                result.passed, result.unverified = True, not commands
+                return result
+            failure = outcome.failure_report()
+            self.record("attempt_failed", task=task.id, attempt=attempt, reason=failure)
+            crash_point("after_failed_attempt", task.id)
+            if record.attempts_since_reset < self.settings.max_attempts:
+                failed = outcome.failure
+                why = failed.explain() if failed else "verification failed"
+                self.emit(TaskRetrying(task_id=task.id, next_attempt=attempt + 1, reason=why))
+
+    def _agent_attempt(
+        self, task: Task, attempt: int, workspace: Path, ws_repo: GitRepo, commands: list[str], failure: str
+    ) -> bool:
+        """One agent call; False (attempt journaled as failed) when the agent did not finish cleanly
+        or touched what it may not."""
+        assert self.agent is not None
+        rendered = self.renderer.render(
+            self.plan,
+            task,
+            commands,
+            attempt=attempt,
+            max_attempts=self.settings.max_attempts,
+            failure=failure,
+        )
+        prompt_file = f"prompts/{_REF_UNSAFE.sub('_', task.id)}.attempt-{attempt}.md"
+        self.ctx.journal.write_artifact(prompt_file, rendered.as_text())
+        self.record("task_running", task=task.id, attempt=attempt, prompt_file=prompt_file)
+        self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
+        crash_point("after_start", task.id)
+        plan_file = workspace / self.ctx.plan_rel
+        plan_bytes = plan_file.read_bytes()
+        request = AgentRequest(
+            task_id=task.id,
+            attempt=attempt,
+            system_prompt=rendered.system,
+            prompt=rendered.prompt,
+            workspace=workspace,
+            model=self.settings.model,
+            max_turns=self.settings.max_turns,
+            command_timeout=self.settings.command_timeout,
+        )
+        outcome = self.agent.run(request, self._listener(task.id, attempt))
+        crash_point("after_agent", task.id)
+        restored = self._guard(ws_repo, plan_bytes)
+        tree = ws_repo.snapshot_tree()
+        self.record(
+            "agent_finished",
+            task=task.id,
+            attempt=attempt,
+            status=outcome.status.value,
+            summary=outcome.summary[:4000],
+            turns=outcome.turns,
+            tree=tree,
+            **usage_to_record(outcome.usage),
+        )
+        self.emit(
+            AgentFinished(
+                task_id=task.id,
+                attempt=attempt,
+                status=outcome.status.value,
+                summary=outcome.summary,
+                usage=self._attempt_usage(task.id, outcome.usage),
+            )
+        )
+        crash_point("after_agent_record", task.id)
+        reason = ""
+        if restored:
+            self.record("protected_restored", task=task.id, attempt=attempt, paths=restored)
+            self.notice(f"the agent changed {', '.join(restored)}; undone", level="warning", task_id=task.id)
+            reason = (
+                f"the agent changed paths it may not change ({', '.join(restored)}); the change was undone"
+            )
+        elif outcome.status is not AgentStatus.DONE:
+            reason = (
+                f"the agent reported {outcome.status.value}: {outcome.summary.strip() or 'no reason given'}"
+            )
+        if reason:
+            self.record("attempt_failed", task=task.id, attempt=attempt, reason=reason)
+            crash_point("after_failed_attempt", task.id)
+            return False
+        return True
+
+    def _attempt_usage(self, task_id: str, reported: Usage) -> Usage:
+        """The attempt's usage as the listener saw it, or as the outcome says when a backend
+        reported usage only at the end."""
+        current = self.state.task(task_id).current()
+        seen = current.usage if current is not None else Usage()
+        return seen if seen.calls or not reported.calls else reported
+
+    def _last_failure(self, task_id: str) -> str:
+        for attempt in reversed(self.state.task(task_id).attempts):
+            if attempt.failure and attempt.failure != "interrupted":
+                return attempt.failure
+        return ""
+
+    def _group(self, task: Task, workspace: Path, commands: list[str], result: TaskResult) -> TaskResult:
+        """A parent of nested checkboxes: its children did the work; check it, then tick it."""
+        self.record("task_running", task=task.id, attempt=self.state.task(task.id).attempt + 1, group=True)
+        attempt = self.state.task(task.id).attempt
+        result.attempts = attempt
+        self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
+        if commands:
+            outcome = self._verify(task, attempt, commands, workspace)
+            if not outcome.passed:
+                result.reason = outcome.failure_report()
+                self.record("attempt_failed", task=task.id, attempt=attempt, reason=result.reason)
+                return result
+        ws_repo = self.repo if workspace == self.repo.root else GitRepo(workspace)
+        self.record(
+            "task_verified", task=task.id, attempt=attempt, tree=ws_repo.snapshot_tree(), unverified=False
+        )
+        result.passed = True
+        return result
+
+    # -- landing ---------------------------------------------------------------------------
+
+    def _land(self, result: TaskResult) -> None:
+        """Tick the box and commit the task's changes with it: one commit, the point of truth."""
+        task = result.task
+        self.record("task_committing", task=task.id, workspace=result.extra)
+        crash_point("after_committing", task.id)
+        self.executor.integrate(result)
+        plan = set_box(self.ctx.plan_path, task.id, True)
+        crash_point("after_tick", task.id)
+        sha = self.repo.commit_all(
+            commit_message(task),
+            {TASK_TRAILER: task.id, RUN_TRAILER: self.ctx.run_id},
+            exclude=self._untouched_preexisting(),
+        )
+        crash_point("after_commit", task.id)
+        self.record("task_done", task=task.id, commit=sha, unverified=result.unverified)
+        crash_point("after_done", task.id)
+        self.plan = plan
+        self.scheduler.done.add(task.id)
+        self.scheduler.update_plan(plan)
+        record = self.state.task(task.id)
+        self.emit(
+            TaskFinished(
+                task_id=task.id,
+                status="unverified" if result.unverified else "done",
+                reason="no verification command; ticked on the agent's word" if result.unverified else "",
+                commit=sha,
+                attempts=record.attempt,
+                usage=record.usage,
+            )
+        )
+
+    def _fail(self, result: TaskResult) -> None:
+        task = result.task
+        record = self.state.task(task.id)
+        ref = self.executor.discard(
+            result,
+            ref_name(self.ctx.run_id, task.id, f"failed-attempt-{record.attempt}"),
+            f"orchestrate: edits of failed task {task.id} (run {self.ctx.run_id})",
+        )
+        if ref:
+            self.record("edits_saved", task=task.id, attempt=record.attempt, ref=ref)
+        self.record("task_failed", task=task.id, reason=result.reason, ref=ref)
+        self.scheduler.failed.add(task.id)
+        self.emit(
+            TaskFinished(
+                task_id=task.id,
+                status="failed",
+                reason=result.reason.splitlines()[0] if result.reason else "",
+                attempts=record.attempt,
+                usage=record.usage,
+            )
+        )
+        for blocked in self.scheduler.blocked_by(task.id):
+            reason = f"depends on failed task {task.id}"
+            self.record("task_skipped", task=blocked, reason=reason)
+            self.scheduler.skipped.add(blocked)
+            self.emit(TaskFinished(task_id=blocked, status="skipped", reason=reason))
+
+
+def reparse(plan_path: Path) -> Plan:
+    return parse_plan(plan_path)

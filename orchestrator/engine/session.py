@@ -1,0 +1,397 @@
+"""Starting and resuming runs: pre-flight checks, then the Runner.
+
+Pre-flight refuses, before anything changes, what a run cannot do well: a plan outside a git
+repository, a plan with errors, an unknown agent or a bad script, a verification program that does
+not exist, a dirty tree, a protected branch, another run holding the repository. Each refusal says
+what to do. Resume first reconciles the journal with the branch's commits and the work tree.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from orchestrator.agents.base import Agent, AgentConfigError
+from orchestrator.agents.registry import create_agent
+from orchestrator.config import Settings, load_settings
+from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
+from orchestrator.domain.plan import Plan
+from orchestrator.domain.state import RunState, RunStatus, TaskStatus
+from orchestrator.engine.runner import RunContext, Runner, RunResult, ref_name
+from orchestrator.engine.scheduler import Scheduler, select_tasks
+from orchestrator.engine.verification import commands_for, missing_programs
+from orchestrator.errors import PlanError, PreflightError, UsageError
+from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
+from orchestrator.persistence.repo import GitRepo, find_repo_root
+from orchestrator.planfile import parse_plan
+from orchestrator.planfile.writer import set_box
+
+# Settings a run remembers so that `resume` behaves like the run it continues.
+REMEMBERED = (
+    "agent",
+    "model",
+    "script",
+    "agent_command",
+    "max_attempts",
+    "max_turns",
+    "max_cost",
+    "timeout",
+    "command_timeout",
+    "verify",
+    "require_verify",
+    "protected_paths",
+    "allow_dirty",
+    "parallel",
+    "sandbox",
+    "prompts_dir",
+)
+
+
+@runtime_checkable
+class PlanAwareAgent(Protocol):
+    """A backend that can check its own configuration against the plan (the scripted agent)."""
+
+    def check_tasks(self, task_ids: list[str]) -> None: ...
+
+
+@dataclass
+class Located:
+    repo: GitRepo
+    plan_path: Path
+    plan_rel: str
+
+
+def locate(plan_path: Path, repo: Path | None = None) -> Located:
+    """The repository a plan belongs to (or `repo`), refusing a plan outside any repository."""
+    plan_path = plan_path.expanduser()
+    if not plan_path.is_file():
+        raise PlanError("plan file not found", path=plan_path)
+    plan_abs = plan_path.resolve()
+    root = find_repo_root(repo.expanduser().resolve() if repo else plan_abs)
+    if root is None:
+        where = repo if repo else plan_abs.parent
+        raise PreflightError(
+            f"{where} is not inside a git repository; run `git init` there (and commit) or pass --repo"
+        )
+    try:
+        rel = plan_abs.relative_to(root).as_posix()
+    except ValueError:
+        raise PreflightError(
+            f"the plan {plan_abs} is outside the repository {root}; orchestrate ticks and commits the "
+            "plan, so it must live in the repository it runs in"
+        ) from None
+    return Located(GitRepo(root), plan_abs, rel)
+
+
+def load_plan(path: Path) -> Plan:
+    plan = parse_plan(path)
+    if plan.errors:
+        first = plan.errors[0]
+        more = f" (and {len(plan.errors) - 1} more; see `orchestrate lint`)" if len(plan.errors) > 1 else ""
+        raise PlanError(f"{first.message}{more}", path=path, line=first.line)
+    return plan
+
+
+def build_agent(settings: Settings, plan: Plan) -> Agent:
+    try:
+        agent = create_agent(settings)
+        if isinstance(agent, PlanAwareAgent):
+            agent.check_tasks([t.id for t in plan.tasks])
+    except AgentConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return agent
+
+
+def check_programs(plan: Plan, selection: list[str], settings: Settings) -> None:
+    commands: list[str] = []
+    for task_id in selection:
+        task = plan.task(task_id)
+        if task is not None and not task.settled:
+            commands.extend(commands_for(task.verify, settings.verify))
+    missing = missing_programs(dict.fromkeys(commands))
+    if missing:
+        command, program = missing[0]
+        raise PreflightError(
+            f"verification command `{command}` needs `{program}`, which is not on PATH; "
+            "install it or fix the plan's verify command"
+        )
+
+
+def _check_branch(repo: GitRepo, settings: Settings) -> str:
+    """The branch the run commits on; switches to (or creates) --branch."""
+    if settings.branch:
+        if settings.branch in settings.protected_branches:
+            raise PreflightError(f"--branch {settings.branch} is a protected branch; name a work branch")
+        if repo.current_branch() != settings.branch:
+            repo.switch(settings.branch, create=not repo.branch_exists(settings.branch))
+        return settings.branch
+    branch = repo.current_branch()
+    if branch is None:
+        raise PreflightError("HEAD is detached; pass --branch NAME to run on a work branch")
+    if branch in settings.protected_branches:
+        raise PreflightError(
+            f"refusing to commit on protected branch '{branch}'; pass --branch NAME to create a work branch"
+        )
+    return branch
+
+
+def _emit_nothing_to_do(reporter: Reporter, plan: Plan, rel: str, branch: str, settings: Settings) -> None:
+    reporter.emit(
+        RunStarted(
+            run_id="-",
+            plan=rel,
+            branch=branch,
+            agent=settings.agent,
+            tasks=[TaskInfo(id=t.id, phase=t.phase, title=t.title, settled=True) for t in plan.tasks],
+        )
+    )
+    reporter.emit(RunFinished(run_id="-", status="complete", message="nothing to do: every task is ticked"))
+
+
+def start_run(
+    plan_path: Path,
+    overrides: Mapping[str, Any],
+    reporter: Reporter,
+    *,
+    repo: Path | None = None,
+    phase: str | None = None,
+    task: str | None = None,
+    runner_hook: Any = None,
+) -> RunResult:
+    """Pre-flight, then run the plan. `runner_hook(runner)` is called before the loop starts (the CLI
+    installs its Ctrl-C handler there)."""
+    located = locate(plan_path, repo)
+    git = located.repo
+    settings = load_settings(git.root, overrides)
+    plan = load_plan(located.plan_path)
+    if not plan.tasks:
+        raise PlanError("the plan has no checkbox tasks; nothing to run", path=located.plan_path)
+    if phase is not None and plan.phase(phase) is None:
+        raise UsageError(f"no phase '{phase}' in the plan; `orchestrate status PLAN` lists them")
+    if task is not None and plan.task(task) is None:
+        raise UsageError(f"no task '{task}' in the plan; `orchestrate next PLAN` lists them")
+    selection = select_tasks(plan, phase=phase, task=task)
+    agent = build_agent(settings, plan)
+    check_programs(plan, selection, settings)
+    dirty = git.status()
+    if dirty and not settings.allow_dirty:
+        raise PreflightError(
+            f"the work tree has uncommitted changes ({len(dirty)} path(s), e.g. {dirty[0][1]}); "
+            "commit or stash them, or pass --allow-dirty"
+        )
+    if git.head() is None:
+        raise PreflightError("the repository has no commits yet; make an initial commit first")
+    with RunLock(git):
+        branch = _check_branch(git, settings)
+        if all(t.settled for t in plan.tasks if t.id in set(selection)):
+            _emit_nothing_to_do(reporter, plan, located.plan_rel, branch, settings)
+            return RunResult("-", RunStatus.COMPLETE, "nothing to do", RunState())
+        store = RunStore.for_repo(git.root, settings.checkpoints_dir)
+        store.ensure_excluded(git)
+        run_id = new_run_id()
+        journal = store.journal(run_id).open()
+        preexisting = {path: git.hash_file(path) for _, path in git.status()}
+        state = RunState()
+        ctx = RunContext(
+            repo=git,
+            plan_path=located.plan_path,
+            plan_rel=located.plan_rel,
+            settings=settings,
+            run_id=run_id,
+            branch=branch,
+            journal=journal,
+            state=state,
+            selection=selection,
+            preexisting=preexisting,
+        )
+        runner = Runner(ctx, agent, reporter, plan)
+        runner.record(
+            "run_started",
+            run_id=run_id,
+            plan=located.plan_rel,
+            repo=str(git.root),
+            branch=branch,
+            base=git.head(),
+            agent=settings.agent,
+            settings=remembered(settings),
+            selection={"phase": phase, "task": task, "ids": selection},
+            preexisting=preexisting,
+            plan_sha256=plan.sha256,
+            pid=os.getpid(),
+        )
+        if runner_hook is not None:
+            runner_hook(runner)
+        try:
+            return runner.run()
+        finally:
+            journal.close()
+
+
+def remembered(settings: Settings) -> dict[str, Any]:
+    dumped = settings.model_dump(mode="json")
+    return {k: dumped[k] for k in REMEMBERED if k in dumped}
+
+
+def repo_for_resume(repo: Path | None) -> GitRepo:
+    start = (repo or Path.cwd()).expanduser().resolve()
+    root = find_repo_root(start)
+    if root is None:
+        raise PreflightError(f"{start} is not inside a git repository; pass --repo PATH")
+    return GitRepo(root)
+
+
+def _wait_for_index_lock(git: GitRepo, reporter: Reporter) -> None:
+    """A kill during `git commit` can leave index.lock behind (or a git still finishing)."""
+    lock = git.git_dir / "index.lock"
+    deadline = time.monotonic() + 5.0
+    while lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if lock.exists():
+        lock.unlink(missing_ok=True)
+        reporter.emit(Notice(level="warning", message=f"removed a stale {lock} left by an interrupted git"))
+
+
+def resume_run(
+    run_id: str | None,
+    overrides: Mapping[str, Any],
+    reporter: Reporter,
+    *,
+    repo: Path | None = None,
+    runner_hook: Any = None,
+) -> RunResult:
+    git = repo_for_resume(repo)
+    base_settings = load_settings(git.root, {})
+    store = RunStore.for_repo(git.root, base_settings.checkpoints_dir)
+    run_id = store.resolve(run_id)
+    state = RunState.from_records(store.records(run_id))
+    if not state.run_id:
+        raise UsageError(f"run {run_id} has no readable start record in {store.run_dir(run_id)}")
+    if state.status is RunStatus.COMPLETE:
+        raise UsageError(
+            f"run {run_id} is complete; nothing to resume (start a new one with `orchestrate run`)"
+        )
+    run_overrides = {**state.settings, **{k: v for k, v in overrides.items() if v is not None}}
+    run_overrides.pop("branch", None)
+    settings = load_settings(git.root, run_overrides)
+    plan_path = git.root / state.plan
+    if not plan_path.is_file():
+        raise PlanError("the run's plan file is gone", path=plan_path)
+    with RunLock(git):
+        _wait_for_index_lock(git, reporter)
+        branch = git.current_branch()
+        if branch != state.branch:
+            raise PreflightError(
+                f"run {run_id} commits on branch '{state.branch}' but HEAD is on '{branch}'; "
+                f"`git switch {state.branch}` and resume again"
+            )
+        journal = store.journal(run_id).open()
+        try:
+            plan = load_plan(plan_path)
+            agent = build_agent(settings, plan)
+            selection = [i for i in state.selection.get("ids", []) if plan.task(i) is not None] or [
+                t.id for t in plan.tasks
+            ]
+            check_programs(plan, selection, settings)
+            ctx = RunContext(
+                repo=git,
+                plan_path=plan_path,
+                plan_rel=state.plan,
+                settings=settings,
+                run_id=run_id,
+                branch=state.branch,
+                journal=journal,
+                state=state,
+                selection=selection,
+                preexisting=dict(state.preexisting),
+            )
+            runner = Runner(ctx, agent, reporter, plan)
+            changed = {k: v for k, v in remembered(settings).items() if state.settings.get(k) != v}
+            runner.record("run_resumed", overrides=changed, pid=os.getpid())
+            plan = reconcile(runner, plan)
+            leftover = runner.ours(git.changed_paths())
+            if leftover and not settings.allow_dirty:
+                raise PreflightError(
+                    f"the work tree has changes the run did not make ({leftover[0]}, ...); "
+                    "commit or stash them, or pass --allow-dirty"
+                )
+            if runner_hook is not None:
+                runner_hook(runner)
+            return runner.run(resumed=True)
+        finally:
+            journal.close()
+
+
+def reconcile(runner: Runner, plan: Plan) -> Plan:
+    """Make the journal agree with the branch and the work tree before going on.
+
+    - a commit with the task's trailer on the branch: the task is done (whatever the journal says);
+    - journaled done but no such commit (the branch was reset): the task runs again;
+    - verified or committing, no commit: an unticked tree that still matches the verified hash is
+      committed now; a tick without its commit is not trusted (undone, then verified again);
+    - agent finished, tree intact: verification (perhaps half-done) runs again;
+    - caught mid-run (or its tree changed since): its edits are kept in a ref, the tree is reset,
+      and the task is re-run;
+    - failed or skipped: a fresh allowance of attempts.
+    """
+    git = runner.repo
+    state = runner.state
+    run_id = runner.ctx.run_id
+    committed = {c.task_id: c.sha for c in git.trailer_commits(run_id)}
+    plan_file = runner.ctx.plan_path
+    # A kill during a tick can leave the plan writer's temp file beside the plan.
+    for stray in plan_file.parent.glob(f".{plan_file.name}.*.tmp"):
+        stray.unlink(missing_ok=True)
+    for task_id, record in list(state.tasks.items()):
+        task = plan.task(task_id)
+        if task_id in committed:
+            if record.status is not TaskStatus.DONE or record.commit != committed[task_id]:
+                runner.record(
+                    "task_done", task=task_id, commit=committed[task_id], reason="found its commit on resume"
+                )
+            continue
+        if record.status is TaskStatus.DONE:
+            runner.notice(
+                f"its commit {str(record.commit)[:10]} is no longer on the branch; running it again",
+                "warning",
+                task_id,
+            )
+            runner.record("task_reset", task=task_id, reason="commit missing from the branch")
+            continue
+        if record.status in (TaskStatus.FAILED, TaskStatus.SKIPPED):
+            runner.record("task_reset", task=task_id, reason="resumed")
+            continue
+        if not record.status.in_flight or task is None:
+            continue
+        if task.checked and task.id not in runner.scheduler.done:
+            # The tick is in the work tree but no commit carries it: not trusted.
+            plan = set_box(runner.ctx.plan_path, task_id, False)
+            task = plan.task(task_id) or task
+        tree = git.snapshot_tree()
+        if record.status in (TaskStatus.VERIFIED, TaskStatus.COMMITTING) and tree == record.tree:
+            runner.resume_at(task_id, "commit")
+            runner.notice("its verified work is intact; committing it", task_id=task_id)
+        elif record.status in (TaskStatus.AGENT_DONE, TaskStatus.VERIFIED, TaskStatus.COMMITTING) and (
+            tree == record.tree or record.status is not TaskStatus.AGENT_DONE
+        ):
+            # Verified work whose tree moved, or an agent's work whose check was cut short.
+            runner.resume_at(task_id, "verify")
+            runner.notice("its agent's work is intact; verifying it again", task_id=task_id)
+        else:
+            ref = ref_name(run_id, task_id, f"attempt-{record.attempt}")
+            sha = git.save_snapshot(ref, f"orchestrate: edits of interrupted task {task_id} (run {run_id})")
+            if sha:
+                runner.record("edits_saved", task=task_id, attempt=record.attempt, ref=ref)
+                runner.notice(f"its interrupted edits are kept in {ref}; running it again", task_id=task_id)
+            git.reset_paths(runner.ours(git.changed_paths()))
+            runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
+    plan = parse_plan(runner.ctx.plan_path)
+    runner.plan = plan
+    runner.scheduler = Scheduler(plan, runner.ctx.selection)
+    for record in state.tasks.values():
+        if record.status is TaskStatus.DONE:
+            runner.scheduler.done.add(record.id)
+    return plan

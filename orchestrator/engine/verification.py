@@ -1,0 +1,136 @@
+"""Verification: a task's own commands, then the configured defaults, each in the repository with a
+timeout that kills its whole process group. The first failure ends the round: the retry prompt gets
+its output."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.tools.shell import ShellResult, redact, run_shell, scrubbed_env, truncate_middle
+
+OUTPUT_TAIL = 4000
+_NOT_FOUND = 127
+
+# Words that are not programs on PATH but are fine as the first word of a command.
+_SHELL_WORDS = {
+    "!", "[", "[[", "case", "cd", "command", "echo", "eval", "exec", "exit", "export", "false", "for",
+    "if", "printf", "pwd", "read", "set", "source", ".", "test", "true", "type", "until", "while", "{",
+    "(", "time", "env", "unset", "shopt", "trap", "wait", "let", "declare", "local",
+}  # fmt: skip
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_code: int
+    duration: float
+    output_tail: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def not_found(self) -> bool:
+        return self.exit_code == _NOT_FOUND and "not found" in self.output_tail
+
+    def explain(self) -> str:
+        """One line for a person: what failed and how."""
+        if self.timed_out:
+            return f"`{self.command}` timed out after {self.duration:.0f}s (its process group was killed)"
+        if self.not_found:
+            return f"`{self.command}`: command not found (exit 127); install it or fix the verify command"
+        return f"`{self.command}` exited {self.exit_code}"
+
+
+@dataclass
+class VerificationOutcome:
+    results: list[CommandResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failure(self) -> CommandResult | None:
+        return next((r for r in self.results if not r.ok), None)
+
+    def failure_report(self) -> str:
+        """What the retry prompt shows the agent."""
+        failed = self.failure
+        if failed is None:
+            return ""
+        return f"{failed.explain()}. Output (tail):\n{failed.output_tail}"
+
+
+def commands_for(task_verify: Iterable[str], defaults: Iterable[str]) -> list[str]:
+    """The task's own commands, then the configured ones it does not already have."""
+    ordered = list(dict.fromkeys(task_verify))
+    ordered.extend(c for c in defaults if c not in ordered)
+    return ordered
+
+
+def _from_shell(result: ShellResult) -> CommandResult:
+    tail = result.output
+    if len(tail) > OUTPUT_TAIL:
+        tail, _ = truncate_middle(tail, OUTPUT_TAIL)
+    return CommandResult(
+        command=result.command,
+        exit_code=result.exit_code,
+        duration=result.duration,
+        output_tail=redact(tail),
+        timed_out=result.timed_out,
+    )
+
+
+def run_verification(
+    commands: Iterable[str],
+    cwd: Path,
+    timeout: float,
+    on_result: Callable[[CommandResult], None] | None = None,
+) -> VerificationOutcome:
+    """Run each command until one fails; `on_result` hears each result as it comes."""
+    outcome = VerificationOutcome()
+    # Bytecode caches written by a check would otherwise land in the task's commit.
+    env = scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1"})
+    for command in commands:
+        result = _from_shell(run_shell(command, cwd=cwd, timeout=timeout, env=env))
+        outcome.results.append(result)
+        if on_result is not None:
+            on_result(result)
+        if not result.ok:
+            break
+    return outcome
+
+
+def first_program(command: str) -> str | None:
+    """The program a command starts with, when it is a plain name we can look up on PATH."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        return None
+    for word in words:
+        if _ASSIGNMENT.match(word):
+            continue
+        if word in _SHELL_WORDS or not _PLAIN_NAME.match(word):
+            return None
+        return word
+    return None
+
+
+def missing_programs(commands: Iterable[str], path: str | None = None) -> list[tuple[str, str]]:
+    """(command, program) for each command whose first program is not on PATH."""
+    missing: list[tuple[str, str]] = []
+    for command in commands:
+        program = first_program(command)
+        if program is not None and shutil.which(program, path=path) is None:
+            missing.append((command, program))
+    return missing

@@ -1,0 +1,267 @@
+"""The git repository a run works in, through subprocess git (fast, and nothing to leak).
+
+Everything the engine needs from git goes through GitRepo: where the repository is, whether its
+tree is clean, which branch it is on, snapshots of the work tree as tree objects, refs that keep
+interrupted edits, commits with trailers, and finding a task's commit again by its trailer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import PreflightError
+
+TASK_TRAILER = "Orchestrate-Task"
+RUN_TRAILER = "Orchestrate-Run"
+
+
+class GitError(PreflightError):
+    """A git command failed where it should not have; the message carries git's own words."""
+
+
+@dataclass(frozen=True)
+class TrailerCommit:
+    sha: str
+    task_id: str
+    run_id: str
+
+
+def find_repo_root(start: Path) -> Path | None:
+    """The top of the work tree holding `start` (a file or a directory), or None."""
+    here = start if start.is_dir() else start.parent
+    if not here.exists():
+        return None
+    done = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    return Path(done.stdout.strip()).resolve()
+
+
+class GitRepo:
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self._git_dir: Path | None = None
+        self._common_dir: Path | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def git(
+        self,
+        *args: str,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        input_text: str | None = None,
+        cwd: Path | None = None,
+    ) -> str:
+        full_env = None
+        if env is not None:
+            full_env = dict(os.environ)
+            full_env.update(env)
+        done = subprocess.run(
+            ["git", *args],
+            cwd=cwd or self.root,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=full_env,
+            input=input_text,
+        )
+        if check and done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise GitError(f"git {' '.join(args[:3])} failed: {detail[-1] if detail else done.returncode}")
+        return done.stdout
+
+    def _rev_parse_path(self, flag: str) -> Path:
+        raw = self.git("rev-parse", flag).strip()
+        path = Path(raw)
+        return (path if path.is_absolute() else self.root / path).resolve()
+
+    @property
+    def git_dir(self) -> Path:
+        if self._git_dir is None:
+            self._git_dir = self._rev_parse_path("--git-dir")
+        return self._git_dir
+
+    @property
+    def common_dir(self) -> Path:
+        """Shared by every worktree of the repository: where the run lock lives."""
+        if self._common_dir is None:
+            self._common_dir = self._rev_parse_path("--git-common-dir")
+        return self._common_dir
+
+    # -- branches ---------------------------------------------------------------------------
+
+    def current_branch(self) -> str | None:
+        """The branch HEAD points at, or None when HEAD is detached."""
+        done = self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False).strip()
+        return done or None
+
+    def head(self) -> str | None:
+        """The sha HEAD points at, or None in a repository without commits."""
+        out = self.git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).strip()
+        return out or None
+
+    def branch_exists(self, name: str) -> bool:
+        out = self.git("rev-parse", "--verify", "--quiet", f"refs/heads/{name}", check=False)
+        return bool(out.strip())
+
+    def switch(self, name: str, create: bool) -> None:
+        if create:
+            self.git("switch", "-q", "-c", name)
+        else:
+            self.git("switch", "-q", name)
+
+    # -- the work tree ----------------------------------------------------------------------
+
+    def status(self) -> list[tuple[str, str]]:
+        """(two-letter status, path) for each changed, added, deleted or untracked path."""
+        raw = self.git("status", "--porcelain=v1", "-z", "--untracked-files=all")
+        entries: list[tuple[str, str]] = []
+        parts = raw.split("\0")
+        i = 0
+        while i < len(parts):
+            item = parts[i]
+            i += 1
+            if not item:
+                continue
+            code, path = item[:2], item[3:]
+            if code[0] in "RC":
+                i += 1  # the rename's source path follows; the destination is what changed
+            entries.append((code, path))
+        return entries
+
+    def changed_paths(self) -> list[str]:
+        return [path for _, path in self.status()]
+
+    def is_clean(self) -> bool:
+        return not self.status()
+
+    def snapshot_tree(self) -> str:
+        """The tree object of the whole work tree as it is now (tracked and untracked files,
+        not ignored ones), written without touching the real index."""
+        with tempfile.TemporaryDirectory(prefix="orchestrate-index-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            if self.head() is not None:
+                self.git("read-tree", "HEAD", env=env)
+            self.git("add", "-A", env=env)
+            return self.git("write-tree", env=env).strip()
+
+    def head_tree(self) -> str | None:
+        out = self.git("rev-parse", "--verify", "--quiet", "HEAD^{tree}", check=False).strip()
+        return out or None
+
+    def save_snapshot(self, ref: str, message: str) -> str | None:
+        """Keep the work tree's uncommitted state in `ref` (a commit whose parent is HEAD) so that
+        nothing is lost when the tree is reset. None when there is nothing to keep."""
+        tree = self.snapshot_tree()
+        if tree == self.head_tree():
+            return None
+        head = self.head()
+        parents = ["-p", head] if head else []
+        sha = self.git("commit-tree", tree, *parents, "-m", message).strip()
+        self.git("update-ref", ref, sha)
+        return sha
+
+    def reset_paths(self, paths: Iterable[str]) -> None:
+        """Put `paths` back as HEAD has them: tracked ones restored, new ones removed."""
+        tracked: list[str] = []
+        for path in paths:
+            if self.is_tracked(path):
+                tracked.append(path)
+            else:
+                target = self.root / path
+                if target.is_file() or target.is_symlink():
+                    target.unlink()
+                    self._prune_empty_dirs(target.parent)
+        if tracked:
+            self.git("checkout", "HEAD", "--", *tracked)
+
+    def _prune_empty_dirs(self, directory: Path) -> None:
+        while directory != self.root and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+            directory = directory.parent
+
+    def is_tracked(self, path: str) -> bool:
+        if self.head() is None:
+            return False
+        out = self.git("ls-tree", "--name-only", "HEAD", "--", path, check=False)
+        return bool(out.strip())
+
+    def hash_file(self, path: str) -> str | None:
+        """The blob id the file would have, or None when it does not exist."""
+        target = self.root / path
+        if not target.is_file():
+            return None
+        return self.git("hash-object", "--", path).strip()
+
+    def add_exclude(self, pattern: str) -> None:
+        """Keep `pattern` out of git through .git/info/exclude, never the user's .gitignore."""
+        exclude = self.common_dir / "info" / "exclude"
+        existing = exclude.read_text() if exclude.exists() else ""
+        if pattern in existing.splitlines():
+            return
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        prefix = "" if not existing or existing.endswith("\n") else "\n"
+        with exclude.open("a") as f:
+            f.write(f"{prefix}# orchestrate run state\n{pattern}\n")
+
+    # -- commits ----------------------------------------------------------------------------
+
+    def commit_all(self, message: str, trailers: Mapping[str, str], exclude: Sequence[str] = ()) -> str:
+        """Stage every change (but `exclude`) and commit it with `trailers`; returns the sha."""
+        self.git("add", "-A")
+        if exclude:
+            self.git("reset", "-q", "--", *exclude)
+        body = message.rstrip() + "\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
+        self.git("commit", "-q", "--no-verify", "--allow-empty", "-F", "-", input_text=body)
+        return self.git("rev-parse", "HEAD").strip()
+
+    def trailer_commits(self, run_id: str | None = None, since: str | None = None) -> list[TrailerCommit]:
+        """Commits reachable from HEAD that carry an Orchestrate-Task trailer, oldest first;
+        only those of `run_id` when given; only those after `since` when given."""
+        if self.head() is None:
+            return []
+        fmt = (
+            f"%H%x1f%(trailers:key={TASK_TRAILER},valueonly,separator=%x1d)"
+            f"%x1f%(trailers:key={RUN_TRAILER},valueonly,separator=%x1d)%x1e"
+        )
+        rev = f"{since}..HEAD" if since else "HEAD"
+        raw = self.git("log", "--reverse", f"--format={fmt}", rev, "--")
+        found: list[TrailerCommit] = []
+        for record in raw.split("\x1e"):
+            record = record.strip("\n")
+            if not record:
+                continue
+            sha, task, run = (record.split("\x1f") + ["", ""])[:3]
+            task = task.split("\x1d")[0].strip()
+            run = run.split("\x1d")[0].strip()
+            if not task or (run_id is not None and run != run_id):
+                continue
+            found.append(TrailerCommit(sha=sha.strip(), task_id=task, run_id=run))
+        return found
+
+    def is_ancestor(self, sha: str, of: str = "HEAD") -> bool:
+        done = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", sha, of],
+            cwd=self.root,
+            capture_output=True,
+            check=False,
+        )
+        return done.returncode == 0
+
+    def ref_exists(self, ref: str) -> bool:
+        return bool(self.git("rev-parse", "--verify", "--quiet", ref, check=False).strip())
+
+    def log_oneline(self, limit: int = 50) -> str:
+        return self.git("log", "--oneline", f"-{limit}").rstrip("\n")
