@@ -1,9 +1,278 @@
-"""Commands registered on the app (to be filled in)."""
+"""The read-only plan commands (parse, status, next, graph, lint) and `tick`.
+
+Human output goes to stdout, errors to stderr as one line with exit 2; `lint` exits 1
+when the plan has errors.
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from orchestrator.domain import dag
+from orchestrator.domain.plan import Plan, Severity, Task
+from orchestrator.errors import OrchestrateError, PlanError, UsageError
+from orchestrator.planfile import export, parse_plan, set_box
+
+PlanArgument = Annotated[Path, typer.Argument(help="The markdown plan file.", show_default=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+class GraphFormat(StrEnum):
+    MERMAID = "mermaid"
+    DOT = "dot"
+    JSON = "json"
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """An expected error becomes one line on stderr and its exit code, under CliRunner as well."""
+    try:
+        yield
+    except OrchestrateError as exc:
+        typer.echo(f"orchestrate: error: {exc.render()}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def load(path: Path) -> Plan:
+    """Parse the plan; a plan without a single checkbox is bad input for every command."""
+    plan = parse_plan(path)
+    if not plan.tasks:
+        raise PlanError(
+            "no checkbox tasks found: a task is a list item such as '- [ ] Do the thing'", path=path
+        )
+    return plan
+
+
+def _console() -> Console:
+    # Created per call so that CliRunner's captured stdout is the one written to.
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def parse(plan_path: PlanArgument, as_json: JsonOption = False) -> None:
+    """Show the parsed plan: phases, tasks, dependencies, verification commands, diagnostics."""
+    with _reported():
+        plan = load(plan_path)
+        if as_json:
+            _print_json(export.plan_json(plan))
+            return
+        console = _console()
+        done = sum(task.checked for task in plan.tasks)
+        console.print(f"[bold]{escape(plan.title)}[/bold]  ({escape(str(plan.path))})")
+        console.print(f"{len(plan.phases)} phases, {len(plan.tasks)} tasks, {done} done")
+        for phase in plan.phases:
+            tasks = plan.phase_tasks(phase.id)
+            console.print()
+            where = f"line {phase.line}" if phase.line else "no heading"
+            console.print(
+                f"[bold]Phase {escape(phase.id)}[/bold]: {escape(phase.title)}  [dim]({where})[/dim]"
+            )
+            table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+            table.add_column("", no_wrap=True)
+            table.add_column("id", no_wrap=True)
+            table.add_column("line", justify="right", no_wrap=True)
+            table.add_column("task", overflow="fold")
+            table.add_column("after", overflow="fold")
+            for task in tasks:
+                table.add_row(
+                    _box(task), escape(task.id), str(task.line), escape(_describe(task)), _deps(task)
+                )
+            console.print(table)
+        _print_diagnostics(console, plan)
+
+
+def status(plan_path: PlanArgument) -> None:
+    """Progress per phase (done / total) and the tasks that are ready to run next."""
+    with _reported():
+        plan = load(plan_path)
+        console = _console()
+        console.print(f"[bold]{escape(plan.title)}[/bold]  ({escape(str(plan.path))})")
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        table.add_column("phase", no_wrap=True)
+        table.add_column("title", overflow="fold")
+        table.add_column("done", justify="right", no_wrap=True)
+        table.add_column("", no_wrap=True)
+        for phase in plan.phases:
+            tasks = plan.phase_tasks(phase.id)
+            done = sum(task.settled for task in tasks)
+            table.add_row(
+                escape(phase.id), escape(phase.title), f"{done}/{len(tasks)}", _bar(done, len(tasks))
+            )
+        console.print(table)
+        done = sum(task.settled for task in plan.tasks)
+        console.print(f"{done} of {len(plan.tasks)} tasks done")
+        ready = dag.ready(plan, set())
+        if ready:
+            console.print("[bold]Next:[/bold]")
+            for task in ready[:10]:
+                console.print(f"  {escape(task.id)}  line {task.line}  {escape(task.title)}")
+            if len(ready) > 10:
+                console.print(f"  … and {len(ready) - 10} more ready")
+        elif done < len(plan.tasks):
+            console.print("Nothing is ready: every open task waits on another (see `orchestrate lint`).")
+        else:
+            console.print("All tasks are done.")
+        errors = [d for d in plan.diagnostics if _is_lint_error(d)]
+        if errors:
+            console.print(
+                f"{len(errors)} problem(s) in the plan: run `orchestrate lint {escape(str(plan.path))}`"
+            )
+
+
+def next_tasks(plan_path: PlanArgument, as_json: JsonOption = False) -> None:
+    """The ready tasks in execution order; the first is where `resume` would start."""
+    with _reported():
+        plan = load(plan_path)
+        ready = dag.ready(plan, set())
+        if as_json:
+            _print_json(
+                {
+                    "plan": {"path": str(plan.path), "title": plan.title},
+                    "tasks": [export.task_json(task) for task in ready],
+                }
+            )
+            return
+        console = _console()
+        if not ready:
+            open_tasks = [task for task in plan.tasks if not task.settled]
+            console.print(
+                "All tasks are done." if not open_tasks else "Nothing is ready (see `orchestrate lint`)."
+            )
+            return
+        for task in ready:
+            console.print(
+                f"{escape(task.id)}\tline {task.line}\tPhase {escape(task.phase)}\t{escape(task.title)}"
+            )
+
+
+def graph(
+    plan_path: PlanArgument,
+    output_format: Annotated[
+        GraphFormat, typer.Option("--format", "-f", help="mermaid, dot or json.", case_sensitive=False)
+    ] = GraphFormat.MERMAID,
+) -> None:
+    """The task DAG as Mermaid, Graphviz DOT or JSON."""
+    with _reported():
+        plan = load(plan_path)
+        if output_format is GraphFormat.JSON:
+            _print_json(export.graph_json(plan))
+        elif output_format is GraphFormat.DOT:
+            typer.echo(export.graph_dot(plan), nl=False)
+        else:
+            typer.echo(export.graph_mermaid(plan), nl=False)
+
+
+def lint(plan_path: PlanArgument) -> None:
+    """Check the plan for CI: exit 1 on cycles, unknown or duplicate ids, parent/child disagreement."""
+    with _reported():
+        plan = load(plan_path)
+        errors = 0
+        for diagnostic in plan.diagnostics:
+            failing = _is_lint_error(diagnostic)
+            errors += failing
+            severity = "error" if failing else diagnostic.severity.value
+            where = f"{plan.path}:{diagnostic.line}" if diagnostic.line else str(plan.path)
+            typer.echo(f"{where}: {severity}: {diagnostic.message}")
+        if errors:
+            typer.echo(f"{errors} error(s) in {len(plan.tasks)} tasks")
+            raise typer.Exit(1)
+        typer.echo(f"ok: {len(plan.tasks)} tasks in {len(plan.phases)} phases, no errors")
+
+
+def tick(
+    plan_path: PlanArgument,
+    task_id: Annotated[str, typer.Argument(help="The task's id, as `orchestrate parse` shows it.")],
+    undo: Annotated[bool, typer.Option("--undo", help="Untick instead.")] = False,
+) -> None:
+    """Tick (or with --undo untick) one task: exactly its box character changes."""
+    with _reported():
+        plan = load(plan_path)
+        task = find_task(plan, task_id)
+        before = task.checked
+        after = set_box(plan_path, task.id, not undo).task(task.id)
+        verb = "unticked" if undo else "ticked"
+        if after is not None and before == after.checked:
+            typer.echo(f"{task.id} was already {verb} (line {task.line}); nothing changed")
+        else:
+            typer.echo(f"{verb} {task.id} (line {task.line}): {task.title}")
+
+
+def find_task(plan: Plan, task_id: str) -> Task:
+    """The task with this id; ids match case-insensitively and with spaces for dashes."""
+    task = plan.task(task_id)
+    if task is not None:
+        return task
+    wanted = _normal(task_id)
+    matches = [t for t in plan.tasks if _normal(t.id) == wanted]
+    if len(matches) == 1:
+        return matches[0]
+    close = difflib.get_close_matches(task_id, [t.id for t in plan.tasks], n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `orchestrate parse` lists the ids"
+    raise UsageError(f"no task with id {task_id!r}{hint}", path=plan.path)
+
+
+def _normal(task_id: str) -> str:
+    return "-".join(task_id.lower().split())
+
+
+def _is_lint_error(diagnostic: Any) -> bool:
+    return bool(diagnostic.severity is Severity.ERROR or diagnostic.code in dag.LINT_ERROR_CODES)
+
+
+def _box(task: Task) -> str:
+    return {"done": "[x]", "open": "[ ]", "in_progress": "[/]", "skipped": "[-]"}[task.state.value].replace(
+        "[", "\\["
+    )
+
+
+def _describe(task: Task) -> str:
+    notes = []
+    if task.optional:
+        notes.append("optional")
+    if task.parallel:
+        notes.append("parallel")
+    suffix = f"  ({', '.join(notes)})" if notes else ""
+    verify = "".join(f"\n  verify: {command}" for command in task.verify)
+    return f"{task.title}{suffix}{verify}"
+
+
+def _deps(task: Task) -> str:
+    return escape(", ".join(task.depends_on)) if task.depends_on else "-"
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else width
+    return "█" * filled + "░" * (width - filled)
+
+
+def _print_diagnostics(console: Console, plan: Plan) -> None:
+    if not plan.diagnostics:
+        return
+    console.print()
+    for diagnostic in plan.diagnostics:
+        where = f"line {diagnostic.line}" if diagnostic.line else "plan"
+        console.print(f"{diagnostic.severity.value}: {where}: {escape(diagnostic.message)}")
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.command("parse")(parse)
+    app.command("status")(status)
+    app.command("next")(next_tasks)
+    app.command("graph")(graph)
+    app.command("lint")(lint)
+    app.command("tick")(tick)

@@ -28,6 +28,9 @@ class Diagnostic(BaseModel):
     line: int | None = None
     """1-based line in the plan file, or None for a finding about the whole plan."""
     message: str
+    code: str = ""
+    """Stable kind of finding for tools ("cycle", "unknown-id", "duplicate-id", "parent-child",
+    "no-tasks"); empty for notes that need no code."""
 
 
 class Phase(BaseModel):

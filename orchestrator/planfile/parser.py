@@ -1,0 +1,1080 @@
+"""A markdown plan -> `Plan`: phases, tasks, the DAG between them, and what is wrong with it.
+
+Structure comes from markdown-it-py's CommonMark block tokens (plus front matter and GFM
+tables), never from line regexes, so checkboxes inside fenced or indented code, HTML
+blocks, tables and block quotes are not tasks. Line regexes only read *inside* one
+block: the box at the start of a list item's first paragraph, a heading's words, a
+task's own text.
+
+What counts as a task
+    A list item whose first paragraph starts with `[ ]`, `[x]` or `[X]` (then a space or
+    the end of the line), `[ ]*` marking it optional (Kiro). `[/]` (in progress) and `[-]`
+    (skipped) count only when the plan has a legend that mentions them (the text holds
+    `[/]` or `[-]` somewhere other than at the start of a list item); otherwise such an
+    item is reported (info) and left alone, as is every other bracket (`[x/  ]`). Items in
+    block quotes and checkbox-looking lines inside HTML blocks are reported (info), not
+    taken: a quote is somebody else's list, and CommonMark renders HTML-block content
+    as raw HTML (add a blank line after `<details>` to make its list a list).
+
+Task ids
+    The plan's own where the item starts with one: `T001`, `T010a` (spec-kit), `TASK-12`,
+    `2.` / `2.1` (Kiro: an integer needs its trailing dot, so "50 concurrent sessions" is
+    not task 50), `45-01:` (GSD), and `Phase 2.1:` (GSD phase items, id `phase-2.1`).
+    Otherwise the id is derived from the task's own text: a slug of its first words,
+    lower case, at most 40 characters, prefixed by the number of the nearest enclosing
+    numbered heading ("Phase 2 ..." -> `2-`, "5.6 Security Audit" -> `5.6-`,
+    "Sub-Agent 2A" -> `2a-`), e.g. `2-websocket-connections-stable-for-5`. Text with no
+    ASCII word gets `t-` and a short hash of the text. A later task whose derived id is
+    already taken gets `-2`, `-3`, ... so inserting a task never renames the tasks
+    after it unless they share its words. Ids contain only letters, digits, `.`, `-`.
+    A plan id used twice is an error; the repeat is renamed `<id>-dup2` so that the
+    plan still loads.
+
+Phases
+    A heading whose words start with "Phase <n>" names phase n (emoji and emphasis before
+    it are ignored). "Phase 2: Name" (a separator and a title) defines it; "Phase 2
+    Success Criteria" only names it, wherever it stands, and its checkboxes join phase 2.
+    A task belongs to the phase named by its innermost enclosing heading that names one.
+    A task under no such heading belongs to the phase of its outermost heading below the
+    document title (a single leading `#` heading), id = slug of the heading (Ralph's
+    "High Priority"); under no heading at all, to the implicit phase `plan`. A GSD phase
+    item ("- [ ] Phase 2: Name") belongs to phase 2 and comes after every other task of
+    it. Phases without tasks are dropped; the rest keep the order of first appearance.
+    Two headings defining the same number with different titles (GSD milestones) make
+    two phases, the second `n~2`.
+
+Dependencies (Task.depends_on holds every direct one, explicit or implied)
+    Phases run in order: a phase's tasks wait for the previous phase's sinks, unless the
+    phase's preamble says "Depends on: Phase 44" / "Wait for: Phase 2" (those phases
+    instead), "Depends on: Nothing" (nothing), or "can run in parallel with ..." (it
+    starts with the phase it runs beside). Within a phase, document order; a run of
+    `[P]` tasks (or tasks saying "can run in parallel") all wait for what precedes the
+    run, and what follows waits for the whole run; a heading ends a run. A sub-section
+    whose preamble says "can run in parallel with 2A" starts where 2A started; one that
+    says "(after 6A and 6B complete)" waits for those. A task's own dependency text
+    ("depends on T001", "(depends on T012, T013)", "Dependencies: Task 1.1", "Blocked
+    by: T-1", ranges "T003–T010a", "Dependencies: None") replaces the implied order
+    within its phase; the phase order still holds unless one of its explicit dependencies
+    is in the same phase (then it is implied anyway). A phase reference means that
+    phase's sinks. Statements elsewhere in the plan between task ids ("T008 blocks T009",
+    "T001 → T002 → T003", "Tests (T004-T007) before implementation (T008-T014)") add
+    edges. A parent checkbox depends on its children; nothing waits on an optional task
+    unless it says so. Unknown ids, duplicate ids and cycles are error diagnostics.
+
+Verification commands
+    Inline code right after `Run:`, `Verify:`, `Verification:`, `Test:` or `Check:`
+    (case-insensitive, bold or not) in the task's own text or its sub-bullets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+from mdit_py_plugins.front_matter import front_matter_plugin
+
+from orchestrator.domain import dag
+from orchestrator.domain.plan import BoxState, Diagnostic, Phase, Plan, Severity, Task
+from orchestrator.errors import PlanError
+from orchestrator.planfile import refs
+
+IMPLICIT_PHASE_ID = "plan"
+
+# Inline parsing is the costly half of markdown-it and we need none of it: task text is read
+# from the raw source, and code spans are found by `refs`.
+_MARKDOWN = MarkdownIt("commonmark").enable("table").use(front_matter_plugin).disable("inline")
+
+_EOL = re.compile(r"\r\n|\r|\n")
+_EOL_BYTES = re.compile(rb"\r\n|\r|\n")
+_BOX = re.compile(r"^\[([ xX/\-])\](\*?)(?=[ \t]|$)")
+_ITEM_START = re.compile(r"^(?:[ \t]*(?:>[ \t]?)*[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+)+")
+_LEGEND_USE = re.compile(r"^[ \t>]*(?:[-*+]|\d{1,9}[.)])[ \t]+\[([/-])\]", re.MULTILINE)
+_HTML_CHECKBOX = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+\[[ xX]\]", re.MULTILINE)
+
+_ID_PATTERNS = (
+    re.compile(r"^(?P<id>T\d+[a-z]?)(?=[\s:.)\]]|$)"),
+    re.compile(r"^(?P<id>[A-Z][A-Z0-9]*-\d+[a-z]?)(?=[\s:.)\]]|$)"),
+    re.compile(r"^(?P<id>\d+(?:\.\d+)?-\d+)\s*:"),
+    re.compile(r"^(?P<id>\d+(?:\.\d+)+)\.?(?=\s|$)"),
+    re.compile(r"^(?P<id>\d+)\.(?=\s|$)"),
+)
+_PHASE_ITEM = re.compile(r"^phase\s+(?P<id>\d+(?:\.\d+)*[a-z]?)\s*[:—–]\s*", re.IGNORECASE)
+_PARALLEL_MARK = re.compile(r"\[P\]\s*")
+_PHASE_HEADING = re.compile(
+    r"^[\W_]*phase\s+(?P<id>\d+(?:\.\d+)*[a-z]?|[A-Z])(?![\w.])\+?\s*(?P<rest>.*)$", re.IGNORECASE
+)
+_SCOPE_HEADING = re.compile(
+    r"^[\W_]*(?:(?:phase|sub-?agent|agent|task|step|stage|part|milestone|story|epic|section|wave)\s+)?"
+    r"(?P<id>\d+(?:\.\d+)*[a-z]?)(?![\w])",
+    re.IGNORECASE,
+)
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_SLUG_WORD = re.compile(r"[a-z0-9]+")
+_FREE_HINT = re.compile(r"blocks|before|→|->|=>|⟶|depends|requires|after|needs", re.IGNORECASE)
+_FRONT_TITLE = re.compile(r"^title\s*:\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
+
+
+def parse_plan(path: Path) -> Plan:
+    """Read and parse a plan file; PlanError (one line, naming the file) if it cannot be read."""
+    return parse_bytes(read_plan_bytes(path), path)
+
+
+def read_plan_bytes(path: Path) -> bytes:
+    """The plan file's bytes; PlanError for a missing file, a directory or a read error."""
+    if not path.exists():
+        raise PlanError("no such plan file; check the path", path=path)
+    if path.is_dir():
+        raise PlanError("is a directory; give the markdown plan file inside it", path=path)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PlanError(f"cannot read the plan: {exc.strerror or exc}", path=path) from exc
+
+
+def decode(data: bytes, path: Path) -> str:
+    """The plan's text; PlanError for binary, non-UTF-8 or empty content."""
+    if b"\x00" in data:
+        raise PlanError("is a binary file, not a markdown plan", path=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PlanError(
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x}); save the plan as UTF-8", path=path, line=line
+        ) from exc
+    if not text.strip().lstrip("\ufeff").strip():
+        raise PlanError("is empty; a plan needs at least one '- [ ]' task", path=path)
+    return text
+
+
+def parse_bytes(data: bytes, path: Path) -> Plan:
+    """Parse plan bytes (no I/O); `path` is only recorded and used in messages."""
+    text = decode(data, path)
+    return _Parser(data, text, path).parse()
+
+
+# --------------------------------------------------------------------------------------------
+# First pass: blocks
+
+
+@dataclass
+class _Section:
+    index: int
+    level: int
+    line: int
+    """0-based line of the heading."""
+    title: str
+    parent: int | None
+    end: int = 0
+    phase_number: str | None = None
+    defines_phase: bool = False
+    phase_title: str = ""
+    scope: str | None = None
+    phase_key: str | None = None
+    preamble_end: int = 0
+
+
+@dataclass
+class _OpenItem:
+    start: int
+    end: int
+    task: int | None = None
+
+
+@dataclass
+class _RawTask:
+    index: int
+    line: int
+    start: int
+    end: int
+    box_offset: int
+    state: BoxState
+    optional: bool
+    own_id: str | None
+    title: str
+    parallel: bool
+    section: int | None
+    parent: int | None
+    phase_item: str | None = None
+    """For a GSD phase item ("Phase 2: Name"): the phase number it stands for."""
+    children: list[int] = field(default_factory=list)
+    child_ranges: list[tuple[int, int]] = field(default_factory=list)
+    context: str = ""
+    id: str = ""
+    phase_key: str = ""
+
+
+@dataclass
+class _PhaseInfo:
+    key: str
+    id: str
+    title: str
+    first_line: int
+    sections: list[int] = field(default_factory=list)
+    anchor_sections: set[int] = field(default_factory=set)
+    tasks: list[int] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+    parallel_with: list[str] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass
+class _Block:
+    """A sub-section of a phase, holding tasks and further sub-sections in document order."""
+
+    section: int | None
+    items: list[tuple[str, int | _Block]] = field(default_factory=list)
+    by_section: dict[int, _Block] = field(default_factory=dict)
+
+
+class _Parser:
+    def __init__(self, data: bytes, text: str, path: Path) -> None:
+        self.data = data
+        self.path = path
+        self.bom = 0
+        if text.startswith("\ufeff"):
+            text = text[1:]
+            self.bom = len("\ufeff".encode())
+        self.text = text
+        self.lines = _EOL.split(text)
+        body = data[self.bom :]
+        self.byte_starts = [0, *(m.end() for m in _EOL_BYTES.finditer(body))]
+        self.sections: list[_Section] = []
+        self.tasks: list[_RawTask] = []
+        self.diagnostics: list[Diagnostic] = []
+        self.free_text: list[tuple[int, str]] = []
+        self.first_task_line: dict[int, int] = {}
+        self.front_matter = ""
+        self.legend_in_progress = self._legend("[/]")
+        self.legend_skipped = self._legend("[-]")
+
+    def _legend(self, box: str) -> bool:
+        total = self.text.count(box)
+        if not total:
+            return False
+        uses = sum(1 for m in _LEGEND_USE.finditer(self.text) if f"[{m.group(1)}]" == box)
+        return total > uses
+
+    def _diag(self, severity: Severity, line: int | None, message: str, code: str = "") -> None:
+        self.diagnostics.append(Diagnostic(severity=severity, line=line, message=message, code=code))
+
+    # ---- token walk ----------------------------------------------------------------------
+
+    def parse(self) -> Plan:
+        tokens = _MARKDOWN.parse(self.text)
+        heading_stack: list[int] = []
+        items: list[_OpenItem] = []
+        quote_depth = 0
+        count = len(tokens)
+        for i, token in enumerate(tokens):
+            kind = token.type
+            if kind == "list_item_open":
+                assert token.map is not None
+                items.append(_OpenItem(token.map[0], token.map[1]))
+            elif kind == "list_item_close":
+                item = items.pop()
+                if item.task is not None:
+                    self._close_task(item.task, item.start, item.end, items)
+            elif kind == "paragraph_open":
+                if i + 1 >= count or token.map is None:
+                    continue
+                inline = tokens[i + 1].content
+                if items and tokens[i - 1].type == "list_item_open" and token.map[0] == items[-1].start:
+                    if self._open_task(inline, token.map[0], items, quote_depth, heading_stack):
+                        continue
+                if not any(entry.task is not None for entry in items) and _FREE_HINT.search(inline):
+                    self.free_text.append((token.map[0], inline))
+            elif kind == "heading_open":
+                assert token.map is not None
+                self._heading(int(token.tag[1:]), token.map[0], tokens[i + 1].content, heading_stack)
+            elif kind == "blockquote_open":
+                quote_depth += 1
+            elif kind == "blockquote_close":
+                quote_depth -= 1
+            elif kind == "html_block" and token.map is not None:
+                for match in _HTML_CHECKBOX.finditer(token.content):
+                    line = token.map[0] + token.content.count("\n", 0, match.start()) + 1
+                    self._diag(
+                        Severity.INFO,
+                        line,
+                        "checkbox inside an HTML block is not a task; "
+                        "leave a blank line after the HTML tag to make it one",
+                    )
+            elif kind == "front_matter":
+                self.front_matter = token.content
+        for index in heading_stack:
+            self.sections[index].end = len(self.lines)
+        return self._build()
+
+    def _heading(self, level: int, line: int, content: str, stack: list[int]) -> None:
+        while stack and self.sections[stack[-1]].level >= level:
+            self.sections[stack.pop()].end = line
+        title = _plain_heading(content)
+        section = _Section(len(self.sections), level, line, title, stack[-1] if stack else None)
+        phase = _PHASE_HEADING.match(title)
+        if phase:
+            section.phase_number = phase.group("id")
+            rest = phase.group("rest").strip()
+            if not rest or rest[0] in ":—–-(":
+                section.defines_phase = True
+                section.phase_title = rest.lstrip(":—–- ").strip() or title
+        scope = _SCOPE_HEADING.match(title)
+        if scope:
+            section.scope = scope.group("id").lower()
+        self.sections.append(section)
+        stack.append(section.index)
+
+    def _open_task(
+        self, inline: str, line: int, items: list[_OpenItem], quote_depth: int, headings: list[int]
+    ) -> bool:
+        box = _BOX.match(inline)
+        if box is None:
+            return False
+        char = box.group(1)
+        if quote_depth:
+            self._diag(Severity.INFO, line + 1, "checkbox inside a block quote is not a task")
+            return False
+        if char == "/" and not self.legend_in_progress or char == "-" and not self.legend_skipped:
+            self._diag(
+                Severity.INFO,
+                line + 1,
+                f"'[{char}]' is not a checkbox here: no legend in the plan defines it",
+            )
+            return False
+        raw = self.lines[line]
+        first = inline.split("\n", 1)[0]
+        column = len(raw.rstrip()) - len(first.rstrip())
+        if not (0 <= column and raw[column : column + 3] == f"[{char}]"):
+            prefix = _ITEM_START.match(raw)
+            column = prefix.end() if prefix else -1
+            if column < 0 or raw[column : column + 3] != f"[{char}]":
+                self._diag(Severity.WARNING, line + 1, "could not locate the checkbox on this line; skipped")
+                return False
+        box_offset = self.bom + self.byte_starts[line] + len(raw[: column + 1].encode())
+        state = {
+            " ": BoxState.OPEN,
+            "x": BoxState.DONE,
+            "X": BoxState.DONE,
+            "/": BoxState.IN_PROGRESS,
+            "-": BoxState.SKIPPED,
+        }[char]
+        own_id, title, parallel, phase_item = _split_title(first[box.end() :])
+        parent = next((entry.task for entry in reversed(items) if entry.task is not None), None)
+        start, end = items[-1].start, items[-1].end
+        task = _RawTask(
+            index=len(self.tasks),
+            line=line,
+            start=start,
+            end=end,
+            box_offset=box_offset,
+            state=state,
+            optional=bool(box.group(2)),
+            own_id=own_id,
+            title=title,
+            parallel=parallel,
+            section=headings[-1] if headings else None,
+            parent=parent,
+            phase_item=phase_item,
+        )
+        self.tasks.append(task)
+        for heading in headings:
+            self.first_task_line.setdefault(heading, start)
+        items[-1].task = task.index
+        if parent is not None:
+            self.tasks[parent].children.append(task.index)
+        return True
+
+    def _close_task(self, index: int, start: int, end: int, items: list[_OpenItem]) -> None:
+        task = self.tasks[index]
+        parent = next((entry.task for entry in reversed(items) if entry.task is not None), None)
+        if parent is not None:
+            self.tasks[parent].child_ranges.append((start, end))
+        lines: list[str] = []
+        cursor = start
+        for child_start, child_end in task.child_ranges:
+            lines.extend(self.lines[cursor:child_start])
+            cursor = max(cursor, child_end)
+        lines.extend(self.lines[cursor:end])
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if lines:
+            first = lines[0]
+            indent = len(first) - len(first.lstrip())
+            rest = textwrap.dedent("\n".join(lines[1:])) if len(lines) > 1 else ""
+            task.context = first[indent:] + ("\n" + rest if rest else "")
+        if refs.says_parallel(task.context):
+            task.parallel = True
+
+    # ---- second pass: phases, ids, dependencies -----------------------------------------
+
+    def _build(self) -> Plan:
+        phases = self._assign_phases()
+        self._assign_ids(phases)
+        by_id = {task.id: task for task in self.tasks}
+        builder = _DagBuilder(self, phases, by_id)
+        depends = builder.run()
+        self._check_parents(phases)
+        plan_phases = [
+            Phase(
+                id=info.id,
+                title=info.title,
+                order=order,
+                line=info.first_line + 1 if info.key != IMPLICIT_PHASE_ID else None,
+                depends_on=info.depends_on,
+                parallel_with=info.parallel_with,
+                text=info.text,
+            )
+            for order, info in enumerate(phases)
+        ]
+        phase_id = {info.key: info.id for info in phases}
+        plan_tasks = [
+            Task(
+                id=task.id,
+                title=task.title,
+                state=task.state,
+                optional=task.optional,
+                phase=phase_id[task.phase_key],
+                line=task.line + 1,
+                box_offset=task.box_offset,
+                section_path=self._section_path(task.section),
+                depends_on=depends[task.index],
+                parallel=task.parallel,
+                verify=refs.verify_commands(task.context),
+                parent=self.tasks[task.parent].id if task.parent is not None else None,
+                context=task.context,
+            )
+            for task in self.tasks
+        ]
+        if not plan_tasks:
+            self._diag(
+                Severity.ERROR,
+                None,
+                "no checkbox tasks found: a task is a list item starting with '[ ]' or '[x]'",
+                dag.NO_TASKS,
+            )
+        plan = Plan(
+            path=self.path,
+            title=self._title(),
+            phases=plan_phases,
+            tasks=plan_tasks,
+            diagnostics=[],
+            sha256=hashlib.sha256(self.data).hexdigest(),
+        )
+        known = {(d.line, d.message) for d in self.diagnostics}
+        extra = [d for d in dag.validate(plan) if (d.line, d.message) not in known]
+        plan.diagnostics = sorted(
+            self.diagnostics + extra, key=lambda d: (d.line is not None, d.line or 0, d.severity)
+        )
+        return plan
+
+    def _check_parents(self, phases: list[_PhaseInfo]) -> None:
+        """Report, never fix, a parent (or GSD phase item) whose box disagrees with its tasks."""
+        for task in self.tasks:
+            if task.children:
+                message = _disagreement(task, [self.tasks[c] for c in task.children])
+            elif task.phase_item is not None:
+                info = next(p for p in phases if p.key == task.phase_key)
+                members = [self.tasks[i] for i in info.tasks if self.tasks[i].phase_item is None]
+                message = _disagreement(task, members) if members else None
+            else:
+                continue
+            if message:
+                self.diagnostics.append(
+                    Diagnostic(
+                        severity=Severity.WARNING,
+                        line=task.line + 1,
+                        message=message + "; tick or untick it by hand",
+                        code=dag.PARENT_CHILD,
+                    )
+                )
+
+    def _title(self) -> str:
+        for section in self.sections:
+            if section.level == 1:
+                return section.title
+        match = _FRONT_TITLE.search(self.front_matter)
+        if match and match.group(1):
+            return match.group(1)
+        return self.path.stem
+
+    def _section_path(self, index: int | None) -> list[str]:
+        path: list[str] = []
+        while index is not None:
+            path.append(self.sections[index].title)
+            index = self.sections[index].parent
+        return path[::-1]
+
+    def _chain(self, index: int | None) -> list[int]:
+        chain: list[int] = []
+        while index is not None:
+            chain.append(index)
+            index = self.sections[index].parent
+        return chain[::-1]
+
+    def _title_section(self) -> int | None:
+        first_levels = [s for s in self.sections if s.level == 1]
+        if len(first_levels) == 1 and self.sections and self.sections[0].level == 1:
+            return 0
+        return None
+
+    def _assign_phases(self) -> list[_PhaseInfo]:
+        phases: dict[str, _PhaseInfo] = {}
+        defined: dict[str, list[tuple[str, str]]] = {}  # number -> [(key, title)]
+        used_ids: set[str] = set()
+
+        def phase_for_number(number: str, line: int, title: str, defines: bool) -> _PhaseInfo:
+            number_key = number.lower()
+            known = defined.setdefault(number_key, [])
+            if defines and known and title and all(t and t != title for _, t in known):
+                key = f"{number}~{len(known) + 1}"
+                self._diag(
+                    Severity.INFO,
+                    line + 1,
+                    f"phase {number} is defined again with another title; this one is phase {key}",
+                )
+                known.append((key, title))
+            elif known:
+                key = known[-1][0]
+                if defines and title and not known[-1][1]:
+                    known[-1] = (key, title)
+            else:
+                key = number
+                known.append((key, title if defines else ""))
+            info = phases.get(key)
+            if info is None:
+                info = _PhaseInfo(key=key, id=key, title=title or f"Phase {number}", first_line=line)
+                used_ids.add(key.lower())
+                phases[key] = info
+            elif defines and title and info.title == f"Phase {number}":
+                info.title = title
+            return info
+
+        for section in self.sections:
+            if section.phase_number is not None:
+                info = phase_for_number(
+                    section.phase_number, section.line, section.phase_title, section.defines_phase
+                )
+                section.phase_key = info.key
+        title_section = self._title_section()
+        for task in self.tasks:
+            if task.phase_item is not None:
+                info = phase_for_number(task.phase_item, task.line, "", False)
+                task.phase_key = info.key
+                continue
+            if task.parent is not None:
+                task.phase_key = self.tasks[task.parent].phase_key
+                continue
+            chain = self._chain(task.section)
+            named = next((s for s in reversed(chain) if self.sections[s].phase_key is not None), None)
+            if named is not None:
+                key = self.sections[named].phase_key
+                assert key is not None
+                phases[key].anchor_sections.add(named)
+                task.phase_key = key
+                continue
+            outer = [s for s in chain if s != title_section]
+            if outer:
+                anchor = outer[0]
+                key = f"section:{anchor}"
+                if key not in phases:
+                    section = self.sections[anchor]
+                    slug = _unique(_slug(section.title) or "section", used_ids)
+                    phases[key] = _PhaseInfo(key=key, id=slug, title=section.title, first_line=section.line)
+                phases[key].anchor_sections.add(anchor)
+                task.phase_key = key
+                continue
+            if IMPLICIT_PHASE_ID not in phases:
+                phase_id = _unique(IMPLICIT_PHASE_ID, used_ids)
+                phases[IMPLICIT_PHASE_ID] = _PhaseInfo(
+                    key=IMPLICIT_PHASE_ID, id=phase_id, title=self._title(), first_line=task.line
+                )
+            task.phase_key = IMPLICIT_PHASE_ID
+        for task in self.tasks:
+            phases[task.phase_key].tasks.append(task.index)
+        for section in self.sections:
+            if section.phase_key is not None:
+                phases[section.phase_key].sections.append(section.index)
+        kept = sorted((info for info in phases.values() if info.tasks), key=lambda p: p.first_line)
+        for info in kept:
+            info.text = self._phase_text(info)
+        return kept
+
+    def _section_text(self, index: int) -> str:
+        section = self.sections[index]
+        return "\n".join(self.lines[section.line : section.end]).strip("\n")
+
+    def _phase_text(self, info: _PhaseInfo) -> str:
+        if info.key == IMPLICIT_PHASE_ID:
+            first_heading = next((s.line for s in self.sections if s.level > 1), len(self.lines))
+            return "\n".join(self.lines[:first_heading]).strip("\n")
+        own = sorted(set(info.sections) | info.anchor_sections)
+        parts: list[str] = []
+        covered_until = -1
+        for index in own:
+            section = self.sections[index]
+            if section.line < covered_until:
+                continue
+            parts.append(self._section_text(index))
+            covered_until = section.end
+        return "\n\n".join(parts)
+
+    def preamble(self, index: int) -> str:
+        """A section's own text before its first sub-heading or task: where phase-level words live."""
+        section = self.sections[index]
+        end = section.end
+        if index + 1 < len(self.sections) and self.sections[index + 1].line < end:
+            end = self.sections[index + 1].line
+        first_task = self.first_task_line.get(index)
+        if first_task is not None:
+            end = min(end, first_task)
+        return "\n".join(self.lines[section.line + 1 : end])
+
+    def _assign_ids(self, phases: list[_PhaseInfo]) -> None:
+        first_line: dict[str, int] = {}
+        taken: set[str] = set()
+        for task in self.tasks:
+            if task.own_id is None:
+                continue
+            wanted = task.own_id
+            if wanted in first_line:
+                renamed = _unique(f"{wanted}-dup", taken, start=2, joiner="")
+                self.diagnostics.append(
+                    Diagnostic(
+                        severity=Severity.ERROR,
+                        line=task.line + 1,
+                        message=f"duplicate task id {wanted} (also on line {first_line[wanted]}); "
+                        f"this one is loaded as {renamed}: give each task its own id",
+                        code=dag.DUPLICATE_ID,
+                    )
+                )
+                wanted = renamed
+            else:
+                first_line[wanted] = task.line + 1
+            task.id = wanted
+            taken.add(wanted.lower())
+        del phases
+        for task in self.tasks:
+            if task.own_id is not None:
+                continue
+            slug = _slug(task.title) or "t-" + hashlib.sha1(task.title.encode()).hexdigest()[:6]
+            scope = next(
+                (
+                    self.sections[s].scope
+                    for s in reversed(self._chain(task.section))
+                    if self.sections[s].scope
+                ),
+                None,
+            )
+            task.id = _unique(f"{scope}-{slug}" if scope else slug, taken)
+
+
+def _unique(wanted: str, taken: set[str], start: int = 2, joiner: str = "-") -> str:
+    candidate = wanted
+    number = start
+    while candidate.lower() in taken:
+        candidate = f"{wanted}{joiner}{number}"
+        number += 1
+    taken.add(candidate.lower())
+    return candidate
+
+
+def _slug(text: str, max_length: int = 40) -> str:
+    words = _SLUG_WORD.findall(text.lower())
+    slug = ""
+    for word in words:
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > max_length:
+            break
+        slug = candidate
+    if not slug and words:
+        slug = words[0][:max_length]
+    return slug
+
+
+def _plain_heading(content: str) -> str:
+    text = _LINK.sub(r"\1", content)
+    text = refs.plain(text).replace("`", "")
+    return " ".join(text.split()).rstrip("#").strip()
+
+
+def _split_title(rest: str) -> tuple[str | None, str, bool, str | None]:
+    """(own id, title, parallel, GSD phase number) from the text after the box."""
+    text = refs.plain(rest).strip()
+    own_id: str | None = None
+    phase_item: str | None = None
+    phase = _PHASE_ITEM.match(text)
+    if phase:
+        phase_item = phase.group("id")
+        own_id = f"phase-{phase_item.lower()}"
+        text = text[phase.end() :]
+    else:
+        for pattern in _ID_PATTERNS:
+            match = pattern.match(text)
+            if match:
+                own_id = match.group("id")
+                text = text[match.end() :].lstrip(":.) \t")
+                break
+    parallel = False
+    if text.startswith("[P]") or " [P]" in text[:40]:
+        parallel = True
+        text = _PARALLEL_MARK.sub("", text, count=1)
+    title = " ".join(text.split())
+    return own_id, title, parallel, phase_item
+
+
+# --------------------------------------------------------------------------------------------
+# Third pass: the DAG
+
+
+class _DagBuilder:
+    """Implied and explicit dependencies, phase by phase (see the module docstring)."""
+
+    def __init__(self, parser: _Parser, phases: list[_PhaseInfo], by_id: dict[str, _RawTask]) -> None:
+        self.p = parser
+        self.phases = phases
+        self.phase_by_id = {info.id.lower(): info for info in phases}
+        self.by_id = by_id
+        self.by_lower = {key.lower(): task for key, task in by_id.items()}
+        self.order = {task.id: task.index for task in parser.tasks}
+        self.depends: dict[int, list[str]] = {task.index: [] for task in parser.tasks}
+        self.phase_exit: dict[str, list[str]] = {}
+        self.section_exit: dict[int, list[str]] = {}
+        self.phase_entry: list[str] = []
+        self.current: _PhaseInfo | None = None
+        self.scopes: dict[str, list[int]] = {}
+        for section in parser.sections:
+            if section.scope:
+                self.scopes.setdefault(section.scope, []).append(section.index)
+
+    # ---- resolution -----------------------------------------------------------------------
+
+    def _task_ids(self, name: str) -> list[str] | None:
+        task = self.by_id.get(name) or self.by_lower.get(name.lower())
+        if task is not None:
+            return [task.id]
+        if name.lower().startswith("phase-"):
+            return None
+        for glue in ("-", "–"):
+            if glue in name:
+                first, _, last = name.partition(glue)
+                span = self._range(first, last)
+                if span is not None:
+                    return span
+        return None
+
+    def _range(self, first: str, last: str) -> list[str] | None:
+        start = self.by_id.get(first) or self.by_lower.get(first.lower())
+        end = self.by_id.get(last) or self.by_lower.get(last.lower())
+        if start is None or end is None:
+            return None
+        low, high = sorted((start.index, end.index))
+        return [task.id for task in self.p.tasks[low : high + 1]]
+
+    def _phase_ids(self, name: str) -> list[str] | None:
+        info = self.phase_by_id.get(name.lower())
+        if info is None:
+            return None
+        return self._exit_of_phase(info)
+
+    def _exit_of_phase(self, info: _PhaseInfo) -> list[str]:
+        if info.key in self.phase_exit:
+            return self.phase_exit[info.key]
+        # A forward reference: the phase has not been laid out yet, so wait for all of it.
+        return [self.p.tasks[i].id for i in info.tasks if not self.p.tasks[i].optional]
+
+    def _section_ids(self, name: str) -> list[str] | None:
+        candidates = self.scopes.get(name.lower())
+        if not candidates:
+            return None
+        current = self.current
+        same_phase = [s for s in candidates if current is not None and s in self._phase_sections(current)]
+        index = (same_phase or candidates)[-1]
+        if index in self.section_exit:
+            return self.section_exit[index]
+        chain_tasks = [t for t in self.p.tasks if index in self.p._chain(t.section) and not t.optional]
+        return [t.id for t in chain_tasks]
+
+    def _phase_sections(self, info: _PhaseInfo) -> set[int]:
+        return {
+            s.index
+            for s in self.p.sections
+            if any(a in self.p._chain(s.index) for a in info.anchor_sections | set(info.sections))
+        }
+
+    def resolve(self, ref: refs.Reference, line: int, strict: bool, prefer_phase: bool = False) -> list[str]:
+        found: list[str] | None = None
+        if ref.range_end is not None:
+            found = self._range(ref.name, ref.range_end)
+        elif ref.kind == "phase":
+            found = self._phase_ids(ref.name)
+        elif ref.kind == "task":
+            found = self._task_ids(ref.name)
+        elif ref.kind == "section":
+            found = self._section_ids(ref.name)
+        else:
+            lookups = (
+                (self._phase_ids, self._task_ids, self._section_ids)
+                if prefer_phase
+                else (self._task_ids, self._section_ids)
+            )
+            for lookup in lookups:
+                found = lookup(ref.name)
+                if found is not None:
+                    break
+        if found is None:
+            if strict and _looks_like_id(ref):
+                shown = f"{ref.name}–{ref.range_end}" if ref.range_end else ref.name
+                what = f"{ref.kind} " if ref.kind else ""
+                self.p._diag(
+                    Severity.ERROR,
+                    line + 1,
+                    f"unknown dependency {what}{shown}: no task, section or phase has that id",
+                    dag.UNKNOWN_ID,
+                )
+            return []
+        return found
+
+    def clauses_deps(
+        self, clauses: list[refs.DependencyClause], line: int, prefer_phase: bool = False
+    ) -> list[str] | None:
+        """None when the text states nothing; [] for "Dependencies: None"."""
+        if not clauses:
+            return None
+        result: list[str] = []
+        stated = False
+        for clause in clauses:
+            if clause.explicit_none:
+                stated = True
+                continue
+            resolved = [
+                dep
+                for ref in clause.references
+                for dep in self.resolve(ref, line, clause.strict, prefer_phase)
+            ]
+            if resolved or clause.strict:
+                stated = True
+            result.extend(resolved)
+        return _dedupe(result) if stated else None
+
+    # ---- layout ---------------------------------------------------------------------------
+
+    def run(self) -> dict[int, list[str]]:
+        previous_exit: list[str] = []
+        entries: dict[str, list[str]] = {}
+        for info in self.phases:
+            self.current = info
+            entry = previous_exit
+            preamble = "\n".join(
+                self.p.preamble(s) for s in sorted(info.anchor_sections | set(info.sections))
+            )
+            line = info.first_line
+            explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, prefer_phase=True)
+            beside = refs.parallel_with(preamble)
+            parallel = False
+            if explicit is not None:
+                entry = explicit
+                info.depends_on = self._named_phases(refs.dependency_clauses(preamble))
+            elif beside:
+                named = [self.phase_by_id.get(r.name.lower()) for r in beside]
+                known = [p for p in named if p is not None and p.key in entries]
+                if known:
+                    entry = entries[known[0].key]
+                    info.parallel_with = [p.id for p in known]
+                    parallel = True
+            entries[info.key] = entry
+            self.phase_entry = entry
+            root = self._blocks(info)
+            self._run_block(root, entry)
+            summaries = [i for i in info.tasks if self.p.tasks[i].phase_item is not None]
+            others = [i for i in info.tasks if i not in set(summaries)]
+            sinks = self._sinks(others) or entry
+            for index in summaries:
+                self.depends[index] = list(sinks)
+            exit_ids = self._sinks(info.tasks) or entry
+            self.phase_exit[info.key] = exit_ids
+            previous_exit = _dedupe(previous_exit + exit_ids) if parallel else exit_ids
+        self._free_statements()
+        return {index: _dedupe(deps) for index, deps in self.depends.items()}
+
+    def _named_phases(self, clauses: list[refs.DependencyClause]) -> list[str]:
+        names: list[str] = []
+        for clause in clauses:
+            for ref in clause.references:
+                info = self.phase_by_id.get(ref.name.lower())
+                if info is not None and ref.kind in ("phase", ""):
+                    names.append(info.id)
+        return _dedupe(names)
+
+    def _blocks(self, info: _PhaseInfo) -> _Block:
+        root = _Block(section=None)
+        anchors = info.anchor_sections | set(info.sections)
+        for index in info.tasks:
+            task = self.p.tasks[index]
+            if task.phase_item is not None:
+                continue
+            if task.parent is not None and self.p.tasks[task.parent].phase_key == task.phase_key:
+                continue
+            chain = self.p._chain(task.section)
+            cut = max((k for k, s in enumerate(chain) if s in anchors), default=-1)
+            if info.key == IMPLICIT_PHASE_ID or info.key.startswith("section:"):
+                title_section = self.p._title_section()
+                cut = max((k for k, s in enumerate(chain) if s in anchors or s == title_section), default=-1)
+            block = root
+            for section in chain[cut + 1 :]:
+                child = block.by_section.get(section)
+                if child is None:
+                    child = _Block(section=section)
+                    block.by_section[section] = child
+                    block.items.append(("section", child))
+                block = child
+            block.items.append(("task", index))
+        return root
+
+    def _run_block(self, block: _Block, entry: list[str]) -> list[str]:
+        frontier = entry
+        group_base: list[str] | None = None
+        group_exits: list[str] = []
+        section_entries: dict[int, list[str]] = {}
+        previous_section: int | None = None
+        for kind, item in block.items:
+            if kind == "task":
+                assert isinstance(item, int)
+                task = self.p.tasks[item]
+                if task.parallel:
+                    if group_base is None:
+                        group_base, group_exits = frontier, []
+                    after = self._run_task(task, group_base)
+                    if after != group_base:
+                        group_exits = _dedupe(group_exits + after)
+                    frontier = group_exits or group_base
+                else:
+                    group_base = None
+                    frontier = self._run_task(task, frontier)
+                continue
+            assert isinstance(item, _Block)
+            assert item.section is not None
+            group_base = None
+            index = item.section
+            preamble = self.p.preamble(index)
+            line = self.p.sections[index].line
+            explicit = self.clauses_deps(refs.dependency_clauses(preamble), line)
+            section_entry = frontier
+            parallel = False
+            if explicit is not None:
+                section_entry = explicit or self.phase_entry
+            elif refs.says_parallel(preamble):
+                parallel = True
+                targets = [
+                    s
+                    for ref in refs.parallel_with(preamble)
+                    for s in self.scopes.get(ref.name.lower(), [])
+                    if s in section_entries
+                ]
+                if targets:
+                    section_entry = section_entries[targets[0]]
+                elif previous_section is not None:
+                    section_entry = section_entries[previous_section]
+            section_entries[index] = section_entry
+            self._run_block(item, section_entry)
+            inside = self._tasks_in(item)
+            sinks = self._sinks(inside) or section_entry
+            self.section_exit[index] = sinks
+            frontier = _dedupe(frontier + sinks) if parallel else sinks
+            previous_section = index
+        return frontier
+
+    def _tasks_in(self, block: _Block) -> list[int]:
+        found: list[int] = []
+        stack = [block]
+        while stack:
+            current = stack.pop()
+            for kind, item in current.items:
+                if kind == "task":
+                    assert isinstance(item, int)
+                    found.append(item)
+                    found.extend(self._descendants(item))
+                else:
+                    assert isinstance(item, _Block)
+                    stack.append(item)
+        return found
+
+    def _descendants(self, index: int) -> list[int]:
+        out: list[int] = []
+        stack = list(self.p.tasks[index].children)
+        while stack:
+            child = stack.pop()
+            out.append(child)
+            stack.extend(self.p.tasks[child].children)
+        return out
+
+    def _run_task(self, task: _RawTask, frontier: list[str]) -> list[str]:
+        explicit = self.clauses_deps(refs.dependency_clauses(task.context), task.line)
+        entry = frontier
+        if explicit is not None:
+            same_phase = any(self.by_id[d].phase_key == task.phase_key for d in explicit if d in self.by_id)
+            entry = _dedupe(explicit if same_phase else explicit + self.phase_entry)
+            entry = [d for d in entry if d != task.id]
+        if task.children:
+            children = _Block(section=None, items=[("task", c) for c in task.children])
+            after_children = self._run_block(children, entry)
+            required = [self.p.tasks[c].id for c in task.children if not self.p.tasks[c].optional]
+            self.depends[task.index] = required or entry
+            if task.optional:
+                return after_children
+        else:
+            self.depends[task.index] = list(entry)
+            if task.optional:
+                return frontier
+        return [task.id]
+
+    def _sinks(self, indices: Iterable[int]) -> list[str]:
+        members = [self.p.tasks[i] for i in indices]
+        ids = {task.id for task in members}
+        waited_on = {dep for task in members for dep in self.depends[task.index] if dep in ids}
+        return [task.id for task in members if not task.optional and task.id not in waited_on]
+
+    def _free_statements(self) -> None:
+        for line, text in self.p.free_text:
+            for statement in refs.free_statements(text):
+                earlier = [d for ref in statement.earlier for d in (self._free_ids(ref) or [])]
+                later = [d for ref in statement.later for d in (self._free_ids(ref) or [])]
+                for task_id in later:
+                    index = self.by_id[task_id].index
+                    additions = [d for d in earlier if d != task_id]
+                    self.depends[index] = _dedupe(self.depends[index] + additions)
+                del line
+
+    def _free_ids(self, ref: refs.Reference) -> list[str] | None:
+        if ref.kind not in ("", "task"):
+            return None
+        if ref.range_end is not None:
+            return self._range(ref.name, ref.range_end)
+        return self._task_ids(ref.name)
+
+
+def _looks_like_id(ref: refs.Reference) -> bool:
+    if ref.kind or ref.range_end:
+        return True
+    return re.match(r"^(?:[A-Za-z]+-?\d+[a-z]?|\d+(?:\.\d+)+|\d+-\d+)$", ref.name) is not None
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _disagreement(parent: _RawTask, children: list[_RawTask]) -> str | None:
+    required = [c for c in children if not c.optional]
+    if not required:
+        return None
+    open_children = [c for c in required if c.state not in (BoxState.DONE, BoxState.SKIPPED)]
+    if parent.state is BoxState.DONE and open_children:
+        listed = ", ".join(f"{c.id} (line {c.line + 1})" for c in open_children[:5])
+        return f"task {parent.id} is ticked but these sub-tasks are not: {listed}"
+    if parent.state is BoxState.OPEN and not open_children:
+        return f"task {parent.id} is not ticked although all {len(required)} of its sub-tasks are"
+    return None

@@ -1,0 +1,204 @@
+"""Dependency, parallel and verification phrases found in a plan's prose.
+
+Pure string work on the text of one task item, one section preamble or one free
+statement; resolving what a reference points at is the parser's job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Emphasis markers around labels ("**Depends on**:", "_Requirements: 1.3_") get in the way of
+# matching; they are dropped before the phrases below are looked for.
+_EMPHASIS = re.compile(r"(?<![\w`])[*_]+|[*_]+(?![\w`])")
+
+# "depends on", "Dependencies:", "Blocked by", "Wait for:", "Depends on**:" ...
+_HARD_KEYWORD = re.compile(
+    r"\b(?:depends\s+on|blocked\s+by|waits?\s+for|requires\s+tasks?)\b[ \t]*:?[ \t]*"
+    r"|\b(?:dependencies|dependency|depends|prerequisites?)[ \t]*:[ \t]*",
+    re.IGNORECASE,
+)
+# "(after 6A and 6B complete)": only inside parentheses, and only ids that resolve count,
+# because "after" is common prose ("after 5 minutes").
+_SOFT_AFTER = re.compile(r"\(\s*after\s+([^)]*)\)", re.IGNORECASE)
+_NONE_WORDS = re.compile(r"^\s*(?:none|nothing|n/?a|no\s+dependencies|-+|—)\b", re.IGNORECASE)
+
+# One reference: an optional kind word, then something id-like (it holds a digit, or is one
+# capital letter after "Phase").
+_REFERENCE = re.compile(
+    r"(?:\b(?P<kind>tasks?|phases?|sub-?agents?|steps?|stories|story)\s+)?"
+    r"(?<![\w.\-])(?P<id>[A-Za-z]*\d[\w.\-]*[A-Za-z0-9]|\d)",
+    re.IGNORECASE,
+)
+_RANGE_GLUE = re.compile(r"^\s*(?:[–—]|-|\.\.|to|through|thru)\s*$", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[;\n)]|\.\s|\.$")
+
+_PARALLEL = re.compile(
+    r"\b(?:can|may|could)\s+(?:be\s+)?(?:run|ran|done|executed|worked\s+on)\s+in\s+parallel\b"
+    r"|\bparallel\s+with\b|\bin\s+parallel\s+with\b",
+    re.IGNORECASE,
+)
+_PARALLEL_WITH = re.compile(r"\bparallel\s+with\s+([^)\n;]*)", re.IGNORECASE)
+
+_VERIFY_LABEL = re.compile(r"\b(?:run|verify|verification|test|tests|check)\s*:\s*", re.IGNORECASE)
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
+_BETWEEN_COMMANDS = re.compile(r"^[\s,;]*(?:(?:and|or|then|&&)\s*)?$", re.IGNORECASE)
+
+# Free statements between task ids elsewhere in the plan ("T008 blocks T009", "T001 → T002").
+_FORWARD_WORDS = re.compile(r"\s(?:blocks|before|→|->|=>|⟶)\s", re.IGNORECASE)
+_BACKWARD_WORDS = re.compile(r"\s(?:depends\s+on|requires|after|needs)\s", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A name in the plan's text that should point at a task, a section or a phase."""
+
+    kind: str
+    """"task", "phase", "section" or "" when the plan did not say."""
+    name: str
+    range_end: str | None = None
+    """For "T003–T010a": the last id of the range (name is the first)."""
+
+
+@dataclass
+class DependencyClause:
+    """What one stretch of text says a thing waits for."""
+
+    references: list[Reference] = field(default_factory=list)
+    explicit_none: bool = False
+    """The plan said "Dependencies: None": nothing implied either."""
+    strict: bool = True
+    """Unresolvable references are reported (False for "(after ...)", which is also prose)."""
+
+
+def plain(text: str) -> str:
+    """The text without emphasis markers, so "**Depends on**:" reads as "Depends on:"."""
+    return _EMPHASIS.sub("", text)
+
+
+def _kind(word: str | None) -> str:
+    if not word:
+        return ""
+    word = word.lower()
+    if word.startswith("phase"):
+        return "phase"
+    if word.startswith(("sub", "step", "stor")):
+        return "section"
+    return "task"
+
+
+def references_in(clause: str) -> list[Reference]:
+    """Every reference in a clause, ranges joined ("T003–T010a", "Tasks 2.1 to 2.4")."""
+    found: list[Reference] = []
+    matches = list(_REFERENCE.finditer(clause))
+    index = 0
+    kind = ""
+    while index < len(matches):
+        match = matches[index]
+        if match.group("kind"):
+            kind = _kind(match.group("kind"))
+        name = match.group("id")
+        following = matches[index + 1] if index + 1 < len(matches) else None
+        if following is not None and _RANGE_GLUE.match(clause[match.end() : following.start()]):
+            found.append(Reference(kind, name, following.group("id")))
+            index += 2
+            continue
+        found.append(Reference(kind, name))
+        index += 1
+    return found
+
+
+def _clause_after(text: str, start: int) -> str:
+    end = _CLAUSE_END.search(text, start)
+    return text[start : end.start() if end else len(text)]
+
+
+def dependency_clauses(text: str) -> list[DependencyClause]:
+    """The dependency statements in one task's (or one section's) own text."""
+    text = plain(text)
+    clauses: list[DependencyClause] = []
+    for match in _HARD_KEYWORD.finditer(text):
+        clause = _clause_after(text, match.end())
+        if _NONE_WORDS.match(clause):
+            clauses.append(DependencyClause(explicit_none=True))
+            continue
+        refs = references_in(clause)
+        if refs:
+            clauses.append(DependencyClause(refs))
+    for match in _SOFT_AFTER.finditer(text):
+        refs = references_in(match.group(1))
+        if refs:
+            clauses.append(DependencyClause(refs, strict=False))
+    return clauses
+
+
+def says_parallel(text: str) -> bool:
+    return _PARALLEL.search(plain(text)) is not None
+
+
+def parallel_with(text: str) -> list[Reference]:
+    """What "can run in parallel with 2A" / "parallel with 5A/5B" names."""
+    text = plain(text)
+    return [ref for m in _PARALLEL_WITH.finditer(text) for ref in references_in(m.group(1))]
+
+
+def verify_commands(text: str) -> list[str]:
+    """Inline code right after "Run:", "Verify:", "Verification:", "Test:" (labels may be bold)."""
+    text = plain_labels(text)
+    commands: list[str] = []
+    for label in _VERIFY_LABEL.finditer(text):
+        position = label.end()
+        while True:
+            span = _CODE_SPAN.search(text, position)
+            if span is None or not _BETWEEN_COMMANDS.match(text[position : span.start()]):
+                break
+            command = span.group(2).strip()
+            if span.group(1) != "`" and command.startswith("`"):
+                command = command.strip()
+            if command and command not in commands:
+                commands.append(command)
+            position = span.end()
+    return commands
+
+
+def plain_labels(text: str) -> str:
+    """Drop emphasis markers outside code spans: commands keep their `*` and `_`."""
+    pieces: list[str] = []
+    position = 0
+    for span in _CODE_SPAN.finditer(text):
+        pieces.append(_EMPHASIS.sub("", text[position : span.start()]))
+        pieces.append(span.group(0))
+        position = span.end()
+    pieces.append(_EMPHASIS.sub("", text[position:]))
+    return "".join(pieces)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A free statement: every task in `later` waits for every task in `earlier`."""
+
+    earlier: list[Reference]
+    later: list[Reference]
+
+
+def free_statements(line: str) -> list[Statement]:
+    """Ordering statements between ids in a line of prose ("T008 blocks T009, T015")."""
+    line = plain(line)
+    statements: list[Statement] = []
+    for sentence in re.split(r"[;\n]|\.\s", line):
+        parts = re.split(
+            r"(\s(?:blocks|before|→|->|=>|⟶|depends\s+on|requires|after|needs)\s)", f" {sentence} "
+        )
+        if len(parts) < 3:
+            continue
+        sides = [references_in(part) for part in parts[0::2]]
+        words = [word.strip().lower() for word in parts[1::2]]
+        for left, word, right in zip(sides, words, sides[1:], strict=False):
+            if not left or not right:
+                continue
+            if _FORWARD_WORDS.match(f" {word} "):
+                statements.append(Statement(left, right))
+            elif _BACKWARD_WORDS.match(f" {word} "):
+                statements.append(Statement(right, left))
+    return statements

@@ -1,0 +1,113 @@
+"""Tick and untick a task: exactly one byte of the plan changes, written atomically.
+
+The file is re-read and re-parsed before every write, and the task found again by id, so
+an edit made by hand since the plan was loaded is kept as long as the task is still
+there; if it is gone (or, with `expected`, its text changed) the write is refused with
+PlanChangedError. Line endings, front matter, a missing final newline and every other byte
+survive because nothing but the box character is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from orchestrator.domain.plan import Plan, Task
+from orchestrator.errors import PlanChangedError
+from orchestrator.planfile.parser import parse_bytes, read_plan_bytes
+
+_BOX_CHARACTERS = b" xX/-"
+
+
+def with_box(data: bytes, task: Task, done: bool) -> bytes:
+    """`data` with `task`'s box set; the same object when it already says so."""
+    offset = task.box_offset
+    if (
+        not (0 < offset < len(data) - 1)
+        or data[offset - 1 : offset] != b"["
+        or data[offset + 1 : offset + 2] != b"]"
+    ):
+        raise PlanChangedError(
+            f"the checkbox of task {task.id} is no longer at byte {offset}; re-read the plan",
+            line=task.line,
+        )
+    current = data[offset : offset + 1]
+    if current not in [bytes([c]) for c in _BOX_CHARACTERS]:
+        raise PlanChangedError(f"task {task.id} has no checkbox at byte {offset}", line=task.line)
+    if done:
+        wanted = current if current in (b"x", b"X") else b"x"
+    else:
+        wanted = b" "
+    if wanted == current:
+        return data
+    return data[:offset] + wanted + data[offset + 1 :]
+
+
+def set_box(path: Path, task_id: str, done: bool, *, expected: Task | None = None) -> Plan:
+    """Tick (or untick) `task_id` in the plan file and return the plan as now written.
+
+    Idempotent: a box that already says so is not rewritten. With `expected`, the task must
+    still have that title, so a task whose text changed since it was read is not ticked.
+    """
+    target = path.resolve()
+    data = read_plan_bytes(target)
+    plan = parse_bytes(data, path)
+    task = plan.task(task_id)
+    if task is None:
+        raise PlanChangedError(
+            f"task {task_id} is no longer in the plan (it was edited since it was read); "
+            "check the plan and run again",
+            path=path,
+        )
+    if expected is not None and task.title != expected.title:
+        raise PlanChangedError(
+            f"task {task_id} changed since it was read ({expected.title!r} is now {task.title!r}); "
+            "check the plan and run again",
+            path=path,
+            line=task.line,
+        )
+    try:
+        updated = with_box(data, task, done)
+    except PlanChangedError as exc:
+        raise PlanChangedError(exc.message, path=path, line=task.line) from exc
+    if updated is data:
+        return plan
+    atomic_write(target, updated)
+    return parse_bytes(updated, path)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, flush + fsync, os.replace, fsync the directory."""
+    directory = path.parent
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if mode is not None:
+            temp.chmod(mode)
+        temp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,125 @@
+"""The real-world plans in ../shared/plans: counts, phases and order as read by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.domain import dag
+from orchestrator.domain.plan import Plan, Severity
+from orchestrator.planfile import parse_plan
+
+REALTIME = "MemberJunction__MJ__plans__audio-sage-realtime-implementation-plan.md"
+PASTE = "MemberJunction__MJ__plans__PASTE-TO-ORCHESTRATOR-REALTIME.md"
+SPECKIT_TASKS = "github__spec-kit__templates__tasks-template.md"
+SPECKIT_PLAN = "github__spec-kit__templates__plan-template.md"
+RALPH = "PepijnSenders__x-cli__@fix_plan.md"
+OUROBOROS = "MLGBJDLW__ouroboros__.ouroboros__specs__templates__tasks-template.md"
+KIRO = "gregcastro23__WhatToEatNext__.kiro__specs__main-page-restoration__tasks.md"
+SEED = "seed-orchestrator-prompt.md"
+
+
+def load(shared_plans: Path, name: str) -> Plan:
+    return parse_plan(shared_plans / name)
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "ticked"),
+    [
+        (REALTIME, 44, 15),
+        (PASTE, 7, 0),
+        (SPECKIT_TASKS, 34, 0),
+        (SPECKIT_PLAN, 10, 0),
+        (RALPH, 23, 11),
+        (OUROBOROS, 20, 0),
+        (KIRO, 46, 44),
+    ],
+)
+def test_task_counts(shared_plans: Path, name: str, total: int, ticked: int) -> None:
+    plan = load(shared_plans, name)
+    assert len(plan.tasks) == total
+    assert sum(task.checked for task in plan.tasks) == ticked
+
+
+@pytest.mark.parametrize("name", [REALTIME, PASTE, SPECKIT_TASKS, SPECKIT_PLAN, RALPH, OUROBOROS, KIRO, SEED])
+def test_real_plans_have_no_errors_but_kiros_disagreement(shared_plans: Path, name: str) -> None:
+    plan = load(shared_plans, name)
+    assert plan.errors == []
+    assert dag.cycles(plan) == []
+    assert len({task.id for task in plan.tasks}) == len(plan.tasks)
+
+
+def test_realtime_plan_phases_and_first_task(shared_plans: Path) -> None:
+    plan = load(shared_plans, REALTIME)
+    assert [phase.id for phase in plan.phases] == ["2", "3", "4", "5"]
+    assert plan.phases[0].title == "WebSocket Infrastructure"
+    order = dag.execution_order(plan)
+    first_open = next(plan.task(task_id) for task_id in order if not plan.task(task_id).checked)  # type: ignore[union-attr]
+    assert first_open is not None
+    assert first_open.line == 1276
+    assert first_open.title.startswith("WebSocket connections stable for >5 minutes")
+    assert dag.ready(plan, set())[0].line == 1276
+
+
+def test_realtime_success_criteria_join_their_phase(shared_plans: Path) -> None:
+    plan = load(shared_plans, REALTIME)
+    by_line = {task.line: task for task in plan.tasks}
+    assert by_line[1273].phase == "2"
+    assert by_line[1305].phase == "5"
+    assert by_line[1228].phase == "5"  # "### 5.6 Security Audit" inside "## Phase 5"
+    assert by_line[1228].section_path[-1] == "5.6 Security Audit"
+    # The phase's text is its own section, which is what a sub-agent needs to read.
+    assert "2.1 Backend WebSocket Setup" in plan.phase("2").text  # type: ignore[union-attr]
+    assert "Phase 3: Eleven Labs" not in plan.phase("2").text  # type: ignore[union-attr]
+    # Phases run in order: the first task of phase 3 waits for the last of phase 2.
+    assert by_line[1281].depends_on == [by_line[1278].id]
+
+
+def test_ouroboros_optional_tasks_and_explicit_dependencies(shared_plans: Path) -> None:
+    plan = load(shared_plans, OUROBOROS)
+    assert sorted(task.id for task in plan.tasks if task.optional) == ["1.3", "3.3"]
+    assert plan.task("1.2").depends_on == ["1.1"]  # type: ignore[union-attr]
+    assert plan.task("1").depends_on == ["1.1", "1.2"]  # type: ignore[union-attr]  # not the optional 1.3
+    assert plan.task("3.1").depends_on == ["2"]  # type: ignore[union-attr]  # "Dependencies: Phase 1 complete"
+    assert [phase.id for phase in plan.phases][:3] == ["1", "2", "3"]
+
+
+def test_kiro_parent_child_disagreement_is_reported(shared_plans: Path) -> None:
+    plan = load(shared_plans, KIRO)
+    warnings = [d for d in plan.diagnostics if d.code == dag.PARENT_CHILD]
+    assert [d.line for d in warnings] == [35, 235]
+    assert all(d.severity is Severity.WARNING for d in warnings)
+    assert not plan.task("3").checked  # type: ignore[union-attr]  # reported, never fixed
+    assert plan.task("2.1").parent == "2"  # type: ignore[union-attr]
+    assert plan.task("2").depends_on == ["2.1", "2.2", "2.3"]  # type: ignore[union-attr]
+
+
+def test_speckit_ids_parallel_and_explicit(shared_plans: Path) -> None:
+    plan = load(shared_plans, SPECKIT_TASKS)
+    assert plan.task("T014").depends_on == ["T012", "T013"]  # type: ignore[union-attr]
+    assert plan.task("T005").parallel  # type: ignore[union-attr]
+    assert plan.task("T005").depends_on == plan.task("T006").depends_on == ["T004"]  # type: ignore[union-attr]
+    assert plan.task("T007").depends_on == ["T005", "T006"]  # type: ignore[union-attr]
+    assert plan.task("T010").phase == "3"  # type: ignore[union-attr]
+    # TXXX is a placeholder, not an id: six tasks would otherwise share it.
+    assert not any(task.id == "TXXX" for task in plan.tasks)
+
+
+def test_ralph_priority_sections_are_phases(shared_plans: Path) -> None:
+    plan = load(shared_plans, RALPH)
+    assert [phase.id for phase in plan.phases] == ["high-priority", "medium-priority", "low-priority", "completed"]
+    assert dag.ready(plan, set())[0].title == "Implement post commands (create, delete, reply)"
+
+
+def test_seed_prompt_sub_agents_run_side_by_side(shared_plans: Path) -> None:
+    plan = load(shared_plans, SEED)
+    by_line = {task.line: task for task in plan.tasks}
+    first_2a, first_2b = by_line[64], by_line[86]
+    assert first_2a.id.startswith("2a-") and first_2b.id.startswith("2b-")
+    assert first_2a.depends_on == [] and first_2b.depends_on == []  # 2B "can run in parallel with 2A"
+    ready = [task.id for task in dag.ready(plan, set())]
+    assert ready == [first_2a.id, first_2b.id]
+    # "(after 6A and 6B complete)"
+    assert set(by_line[367].depends_on) == {by_line[326].id, by_line[345].id}
+    assert [phase.id for phase in plan.phases][:5] == ["2", "3", "4", "5", "6"]
