@@ -130,7 +130,10 @@ def list_dir(ws: Workspace, path: str = ".", recursive: bool = False) -> str:
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
         base = Path(current)
         for name in [*(d + "/" for d in dirs), *sorted(files)]:
-            entries.append(ws.relative(base / name.rstrip("/")) + ("/" if name.endswith("/") else ""))
+            # Lexically relative: a link pointing out is listed by name, and refused when opened.
+            entries.append(
+                (base / name).relative_to(ws.root).as_posix() + ("/" if name.endswith("/") else "")
+            )
             if len(entries) >= LIST_LIMIT:
                 entries.append(f"[... stopped at {LIST_LIMIT} entries; list a subdirectory ...]")
                 return "\n".join(entries)

@@ -141,6 +141,9 @@ class Toolset:
         except OSError as exc:
             message = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
             return ToolResult(redact(message), True, redact(f"{name}: {message}")[:200])
+        except Exception as exc:  # noqa: BLE001 - a tool's bug must reach the model as an error, not end the run
+            message = f"the tool failed: {type(exc).__name__}: {exc}"
+            return ToolResult(redact(message), True, redact(f"{name}: {message}")[:200])
         return ToolResult(redact(text), False, redact(summary)[:200])
 
     def _read(self, args: Mapping[str, Any]) -> tuple[str, str]:
