@@ -147,17 +147,15 @@ def next_tasks(plan_path: PlanArgument, as_json: JsonOption = False) -> None:
                 }
             )
             return
-        console = _console()
         if not ready:
             open_tasks = [task for task in plan.tasks if not task.settled]
-            console.print(
+            typer.echo(
                 "All tasks are done." if not open_tasks else "Nothing is ready (see `orchestrate lint`)."
             )
             return
+        # Tab-separated so that `cut -f1` gives the ids.
         for task in ready:
-            console.print(
-                f"{escape(task.id)}\tline {task.line}\tPhase {escape(task.phase)}\t{escape(task.title)}"
-            )
+            typer.echo(f"{task.id}\tline {task.line}\tPhase {task.phase}\t{task.title}")
 
 
 def graph(

@@ -71,7 +71,9 @@ def validate(plan: Plan) -> list[Diagnostic]:
 def cycles(plan: Plan) -> list[list[str]]:
     """Each cycle as task ids in dependency order (a waits for b waits for ... a), earliest first."""
     by_id = _by_id(plan)
-    position = {task.id: index for index, task in enumerate(plan.tasks)}
+    position: dict[str, int] = {}
+    for index, task in enumerate(plan.tasks):
+        position.setdefault(task.id, index)
     result: list[list[str]] = []
     for component in _strong_components(plan, by_id):
         members = set(component)

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,11 +253,18 @@ class _Parser:
         self.legend_skipped = self._legend("[-]")
 
     def _legend(self, box: str) -> bool:
-        total = self.text.count(box)
-        if not total:
+        """Whether the plan mentions `box` anywhere but at the start of a list item (a legend)."""
+        if box not in self.text:
             return False
-        uses = sum(1 for m in _LEGEND_USE.finditer(self.text) if f"[{m.group(1)}]" == box)
-        return total > uses
+        for line in self.lines:
+            count = line.count(box)
+            if not count:
+                continue
+            use = _LEGEND_USE.match(line)
+            at_item_start = 1 if use is not None and f"[{use.group(1)}]" == box else 0
+            if count > at_item_start:
+                return True
+        return False
 
     def _diag(self, severity: Severity, line: int | None, message: str, code: str = "") -> None:
         self.diagnostics.append(Diagnostic(severity=severity, line=line, message=message, code=code))
@@ -405,8 +411,7 @@ class _Parser:
         if lines:
             first = lines[0]
             indent = len(first) - len(first.lstrip())
-            rest = textwrap.dedent("\n".join(lines[1:])) if len(lines) > 1 else ""
-            task.context = first[indent:] + ("\n" + rest if rest else "")
+            task.context = "\n".join(_strip_indent(line, indent) for line in lines)
         if refs.says_parallel(task.context):
             task.parallel = True
 
@@ -671,6 +676,12 @@ class _Parser:
                 None,
             )
             task.id = _unique(f"{scope}-{slug}" if scope else slug, taken)
+
+
+def _strip_indent(line: str, indent: int) -> str:
+    """The line without up to `indent` leading whitespace characters (the item's own indent)."""
+    stripped = len(line) - len(line.lstrip())
+    return line[min(indent, stripped) :]
 
 
 def _unique(wanted: str, taken: set[str], start: int = 2, joiner: str = "-") -> str:
@@ -1039,7 +1050,7 @@ class _DagBuilder:
         return [task.id for task in members if not task.optional and task.id not in waited_on]
 
     def _free_statements(self) -> None:
-        for line, text in self.p.free_text:
+        for _line, text in self.p.free_text:
             for statement in refs.free_statements(text):
                 earlier = [d for ref in statement.earlier for d in (self._free_ids(ref) or [])]
                 later = [d for ref in statement.later for d in (self._free_ids(ref) or [])]
@@ -1047,7 +1058,6 @@ class _DagBuilder:
                     index = self.by_id[task_id].index
                     additions = [d for d in earlier if d != task_id]
                     self.depends[index] = _dedupe(self.depends[index] + additions)
-                del line
 
     def _free_ids(self, ref: refs.Reference) -> list[str] | None:
         if ref.kind not in ("", "task"):

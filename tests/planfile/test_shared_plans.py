@@ -108,7 +108,12 @@ def test_speckit_ids_parallel_and_explicit(shared_plans: Path) -> None:
 
 def test_ralph_priority_sections_are_phases(shared_plans: Path) -> None:
     plan = load(shared_plans, RALPH)
-    assert [phase.id for phase in plan.phases] == ["high-priority", "medium-priority", "low-priority", "completed"]
+    assert [phase.id for phase in plan.phases] == [
+        "high-priority",
+        "medium-priority",
+        "low-priority",
+        "completed",
+    ]
     assert dag.ready(plan, set())[0].title == "Implement post commands (create, delete, reply)"
 
 
@@ -116,8 +121,10 @@ def test_seed_prompt_sub_agents_run_side_by_side(shared_plans: Path) -> None:
     plan = load(shared_plans, SEED)
     by_line = {task.line: task for task in plan.tasks}
     first_2a, first_2b = by_line[64], by_line[86]
-    assert first_2a.id.startswith("2a-") and first_2b.id.startswith("2b-")
-    assert first_2a.depends_on == [] and first_2b.depends_on == []  # 2B "can run in parallel with 2A"
+    assert first_2a.id.startswith("2a-")
+    assert first_2b.id.startswith("2b-")
+    assert first_2a.depends_on == []
+    assert first_2b.depends_on == []
     ready = [task.id for task in dag.ready(plan, set())]
     assert ready == [first_2a.id, first_2b.id]
     # "(after 6A and 6B complete)"

@@ -1,0 +1,313 @@
+"""Parsing rules on hand-written plans: fences, boxes, ids, phases, dependencies, verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.domain import dag
+from orchestrator.domain.plan import BoxState, Plan, Severity, Task
+from orchestrator.errors import PlanError
+from orchestrator.planfile import parse_bytes, parse_plan
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
+
+
+def parse(text: str) -> Plan:
+    return parse_bytes(text.encode(), Path("plan.md"))
+
+
+def task(plan: Plan, task_id: str) -> Task:
+    found = plan.task(task_id)
+    assert found is not None, f"{task_id} not in {[t.id for t in plan.tasks]}"
+    return found
+
+
+def titles(plan: Plan) -> list[str]:
+    return [t.title for t in plan.tasks]
+
+
+def test_fence_traps() -> None:
+    plan = parse_plan(FIXTURES / "fences.md")
+    assert titles(plan) == [
+        "First real task",
+        "Second real task, with an example inside the item",
+        "Third real task: a bare fence of equal length closed the one above",
+        "Fourth real task, after a blank line inside details",
+        "Fifth real task, upper-case X",
+    ]
+    assert [t.checked for t in plan.tasks] == [False, False, False, True, True]
+    notes = {d.line: d.message for d in plan.diagnostics if d.severity is Severity.INFO}
+    assert "HTML block" in notes[34]
+    assert "block quote" in notes[48]
+    assert plan.errors == []
+
+
+def test_a_heading_inside_a_fence_is_not_a_phase() -> None:
+    plan = parse_plan(FIXTURES / "fences.md")
+    assert [p.id for p in plan.phases] == ["plan"]
+
+
+def test_box_offsets_point_at_the_box_character() -> None:
+    data = (FIXTURES / "fences.md").read_bytes()
+    plan = parse_bytes(data, FIXTURES / "fences.md")
+    for t in plan.tasks:
+        assert data[t.box_offset - 1 : t.box_offset + 2] in (b"[ ]", b"[x]", b"[X]")
+        assert data.count(b"\n", 0, t.box_offset) + 1 == t.line
+
+
+def test_box_offsets_with_crlf_bom_emoji_and_nesting() -> None:
+    text = (
+        "\ufeff# Plän 🎯\r\n\r\n> quote\r\n\r\n"
+        "1. - [ ] nested on one line\r\n- [x] ünïcödé → done\r\n  - [ ] child"
+    )
+    data = text.encode()
+    plan = parse_bytes(data, Path("p.md"))
+    assert titles(plan) == ["nested on one line", "ünïcödé → done", "child"]
+    for t in plan.tasks:
+        assert data[t.box_offset - 1 : t.box_offset + 2] in (b"[ ]", b"[x]")
+    assert plan.title == "Plän 🎯"
+
+
+def test_optional_tasks_and_tabs() -> None:
+    plan = parse("# T\n\n- [ ]* 1.3 Write tests\n-\t[ ] 1.4 Tabbed\n")
+    assert task(plan, "1.3").optional
+    assert task(plan, "1.4").title == "Tabbed"
+
+
+def test_in_progress_and_skipped_need_a_legend() -> None:
+    plan = parse_plan(FIXTURES / "legend.md")
+    assert [t.state for t in plan.tasks] == [
+        BoxState.DONE,
+        BoxState.IN_PROGRESS,
+        BoxState.SKIPPED,
+        BoxState.OPEN,
+    ]
+    without = parse("# T\n\n- [/] half\n- [-] skipped\n- [ ] open\n")
+    assert titles(without) == ["open"]
+    assert sum("no legend" in d.message for d in without.diagnostics) == 2
+
+
+def test_skipped_tasks_are_settled_for_ready() -> None:
+    plan = parse_plan(FIXTURES / "legend.md")
+    assert [t.title for t in dag.ready(plan, set())] == ["Being worked on", "Still open"]
+
+
+def test_front_matter_is_not_a_heading_or_task() -> None:
+    plan = parse("---\ntitle: From front matter\n- [ ] not a task\n---\n\n- [ ] real\n")
+    assert titles(plan) == ["real"]
+    assert plan.title == "From front matter"
+
+
+def test_plan_without_checkboxes_has_zero_tasks_and_says_so() -> None:
+    plan = parse("# Notes\n\n- a bullet\n- [link](x)\n")
+    assert plan.tasks == []
+    assert [d.code for d in plan.diagnostics] == [dag.NO_TASKS]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "is empty"),
+        (b"  \n\n", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "binary"),
+        (b"- [ ] caf\xe9\n", "not UTF-8"),
+    ],
+)
+def test_unreadable_content_is_a_plan_error(data: bytes, message: str) -> None:
+    with pytest.raises(PlanError, match=message) as caught:
+        parse_bytes(data, Path("bad.md"))
+    assert "bad.md" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="no such plan file"):
+        parse_plan(tmp_path / "missing.md")
+    with pytest.raises(PlanError, match="is a directory"):
+        parse_plan(tmp_path)
+
+
+def test_plan_sha256_is_the_digest_of_the_bytes() -> None:
+    import hashlib
+
+    data = b"- [ ] one\n"
+    assert parse_bytes(data, Path("p.md")).sha256 == hashlib.sha256(data).hexdigest()
+
+
+# ---- ids ------------------------------------------------------------------------------------
+
+
+def test_plan_ids_of_every_family() -> None:
+    plan = parse(
+        "- [ ] T010a [P] spec-kit\n"
+        "- [ ] 2. Kiro parent\n"
+        "  - [ ] 2.1 Kiro child\n"
+        "- [ ] 45-01: GSD plan\n"
+        "- [ ] Phase 2.1: GSD inserted phase\n"
+        "- [ ] TASK-12 tracker id\n"
+        "- [ ] 50 concurrent sessions supported\n"
+        "- [ ] 99.5% uptime\n"
+    )
+    ids = [t.id for t in plan.tasks]
+    assert ids[:6] == ["T010a", "2", "2.1", "45-01", "phase-2.1", "TASK-12"]
+    assert ids[6] == "50-concurrent-sessions-supported"
+    assert ids[7] == "99-5-uptime"
+    assert task(plan, "T010a").title == "spec-kit"
+    assert task(plan, "T010a").parallel
+
+
+def test_derived_ids_are_stable_when_tasks_are_inserted() -> None:
+    before = parse("## Phase 3: X\n\n- [ ] Write the parser\n- [ ] Write the writer\n")
+    after = parse(
+        "## Phase 3: X\n\n- [ ] Add a new first task\n- [ ] Write the parser\n- [ ] Write the writer\n"
+    )
+    assert [t.id for t in before.tasks] == ["3-write-the-parser", "3-write-the-writer"]
+    assert [t.id for t in after.tasks][1:] == ["3-write-the-parser", "3-write-the-writer"]
+
+
+def test_derived_id_collisions_get_a_suffix_and_non_ascii_a_hash() -> None:
+    plan = parse("- [ ] Run the tests\n- [ ] Run the tests\n- [ ] 实现登录\n")
+    assert [t.id for t in plan.tasks][:2] == ["run-the-tests", "run-the-tests-2"]
+    assert plan.tasks[2].id.startswith("t-")
+    for t in plan.tasks:
+        assert all(c.isalnum() or c in ".-" for c in t.id)
+
+
+def test_duplicate_and_unknown_ids_and_cycles_are_errors() -> None:
+    plan = parse_plan(FIXTURES / "cycle.md")
+    codes = sorted(d.code for d in plan.errors)
+    assert codes == [dag.CYCLE, dag.DUPLICATE_ID]
+    cycle = next(d for d in plan.errors if d.code == dag.CYCLE)
+    assert "T101 (line 5)" in cycle.message
+    assert "T103 (line 7)" in cycle.message
+    assert "T102 (line 6)" in cycle.message
+    assert [t.id for t in plan.tasks][-1] == "T001-dup"
+    # The order functions still work on a broken plan.
+    assert len(dag.execution_order(plan)) == len(plan.tasks)
+
+
+# ---- phases ---------------------------------------------------------------------------------
+
+
+def test_a_heading_that_names_a_phase_puts_its_tasks_in_that_phase() -> None:
+    plan = parse(
+        "# Plan\n\n## Phase 1: Build\n\nText of phase one.\n\n### 1.1 Step\n\n- [ ] build it\n\n"
+        "## Phase 2: Ship\n\n- [ ] ship it\n\n## Success Metrics\n\n### Phase 1 Success Criteria\n\n"
+        "- [ ] it builds\n"
+    )
+    assert [p.id for p in plan.phases] == ["1", "2"]
+    assert plan.tasks[2].phase == "1"
+    assert "Text of phase one." in plan.phases[0].text
+    assert "it builds" in plan.phases[0].text
+    assert "ship it" not in plan.phases[0].text
+    # Phases run in order: ship waits for both phase-1 tasks, the last of which is on line 20.
+    assert task(plan, "2-ship-it").depends_on == ["1-it-builds"]
+
+
+def test_tasks_before_any_heading_go_to_the_implicit_phase() -> None:
+    plan = parse("- [ ] a\n- [ ] b\n")
+    assert [(p.id, p.line) for p in plan.phases] == [("plan", None)]
+    assert task(plan, "b").depends_on == ["a"]
+
+
+def test_repeated_phase_numbers_with_other_titles_are_separate_phases() -> None:
+    plan = parse("## v1\n### Phase 1: Alpha\n- [ ] a\n## v2\n### Phase 1: Beta\n- [ ] b\n")
+    assert [p.id for p in plan.phases] == ["1", "1~2"]
+    assert task(plan, "1-b").phase == "1~2"
+
+
+def test_gsd_roadmap() -> None:
+    plan = parse_plan(FIXTURES / "gsd.md")
+    assert [(p.id, p.title) for p in plan.phases] == [("1", "Foundation"), ("2", "Features"), ("3", "Polish")]
+    assert plan.phases[1].depends_on == ["1"]
+    # The phase items come after the plans of their phase.
+    assert task(plan, "phase-2").depends_on == ["02-02"]
+    assert task(plan, "02-01").depends_on == ["phase-1"]
+    # Phase 3 depends on phase 1 only, so it is ready beside phase 2.
+    assert [t.id for t in dag.ready(plan, set())] == ["02-01", "03-01"]
+    assert task(plan, "02-01").verify == ["pytest tests/test_model.py"]
+    assert task(plan, "02-02").verify == ["pytest tests/test_view.py", "ruff check src"]
+
+
+# ---- dependencies ---------------------------------------------------------------------------
+
+
+def test_speckit_explicit_and_free_statements() -> None:
+    plan = parse_plan(FIXTURES / "speckit.md")
+    assert task(plan, "T002").depends_on == task(plan, "T001").id.split()
+    assert task(plan, "T005").depends_on == ["T004"]
+    assert task(plan, "T008").depends_on == ["T006", "T007"]
+    assert "T004" in task(plan, "T006").depends_on  # "T004 blocks T006"
+    assert "T002" in task(plan, "T003").depends_on  # "T001 → T002 → T003"
+    unknown = [d for d in plan.errors if d.code == dag.UNKNOWN_ID]
+    assert [(d.line, "T999" in d.message) for d in unknown] == [(20, True)]
+
+
+def test_ranges_and_kiro_dependencies() -> None:
+    plan = parse(
+        "## Phase 1: A\n\n- [ ] T001 a\n- [ ] T002 b\n- [ ] T003 c\n- [ ] T003a c2\n- [ ] T004 d\n\n"
+        "## Phase 2: B\n\n- [ ] T010 e (depends on T001–T003a)\n"
+        "- [ ] 3.1 f\n  - Dependencies: Task 1.9\n- [ ] 3.2 g\n  - Dependencies: None\n"
+    )
+    assert task(plan, "T010").depends_on == ["T001", "T002", "T003", "T003a", "T004"]
+    assert [d.code for d in plan.errors] == [dag.UNKNOWN_ID]
+    # "Dependencies: None" drops the in-phase order, but phase 2 still follows phase 1.
+    assert task(plan, "3.2").depends_on == ["T004"]
+
+
+def test_parallel_runs_and_optional_tasks() -> None:
+    plan = parse(
+        "- [ ] T001 first\n- [ ] T002 [P] left\n- [ ] T003 [P] right\n- [ ]* T004 optional\n- [ ] T005 join\n"
+    )
+    assert task(plan, "T002").depends_on == task(plan, "T003").depends_on == ["T001"]
+    assert task(plan, "T004").depends_on == ["T002", "T003"]
+    assert task(plan, "T005").depends_on == ["T002", "T003"]  # nothing waits on an optional task
+    waves = [[t.id for t in wave] for wave in dag.waves(plan, set())]
+    assert waves == [["T001"], ["T002", "T003"], ["T004", "T005"]]
+
+
+def test_sections_that_run_in_parallel_and_after() -> None:
+    plan = parse(
+        "## Phase 2: Build\n\n#### Sub-Agent 2A: one\n\n- [ ] a1\n- [ ] a2\n\n"
+        "#### Sub-Agent 2B: two\n\n**Launch:** (can run in parallel with 2A)\n\n- [ ] b1\n\n"
+        "#### Sub-Agent 2C: three\n\n**Launch:** (after 2A and 2B complete)\n\n- [ ] c1\n\n"
+        "### Phase 3: Next\n\n**Wait for:** Phase 2 sub-agents to complete\n\n- [ ] d1\n"
+    )
+    assert task(plan, "2b-b1").depends_on == []
+    assert task(plan, "2c-c1").depends_on == ["2a-a2", "2b-b1"]
+    assert task(plan, "3-d1").depends_on == ["2c-c1"]
+    assert plan.phase("3").depends_on == ["2"]  # type: ignore[union-attr]
+
+
+def test_parent_depends_on_children_and_disagreement_both_ways() -> None:
+    plan = parse("- [x] 1. parent\n  - [ ] 1.1 open child\n- [ ] 2. parent\n  - [x] 2.1 done child\n")
+    assert task(plan, "1").depends_on == ["1.1"]
+    messages = [d.message for d in plan.diagnostics if d.code == dag.PARENT_CHILD]
+    assert len(messages) == 2
+    assert "1 is ticked" in messages[0]
+    assert "2 is not ticked" in messages[1]
+
+
+def test_verify_commands() -> None:
+    plan = parse(
+        "- [ ] one. Run: `make test`\n"
+        "- [ ] two\n  - **Verify:** `pytest -q` then `ruff check .`\n  - Verification: `mypy --strict x`\n"
+        "- [ ] three: run `not a label` and Test: ``echo `hi` ``\n"
+        "- [ ] four with `code` but no label\n"
+    )
+    assert [t.verify for t in plan.tasks] == [
+        ["make test"],
+        ["pytest -q", "ruff check .", "mypy --strict x"],
+        ["echo `hi`"],
+        [],
+    ]
+
+
+def test_task_context_is_its_own_item_with_sub_bullets() -> None:
+    plan = parse(
+        "- [ ] 1. parent\n  note for parent\n  - [ ] 1.1 child\n    - detail of child\n- [ ] 2. next\n"
+    )
+    assert task(plan, "1").context == "- [ ] 1. parent\n  note for parent"
+    assert task(plan, "1.1").context == "- [ ] 1.1 child\n  - detail of child"
