@@ -10,8 +10,9 @@ Each POST /v1/messages takes the next scripted response, in order. A response is
 as JSON, or as server-sent events when the request has "stream": true), a Status (an API error
 with the documented error body), Drop (close the connection without answering), Malformed (200
 with a body that is not JSON), Slow (wait, then send another response), or a callable taking the
-RecordedRequest and returning one of those. With the script exhausted it answers 500 with
-`x-should-retry: false`, so a test that under-scripts fails loudly instead of hanging.
+RecordedRequest and returning one of those. With the script exhausted it asks the fallback
+responder (`respond_with(fn)`), if any, else answers 500 with `x-should-retry: false`, so a test
+that under-scripts fails loudly instead of hanging.
 
 Usage is made up but consistent: tokens are estimated at 4 characters each, and prompt caching is
 simulated from the request's cache_control breakpoints (a breakpoint whose prefix was seen before
@@ -188,6 +189,7 @@ class FakeMessagesServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._seen_prefixes: set[str] = set()
+        self._fallback: Callable[[RecordedRequest], Response] | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -203,6 +205,11 @@ class FakeMessagesServer:
         """Queue responses, one per request, in order."""
         with self._lock:
             self._script.extend(responses)
+
+    def respond_with(self, responder: Callable[[RecordedRequest], Response] | None) -> None:
+        """Answer requests the script does not cover by calling `responder` (None: fail them)."""
+        with self._lock:
+            self._fallback = responder
 
     @property
     def pending(self) -> int:
@@ -233,7 +240,7 @@ class FakeMessagesServer:
     def _next(self, request: RecordedRequest) -> Response:
         with self._lock:
             self.requests.append(request)
-            scripted = self._script.pop(0) if self._script else None
+            scripted = self._script.pop(0) if self._script else self._fallback
         if scripted is None:
             return Status(
                 500, "api_error", "fake server: no scripted response left", {"x-should-retry": "false"}

@@ -1,0 +1,163 @@
+"""`orchestrate run --agent anthropic`, the real CLI in a subprocess, against the fake Messages API.
+
+The fake plays a model that does each task with real tool calls (write the file, run the task's
+check), then reports done; the engine verifies, ticks and commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import git, make_repo
+from tests.fakes.messages_server import (
+    TEST_KEY,
+    TEST_MODEL,
+    FakeMessagesServer,
+    RecordedRequest,
+    Response,
+    finish,
+    overloaded,
+    tool_call,
+)
+
+PLAN = """\
+# Plan: greeting tool
+
+## Phase 1: Basics
+
+- [ ] T001 Create `greet.py` with a `greet(name)` function
+  - Verify: `python3 -c "import greet; assert greet.greet('Ann') == 'Hello, Ann!'"`
+- [ ] T002 Add `notes/one.txt`
+  - Verify: `test -f notes/one.txt`
+"""
+
+WORK = {
+    "T001": (
+        "greet.py",
+        "def greet(name):\n    return f'Hello, {name}!'\n",
+        "python3 -c \"import greet; print(greet.greet('Ann'))\"",
+    ),
+    "T002": ("notes/one.txt", "one\n", "cat notes/one.txt"),
+}
+ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
+
+
+def model(request: RecordedRequest) -> Response:
+    """Turn 1 writes the task's file, turn 2 runs a check, turn 3 reports done."""
+    messages = request.body["messages"]
+    task = re.search(r"## Your task: (\S+)", messages[0]["content"][0]["text"])
+    assert task is not None, messages[0]
+    path, content, check = WORK[task.group(1)]
+    turn = (len(messages) + 1) // 2
+    if turn == 1:
+        return tool_call("write_file", {"path": path, "content": content}, say=f"Writing {path}.")
+    if turn == 2:
+        return tool_call("run_command", {"command": check})
+    return finish("done", f"{path} written and checked")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(
+        tmp_path / "repo", {"README.md": "# greeting\n", ".gitignore": "__pycache__/\n", "plan.md": PLAN}
+    )
+
+
+def orchestrate(
+    repo: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ORCHESTRATE), *args],
+        cwd=repo,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def api_env(api: FakeMessagesServer) -> dict[str, str]:
+    return {"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": TEST_KEY, "ORCHESTRATE_MAX_RETRIES": "0"}
+
+
+def trailers(repo: Path) -> list[str]:
+    return git(repo, "log", "--reverse", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
+
+
+def test_run_ticks_commits_and_records_usage_and_cost(repo: Path) -> None:
+    with FakeMessagesServer() as api:
+        api.respond_with(model)
+        done = orchestrate(
+            repo, "run", "plan.md", "--agent", "anthropic", "--model", TEST_MODEL, env=api_env(api)
+        )
+        assert done.returncode == 0, done.stderr
+        assert len(api.message_requests) == 6  # three turns per task
+
+    assert "- [x] T001" in (repo / "plan.md").read_text()
+    assert "- [x] T002" in (repo / "plan.md").read_text()
+    assert trailers(repo) == ["T001", "T002"]
+    assert (repo / "greet.py").read_text().startswith("def greet(name):")
+    assert git(repo, "status", "--porcelain") == ""
+    first = api.message_requests[0].body
+    assert first["model"] == TEST_MODEL
+    assert "cache_control" in first["system"][-1]
+    assert TEST_KEY not in done.stdout + done.stderr
+
+    shown = orchestrate(repo, "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    report: dict[str, Any] = json.loads(shown.stdout)
+    text = json.dumps(report)
+    assert TEST_KEY not in text
+    tasks = report["tasks"]
+    for task_id in ("T001", "T002"):
+        usage = tasks[task_id]["usage"]
+        assert usage["calls"] == 3
+        assert (
+            usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
+            > 0
+        )
+        assert usage["cost_usd"] > 0
+    assert report["usage"]["cost_usd"] == pytest.approx(sum(t["usage"]["cost_usd"] for t in tasks.values()))
+    human = orchestrate(repo, "show")
+    assert human.returncode == 0
+    cost = tasks["T001"]["usage"]["cost_usd"]
+    assert f"T001: done commit {git(repo, 'rev-parse', '--short=10', 'HEAD~1')}" in human.stdout
+    assert f"${cost:.4f}" in human.stdout
+
+
+def test_an_overloaded_api_stops_the_run_resumably_and_resume_finishes_it(repo: Path) -> None:
+    with FakeMessagesServer() as api:
+        api.respond_with(lambda request: overloaded())
+        stopped = orchestrate(
+            repo, "run", "plan.md", "--agent", "anthropic", "--model", TEST_MODEL, env=api_env(api)
+        )
+        assert stopped.returncode == 1, stopped.stderr
+        assert "overloaded" in stopped.stderr
+        assert "orchestrate resume" in stopped.stderr
+        assert "Traceback" not in stopped.stderr
+        assert len(api.message_requests) == 1  # it stopped instead of failing every task
+        assert "- [ ] T001" in (repo / "plan.md").read_text()
+
+        api.respond_with(model)
+        resumed = orchestrate(repo, "resume", env=api_env(api))
+        assert resumed.returncode == 0, resumed.stderr
+    assert trailers(repo) == ["T001", "T002"]
+
+
+def test_without_a_key_run_refuses_at_once_but_dry_run_needs_none(repo: Path) -> None:
+    refused = orchestrate(repo, "run", "plan.md", "--agent", "anthropic")
+    assert refused.returncode == 2
+    assert "ANTHROPIC_API_KEY is not set" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    dry = orchestrate(repo, "run", "plan.md", "--agent", "anthropic", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert git(repo, "status", "--porcelain") == ""
