@@ -63,6 +63,14 @@ def _api_message(exc: anthropic.APIStatusError) -> str:
     return redact(str(message or exc.message))[:500]
 
 
+def _error_type(exc: anthropic.APIStatusError) -> str:
+    if isinstance(exc.body, dict):
+        error = exc.body.get("error")
+        if isinstance(error, dict):
+            return str(error.get("type") or "")
+    return ""
+
+
 def cache_marked(system: str, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
     """Request fields with prompt-cache breakpoints: the last tool, the system prompt, the task
     prompt (first message) and the moving end of the conversation; four at most, as the API allows.
@@ -135,7 +143,7 @@ class AnthropicModel:
             try:
                 return self._reply(self._call(params))
             except anthropic.RateLimitError as exc:
-                waited += time.monotonic() - started  # the SDK's own retries waited too
+                waited += time.monotonic() - started
                 limited += 1
                 delay = _retry_after(exc.response.headers)
                 delay = delay if delay is not None else min(60.0, 5.0 * 2 ** min(limited, 4))
@@ -220,9 +228,13 @@ class AnthropicModel:
             )
         if code == 402 or (code == 400 and "credit balance" in message.lower()):
             return AgentUnavailable(f"the API refused for billing ({code}: {message}); {RESUME}")
-        if code == 529:
-            return AgentUnavailable(f"the API is overloaded (529: {message}) {retries}; {RESUME}")
-        if code >= 500 or code in (408, 409):
+        # A stream that fails midway carries its error in an SSE event, under a 200 status.
+        kind = _error_type(exc)
+        if code == 529 or kind == "overloaded_error":
+            return AgentUnavailable(f"the API is overloaded ({code}: {message}) {retries}; {RESUME}")
+        if kind == "rate_limit_error":
+            return AgentUnavailable(f"rate limited by the API ({message}); {RESUME}")
+        if code >= 500 or code in (408, 409) or kind == "api_error":
             return AgentUnavailable(f"the API failed ({code}: {message}) {retries}; {RESUME}")
         return ModelCallFailed(f"the API rejected the request ({code}: {message})")
 
@@ -231,12 +243,21 @@ class _Malformed(ValueError):
     """The response parsed, but is not a Messages API message."""
 
 
+def _rate_limits_are_ours(response: Any) -> None:
+    """Keep the SDK from retrying a 429 itself: it would sleep whatever retry-after says (an hour,
+    if a gateway says so) for each retry. AnthropicModel.query waits instead, within rate_limit_wait;
+    the SDK still retries 5xx, 529 and connection errors."""
+    if response.status_code == 429:
+        response.headers["x-should-retry"] = "false"
+
+
 def _model_opener(settings: Settings) -> Callable[[AgentRequest], Any]:
     @contextmanager
     def open_model(request: AgentRequest) -> Iterator[Model]:
         # A client per attempt: attempts may run in parallel threads, and closing it frees its sockets.
+        http = anthropic.DefaultHttpxClient(event_hooks={"response": [_rate_limits_are_ours]})
         with anthropic.Anthropic(
-            max_retries=settings.max_retries, timeout=settings.request_timeout
+            max_retries=settings.max_retries, timeout=settings.request_timeout, http_client=http
         ) as client:
             yield AnthropicModel(client, settings, request.model or settings.model)
 

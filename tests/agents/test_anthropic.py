@@ -30,6 +30,7 @@ from tests.fakes.messages_server import (
     RecordedRequest,
     Slow,
     Status,
+    StreamError,
     finish,
     rate_limited,
     text,
@@ -299,6 +300,14 @@ def test_a_large_max_tokens_streams(fake_api: FakeMessagesServer, repo: Path, re
     assert outcome.usage.output_tokens > 0
 
 
+def test_an_error_in_the_middle_of_a_stream_stops_the_run_resumably(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    fake_api.script(StreamError("overloaded_error", "Overloaded"))
+    with pytest.raises(AgentUnavailable, match=r"the API is overloaded .*resume later"):
+        run(repo, recorder, max_tokens=32_000)
+
+
 def test_the_listener_can_stop_the_agent(fake_api: FakeMessagesServer, repo: Path) -> None:
     class BudgetReached(Exception):
         pass
@@ -376,14 +385,29 @@ def test_a_rate_limit_waits_as_told_and_goes_on(
     assert any("rate limited" in e.detail and "0.2s" in e.detail for e in recorder.of("progress"))
 
 
-def test_the_sdk_retries_a_rate_limit_first(
+def test_rate_limits_are_waited_out_by_us_not_by_the_sdk(
     fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
 ) -> None:
+    """The SDK would sleep any retry-after, however long, on each of its retries; we bound the
+    total by rate_limit_wait, so a 429 never goes through the SDK's retry loop."""
     fake_api.script(rate_limited(retry_after=0.01), rate_limited(retry_after=0.01), finish())
     outcome = run(repo, recorder, max_retries=2)
     assert outcome.status == AgentStatus.DONE
     assert len(fake_api.message_requests) == 3
-    assert fake_api.message_requests[2].headers["x-stainless-retry-count"] == "2"
+    assert [r.headers["x-stainless-retry-count"] for r in fake_api.message_requests] == ["0", "0", "0"]
+    assert len([e for e in recorder.of("progress") if "rate limited" in e.detail]) == 2
+
+
+def test_a_long_retry_after_stops_at_once_when_it_exceeds_the_wait_limit(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    fake_api.script(rate_limited(retry_after=3600))
+    started = time.monotonic()
+    with pytest.raises(AgentUnavailable, match="rate limited") as caught:
+        run(repo, recorder, max_retries=4, rate_limit_wait=60)
+    assert time.monotonic() - started < 3
+    assert caught.value.retry_after == 3600
+    assert len(fake_api.message_requests) == 1
 
 
 def test_a_rate_limit_past_the_wait_limit_stops_the_run_resumably(

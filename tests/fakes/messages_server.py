@@ -9,7 +9,8 @@
 Each POST /v1/messages takes the next scripted response, in order. A response is a Message (sent
 as JSON, or as server-sent events when the request has "stream": true), a Status (an API error
 with the documented error body), Drop (close the connection without answering), Malformed (200
-with a body that is not JSON), Slow (wait, then send another response), or a callable taking the
+with a body that is not JSON), Slow (wait, then send another response), StreamError (an SSE
+`error` event after the stream started), or a callable taking the
 RecordedRequest and returning one of those. With the script exhausted it asks the fallback
 responder (`respond_with(fn)`), if any, else answers 500 with `x-should-retry: false`, so a test
 that under-scripts fails loudly instead of hanging.
@@ -77,12 +78,21 @@ class Malformed:
 
 
 @dataclass
+class StreamError:
+    """For a streaming request: start the message, then send an SSE `error` event (as the API does
+    when it overloads mid-stream). A non-streaming request gets the error as a 529/500 status."""
+
+    error_type: str = "overloaded_error"
+    message: str = "Overloaded"
+
+
+@dataclass
 class Slow:
     seconds: float
     then: Response
 
 
-Response = Message | Status | Drop | Malformed | Slow
+Response = Message | Status | Drop | Malformed | Slow | StreamError
 Scripted = Response | Callable[[RecordedRequest], Response]
 
 _ids = itertools.count(1)
@@ -291,6 +301,20 @@ class FakeMessagesServer:
                 elif isinstance(response, Drop):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                elif isinstance(response, StreamError):
+                    error = {
+                        "type": "error",
+                        "error": {"type": response.error_type, "message": response.message},
+                    }
+                    if not (isinstance(body, dict) and body.get("stream")):
+                        code = 529 if response.error_type == "overloaded_error" else 500
+                        self._write(code, "application/json", json.dumps(error).encode(), {})
+                        return
+                    started = self._message_json(Message([]), body)
+                    first = next(_sse_events(started))
+                    payload = f"event: {first[0]}\ndata: {json.dumps(first[1])}\n\n"
+                    payload += f"event: error\ndata: {json.dumps(error)}\n\n"
+                    self._write(200, "text/event-stream", payload.encode(), {})
                 elif isinstance(response, Malformed):
                     self._write(200, response.content_type, response.body, {})
                 elif isinstance(response, Status):
