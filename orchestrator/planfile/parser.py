@@ -68,9 +68,11 @@ Verification commands
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,7 +156,21 @@ def decode(data: bytes, path: Path) -> str:
 def parse_bytes(data: bytes, path: Path) -> Plan:
     """Parse plan bytes (no I/O); `path` is only recorded and used in messages."""
     text = decode(data, path)
-    return _Parser(data, text, path).parse()
+    with _gc_paused():
+        return _Parser(data, text, path).parse()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Parsing allocates many short-lived acyclic objects; cyclic GC passes over them made a
+    100k-line plan grow superlinearly (30% slower per line than a 10k one)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # --------------------------------------------------------------------------------------------
