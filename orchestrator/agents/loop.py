@@ -88,6 +88,12 @@ def _text_of(content: list[Block]) -> str:
     return "\n".join(b.get("text", "") for b in content if b.get("type") == "text").strip()
 
 
+def _history(content: list[Block]) -> list[Block]:
+    """Assistant content as it may be sent back: the API refuses empty text blocks and empty turns."""
+    kept = [b for b in content if not (b.get("type") == "text" and not b.get("text"))]
+    return kept or [{"type": "text", "text": "(no reply)"}]
+
+
 def _tool_result(tool_use_id: str, text: str, is_error: bool = False) -> Block:
     block: Block = {"type": "tool_result", "tool_use_id": tool_use_id, "content": text}
     if is_error:
@@ -189,7 +195,7 @@ class _Run:
             said = _text_of(reply.content)
             if said:
                 self.listener(AgentEvent(kind="message", detail=redact(said)[:500]))
-            self.messages.append({"role": "assistant", "content": reply.content})
+            self.messages.append({"role": "assistant", "content": _history(reply.content)})
             calls = [b for b in reply.content if b.get("type") == "tool_use"]
 
             # Refusal-terminated turns are terminal: running their tool calls would fire side
@@ -201,7 +207,7 @@ class _Run:
             if reply.stop_reason in ("max_tokens", "model_context_window_exceeded"):
                 cut_offs += 1
                 if reply.stop_reason == "model_context_window_exceeded":
-                    freed = compact(self.messages, self.labels, keep_recent=2)
+                    freed = compact(self.messages, self.labels, keep_recent=1)
                     if not freed:
                         return self.outcome(
                             AgentStatus.FAILED, "the conversation outgrew the model's context window"

@@ -291,6 +291,44 @@ def test_repeated_cut_offs_fail_the_attempt(
     assert "raise max_tokens (now 50)" in outcome.summary
 
 
+def test_a_paused_turn_is_handed_back_as_it_is(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    fake_api.script(text("Still thinking", stop_reason="pause_turn"), finish())
+    assert run(repo, recorder).status == AgentStatus.DONE
+    last = fake_api.message_requests[1].body["messages"][-1]
+    assert last == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Still thinking", "cache_control": {"type": "ephemeral"}}],
+    }
+
+
+def test_empty_turns_are_nudged_then_fail(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    fake_api.script(Message([]), Message([{"type": "text", "text": ""}]))
+    outcome = run(repo, recorder)
+    assert outcome.status == AgentStatus.FAILED
+    assert outcome.summary == "the model ended its turn twice without a word or a tool call"
+    history = fake_api.message_requests[1].body["messages"]
+    # Never an empty assistant turn or an empty text block: the API refuses both.
+    assert history[1]["content"] == [{"type": "text", "text": "(no reply)"}]
+    assert "without a report" in history[2]["content"][0]["text"]
+
+
+def test_a_full_context_window_compacts_and_goes_on(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    (repo / "big.txt").write_text("x" * 5000 + "\n")
+    full = text("", stop_reason="model_context_window_exceeded")
+    fake_api.script(*(tool_call("read_file", {"path": "big.txt"}) for _ in range(3)), full, finish())
+    outcome = run(repo, recorder)
+    assert outcome.status == AgentStatus.DONE
+    assert any("context window full" in e.detail for e in recorder.of("progress"))
+    after = json.dumps(fake_api.message_requests[-1].body["messages"])
+    assert after.count("x" * 5000) == 0
+
+
 def test_a_large_max_tokens_streams(fake_api: FakeMessagesServer, repo: Path, recorder: Recorder) -> None:
     fake_api.script(tool_call("write_file", {"path": "s.txt", "content": "streamed " * 20}), finish())
     outcome = run(repo, recorder, max_tokens=32_000)
