@@ -226,7 +226,8 @@ class RunState(BaseModel):
             if attempt is not None:
                 attempt.failure = str(record.get("reason", ""))
             task.status = TaskStatus.PENDING
-            task.tree = None
+            # The failed attempt's edits stay for the next attempt; resume checks they are intact.
+            task.tree = record.get("tree")
         elif kind == "attempt_interrupted":
             # A kill or a stop is not the task's fault: the attempt does not count.
             if attempt is not None:

@@ -10,6 +10,7 @@ is the fold of exactly those records, so what `show` and `resume` read is what h
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 import threading
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from orchestrator.domain.events import (
     TaskStarted,
     VerificationFinished,
 )
-from orchestrator.domain.plan import Plan, Task
+from orchestrator.domain.plan import BoxState, Plan, Task
 from orchestrator.domain.state import RunState, RunStatus, TaskStatus, usage_to_record
 from orchestrator.domain.usage import Usage
 from orchestrator.engine.crash import crash_point
@@ -50,7 +51,8 @@ from orchestrator.errors import OrchestrateError
 from orchestrator.persistence.journal import Journal, atomic_write
 from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitRepo
 from orchestrator.planfile import parse_plan
-from orchestrator.planfile.writer import set_box
+from orchestrator.planfile.writer import atomic_write as write_plan
+from orchestrator.planfile.writer import set_box, with_box
 
 
 class BudgetExceeded(Exception):  # noqa: N818 - reads as the event it is
@@ -166,9 +168,12 @@ class Runner:
             )
 
     def resume_at(self, task_id: str, point: str) -> None:
-        """Pick a task up mid-way on resume: 'verify' (its agent's work is intact) or 'commit'
-        (its verified work is intact)."""
+        """Pick a task up mid-way on resume: 'verify' (its agent's work is intact), 'commit' (its
+        verified work is intact) or 'retry' (a failed attempt's edits are intact for the next)."""
         self._resume_at[task_id] = point
+
+    def resuming_tasks(self) -> list[str]:
+        return list(self._resume_at)
 
     def ours(self, paths: list[str]) -> list[str]:
         """The changed paths that belong to the run: not those dirty before an --allow-dirty run
@@ -393,7 +398,7 @@ class Runner:
         result = TaskResult(task=task, workspace=workspace)
         record = self.state.task(task.id)
         commands = commands_for(task.verify, self.settings.verify)
-        point = self._resume_at.pop(task.id, None)
+        point = self._resume_at.pop(task.id, None)  # 'retry' needs nothing: the edits are in place
         result.attempts = record.attempt
         if point == "commit":
             result.passed, result.unverified = True, record.unverified
@@ -442,7 +447,9 @@ class Runner:
                 result.passed, result.unverified = True, not commands
                 return result
             failure = outcome.failure_report()
-            self.record("attempt_failed", task=task.id, attempt=attempt, reason=failure)
+            self.record(
+                "attempt_failed", task=task.id, attempt=attempt, reason=failure, tree=ws_repo.snapshot_tree()
+            )
             crash_point("after_failed_attempt", task.id)
             if record.attempts_since_reset < self.settings.max_attempts:
                 failed = outcome.failure
@@ -516,7 +523,7 @@ class Runner:
                 f"the agent reported {outcome.status.value}: {outcome.summary.strip() or 'no reason given'}"
             )
         if reason:
-            self.record("attempt_failed", task=task.id, attempt=attempt, reason=reason)
+            self.record("attempt_failed", task=task.id, attempt=attempt, reason=reason, tree=tree)
             crash_point("after_failed_attempt", task.id)
             return False
         return True
@@ -561,7 +568,7 @@ class Runner:
         self.record("task_committing", task=task.id, workspace=result.extra)
         crash_point("after_committing", task.id)
         self.executor.integrate(result)
-        plan = set_box(self.ctx.plan_path, task.id, True)
+        plan = self._tick(task)
         crash_point("after_tick", task.id)
         sha = self.repo.commit_all(
             commit_message(task),
@@ -586,6 +593,23 @@ class Runner:
             )
         )
 
+    def _tick(self, task: Task) -> Plan:
+        """Tick the task's box: one byte, atomically. When the file is still the one we parsed,
+        the box's offset is known and the new plan differs in that box alone, so there is no need
+        to parse a large plan again; otherwise the writer re-reads and finds the task by id."""
+        path = self.ctx.plan_path
+        data = path.read_bytes()
+        known = self.plan.task(task.id)
+        if known is None or hashlib.sha256(data).hexdigest() != self.plan.sha256:
+            return set_box(path, task.id, True)
+        updated = with_box(data, known, True)
+        if updated is not data:
+            write_plan(path, updated)
+        tasks = [
+            t.model_copy(update={"state": BoxState.DONE}) if t.id == task.id else t for t in self.plan.tasks
+        ]
+        return self.plan.model_copy(update={"tasks": tasks, "sha256": hashlib.sha256(updated).hexdigest()})
+
     def _fail(self, result: TaskResult) -> None:
         task = result.task
         record = self.state.task(task.id)
@@ -594,6 +618,9 @@ class Runner:
             ref_name(self.ctx.run_id, task.id, f"failed-attempt-{record.attempt}"),
             f"orchestrate: edits of failed task {task.id} (run {self.ctx.run_id})",
         )
+        keep = ref_name(self.ctx.run_id, task.id, f"failed-attempt-{record.attempt}")
+        if ref is None and keep not in record.saved_refs and self.repo.ref_exists(keep):
+            ref = keep  # saved before a kill cut the journal short
         if ref:
             self.record("edits_saved", task=task.id, attempt=record.attempt, ref=ref)
         self.record("task_failed", task=task.id, reason=result.reason, ref=ref)

@@ -312,7 +312,8 @@ def resume_run(
             changed = {k: v for k, v in remembered(settings).items() if state.settings.get(k) != v}
             runner.record("run_resumed", overrides=changed, pid=os.getpid())
             plan = reconcile(runner, plan)
-            leftover = runner.ours(git.changed_paths())
+            # A task picked up mid-way owns the tree's changes; otherwise they are someone else's.
+            leftover = [] if runner.resuming_tasks() else runner.ours(git.changed_paths())
             if leftover and not settings.allow_dirty:
                 raise PreflightError(
                     f"the work tree has changes the run did not make ({leftover[0]}, ...); "
@@ -323,6 +324,18 @@ def resume_run(
             return runner.run(resumed=True)
         finally:
             journal.close()
+
+
+def _keep_and_reset(runner: Runner, task_id: str, attempt: int, why: str) -> None:
+    """Keep the tree's uncommitted edits in a named ref, then reset the tree to the branch head."""
+    git = runner.repo
+    run_id = runner.ctx.run_id
+    ref = ref_name(run_id, task_id, f"attempt-{attempt}")
+    sha = git.save_snapshot(ref, f"orchestrate: edits of {why} task {task_id} (run {run_id})")
+    if sha:
+        runner.record("edits_saved", task=task_id, attempt=attempt, ref=ref)
+        runner.notice(f"its {why} edits are kept in {ref}", task_id=task_id)
+    git.reset_paths(runner.ours(git.changed_paths()))
 
 
 def reconcile(runner: Runner, plan: Plan) -> Plan:
@@ -364,6 +377,13 @@ def reconcile(runner: Runner, plan: Plan) -> Plan:
         if record.status in (TaskStatus.FAILED, TaskStatus.SKIPPED):
             runner.record("task_reset", task=task_id, reason="resumed")
             continue
+        if record.status is TaskStatus.PENDING and record.tree is not None and task is not None:
+            # Between a failed attempt and the next: its edits are what the retry builds on.
+            if git.snapshot_tree() == record.tree:
+                runner.resume_at(task_id, "retry")
+            else:
+                _keep_and_reset(runner, task_id, record.attempt, "interrupted")
+            continue
         if not record.status.in_flight or task is None:
             continue
         if task.checked and task.id not in runner.scheduler.done:
@@ -381,12 +401,7 @@ def reconcile(runner: Runner, plan: Plan) -> Plan:
             runner.resume_at(task_id, "verify")
             runner.notice("its agent's work is intact; verifying it again", task_id=task_id)
         else:
-            ref = ref_name(run_id, task_id, f"attempt-{record.attempt}")
-            sha = git.save_snapshot(ref, f"orchestrate: edits of interrupted task {task_id} (run {run_id})")
-            if sha:
-                runner.record("edits_saved", task=task_id, attempt=record.attempt, ref=ref)
-                runner.notice(f"its interrupted edits are kept in {ref}; running it again", task_id=task_id)
-            git.reset_paths(runner.ours(git.changed_paths()))
+            _keep_and_reset(runner, task_id, record.attempt, "interrupted")
             runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
     plan = parse_plan(runner.ctx.plan_path)
     runner.plan = plan

@@ -3,6 +3,7 @@ repository from interleaving."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -20,6 +21,20 @@ def new_run_id(now: float | None = None) -> str:
     """Sortable by start time, unique enough for one repository: 20250131-142501-3fa2."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def _has_start(journal: Path) -> bool:
+    try:
+        with open(journal, "rb") as f:
+            first = f.readline()
+    except OSError:
+        return False
+    if not first.endswith(b"\n"):
+        return False
+    try:
+        return bool(json.loads(first).get("type") == "run_started")
+    except (json.JSONDecodeError, AttributeError):
+        return False
 
 
 class RunStore:
@@ -40,10 +55,11 @@ class RunStore:
         return Journal(self.run_dir(run_id), sync=sync)
 
     def run_ids(self) -> list[str]:
-        """Every run with a journal, oldest first."""
+        """Every run whose journal recorded its start, oldest first (a run killed before that did
+        nothing and is not listed)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / JOURNAL_NAME).is_file())
+        return sorted(p.name for p in self.root.iterdir() if _has_start(p / JOURNAL_NAME))
 
     def latest(self) -> str | None:
         ids = self.run_ids()

@@ -149,13 +149,26 @@ class GitRepo:
 
     def snapshot_tree(self) -> str:
         """The tree object of the whole work tree as it is now (tracked and untracked files,
-        not ignored ones), written without touching the real index."""
-        with tempfile.TemporaryDirectory(prefix="orchestrate-index-") as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            if self.head() is not None:
-                self.git("read-tree", "HEAD", env=env)
-            self.git("add", "-A", env=env)
-            return self.git("write-tree", env=env).strip()
+        not ignored ones), written without touching the real index.
+
+        The snapshot index is kept between calls (in the git directory) so that `git add -A` can
+        trust its stat cache; `add -A` makes it match the work tree whatever it held before."""
+        index = self.git_dir / "orchestrate-snapshot.index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        if not index.exists():
+            with tempfile.TemporaryDirectory(prefix="orchestrate-index-") as tmp:
+                # Built aside and renamed in, so a kill never leaves a half-written index behind.
+                fresh = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+                if self.head() is not None:
+                    self.git("read-tree", "HEAD", env=fresh)
+                else:
+                    self.git("read-tree", "--empty", env=fresh)
+                (Path(tmp) / "index").replace(index)
+        # Only this process uses the snapshot index (under the run lock): a lock file left by a
+        # killed git is stale.
+        index.with_name(index.name + ".lock").unlink(missing_ok=True)
+        self.git("add", "-A", env=env)
+        return self.git("write-tree", env=env).strip()
 
     def head_tree(self) -> str | None:
         out = self.git("rev-parse", "--verify", "--quiet", "HEAD^{tree}", check=False).strip()
