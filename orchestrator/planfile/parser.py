@@ -58,8 +58,8 @@ Dependencies (Task.depends_on holds every direct one, explicit or implied)
     is in the same phase (then it is implied anyway). A phase reference means that
     phase's sinks. Statements elsewhere in the plan between task ids ("T008 blocks T009",
     "T001 → T002 → T003", "Tests (T004-T007) before implementation (T008-T014)") add
-    edges. A parent checkbox depends on its children; nothing waits on an optional task
-    unless it says so. Unknown ids, duplicate ids and cycles are error diagnostics.
+    edges. A parent checkbox depends on its children (nested items, or Kiro's flat "2.1"
+    after "2."); nothing waits on an optional task unless it says so. Unknown ids, duplicate ids and cycles are error diagnostics.
 
 Verification commands
     Inline code right after `Run:`, `Verify:`, `Verification:`, `Test:` or `Check:`
@@ -433,7 +433,22 @@ class _Parser:
 
     # ---- second pass: phases, ids, dependencies -----------------------------------------
 
+    def _adopt_flat_children(self) -> None:
+        """Kiro also writes children flat ("- [ ] 2. parent" then "- [ ] 2.1 child" at the same level):
+        a dotted id whose prefix is an earlier task's id makes that task its parent."""
+        by_own_id: dict[str, _RawTask] = {}
+        for task in self.tasks:
+            if task.own_id is None:
+                continue
+            prefix, dot, _ = task.own_id.rpartition(".")
+            parent = by_own_id.get(prefix) if dot else None
+            if task.parent is None and parent is not None and parent.section == task.section:
+                task.parent = parent.index
+                parent.children.append(task.index)
+            by_own_id.setdefault(task.own_id, task)
+
     def _build(self) -> Plan:
+        self._adopt_flat_children()
         phases = self._assign_phases()
         self._assign_ids(phases)
         by_id = {task.id: task for task in self.tasks}

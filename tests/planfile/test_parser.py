@@ -311,3 +311,13 @@ def test_task_context_is_its_own_item_with_sub_bullets() -> None:
     )
     assert task(plan, "1").context == "- [ ] 1. parent\n  note for parent"
     assert task(plan, "1.1").context == "- [ ] 1.1 child\n  - detail of child"
+
+
+def test_flat_kiro_children_belong_to_their_numbered_parent() -> None:
+    plan = parse(
+        "# Plan\n\n- [ ] 1. Setup\n- [ ] 2. Models\n- [ ] 2.1 Base classes\n- [ ] 2.2 Validation\n- [ ] 3. API\n"
+    )
+    assert task(plan, "2.1").parent == "2"
+    assert task(plan, "2").depends_on == ["2.1", "2.2"]
+    assert task(plan, "2.1").depends_on == ["1"]
+    assert task(plan, "3").depends_on == ["2"]
