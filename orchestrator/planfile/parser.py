@@ -59,7 +59,8 @@ Dependencies (Task.depends_on holds every direct one, explicit or implied)
     phase's sinks. Statements elsewhere in the plan between task ids ("T008 blocks T009",
     "T001 → T002 → T003", "Tests (T004-T007) before implementation (T008-T014)") add
     edges. A parent checkbox depends on its children (nested items, or Kiro's flat "2.1"
-    after "2."); nothing waits on an optional task unless it says so. Unknown ids, duplicate ids and cycles are error diagnostics.
+    after "2."); nothing waits on an optional task unless it says so. Unknown ids,
+    duplicate ids and cycles are error diagnostics.
 
 Verification commands
     Inline code right after `Run:`, `Verify:`, `Verification:`, `Test:` or `Check:`

@@ -315,7 +315,8 @@ def test_task_context_is_its_own_item_with_sub_bullets() -> None:
 
 def test_flat_kiro_children_belong_to_their_numbered_parent() -> None:
     plan = parse(
-        "# Plan\n\n- [ ] 1. Setup\n- [ ] 2. Models\n- [ ] 2.1 Base classes\n- [ ] 2.2 Validation\n- [ ] 3. API\n"
+        "# Plan\n\n- [ ] 1. Setup\n- [ ] 2. Models\n"
+        "- [ ] 2.1 Base classes\n- [ ] 2.2 Validation\n- [ ] 3. API\n"
     )
     assert task(plan, "2.1").parent == "2"
     assert task(plan, "2").depends_on == ["2.1", "2.2"]
