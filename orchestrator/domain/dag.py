@@ -155,35 +155,54 @@ def execution_order(plan: Plan) -> list[str]:
     return [task.id for task in _ordered(plan, plan.tasks)]
 
 
-def ready(plan: Plan, settled: Collection[str], exclude: Collection[str] = frozenset()) -> list[Task]:
-    """Open tasks (optional ones included) whose dependencies are all settled, in execution order."""
+def cleared(plan: Plan, settled: Collection[str]) -> set[str]:
+    """Settled tasks whose every ancestor is settled too.
+
+    A box ticked out of order (a later phase's task done while an earlier phase still has open
+    work) does not open the way for its successors: phases run in order, whatever was ticked."""
     done = _settled(plan, settled)
+    by_id = _by_id(plan)
+    result: set[str] = set()
+    for task_id in execution_order(plan):
+        if task_id in done and all(d in result or d not in by_id for d in by_id[task_id].depends_on):
+            result.add(task_id)
+    return result
+
+
+def ready(plan: Plan, settled: Collection[str], exclude: Collection[str] = frozenset()) -> list[Task]:
+    """Open tasks (optional ones included) whose ancestors are all settled, in execution order."""
+    done = _settled(plan, settled)
+    clear = cleared(plan, settled)
     order = _rank(plan)
     candidates = [
         task
         for task in plan.tasks
         if task.id not in done
         and task.id not in exclude
-        and all(dep in done or dep not in order for dep in task.depends_on)
+        and all(dep in clear or dep not in order for dep in task.depends_on)
     ]
     return sorted(candidates, key=lambda task: order[task.id])
 
 
 def waves(plan: Plan, settled: Collection[str]) -> list[list[Task]]:
     """The rest of the plan as waves: each wave's tasks could run at once once the previous are done."""
-    done = set(_settled(plan, settled))
+    settled_ids = _settled(plan, settled)
+    done = cleared(plan, settled)
     order = _rank(plan)
     remaining = [task for task in plan.tasks if task.id not in done]
     result: list[list[Task]] = []
     while remaining:
-        wave = [task for task in remaining if all(d in done or d not in order for d in task.depends_on)]
-        if not wave:  # a cycle: release its earliest task so the schedule can still be shown
-            wave = [min(remaining, key=lambda task: order[task.id])]
+        free = [task for task in remaining if all(d in done or d not in order for d in task.depends_on)]
+        passed = [task for task in free if task.id in settled_ids]
+        if passed:  # ticked out of order: it clears as soon as what it waits for has run
+            done.update(task.id for task in passed)
+            remaining = [task for task in remaining if task.id not in done]
+            continue
+        wave = free or [min(remaining, key=lambda task: order[task.id])]  # a cycle: release its earliest
         wave.sort(key=lambda task: order[task.id])
         result.append(wave)
         done.update(task.id for task in wave)
-        taken = {task.id for task in wave}
-        remaining = [task for task in remaining if task.id not in taken]
+        remaining = [task for task in remaining if task.id not in done]
     return result
 
 

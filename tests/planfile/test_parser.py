@@ -91,7 +91,20 @@ def test_in_progress_and_skipped_need_a_legend() -> None:
 
 def test_skipped_tasks_are_settled_for_ready() -> None:
     plan = parse_plan(FIXTURES / "legend.md")
-    assert [t.title for t in dag.ready(plan, set())] == ["Being worked on", "Still open"]
+    # The skipped box is settled, but the in-progress one before it is still open work.
+    assert [t.title for t in dag.ready(plan, set())] == ["Being worked on"]
+    in_progress = plan.tasks[1].id
+    assert [t.title for t in dag.ready(plan, {in_progress})] == ["Still open"]
+
+
+def test_a_box_ticked_out_of_order_does_not_open_later_phases() -> None:
+    plan = parse(
+        "# P\n\n## Phase 1: A\n\n- [ ] first\n- [x] second\n\n## Phase 2: B\n\n- [ ] third\n"
+    )
+    first, _, third = plan.tasks
+    assert [t.id for t in dag.ready(plan, set())] == [first.id]
+    assert [[t.id for t in wave] for wave in dag.waves(plan, set())] == [[first.id], [third.id]]
+    assert [t.id for t in dag.ready(plan, {first.id})] == [third.id]
 
 
 def test_front_matter_is_not_a_heading_or_task() -> None:
