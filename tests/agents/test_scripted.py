@@ -1,0 +1,112 @@
+"""The scripted agent: real files in a real workspace, real shell commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.agents.base import AgentEvent, AgentRequest, AgentStatus
+from orchestrator.agents.registry import create_agent
+from orchestrator.agents.scripted import ScriptedAgent, ScriptError, load_script
+from orchestrator.config import Settings
+
+
+def _agent(tmp_path: Path, script: object) -> ScriptedAgent:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    agent = create_agent(Settings(agent="scripted", script=path))
+    assert isinstance(agent, ScriptedAgent)
+    return agent
+
+
+def _request(workspace: Path, task_id: str, attempt: int = 1) -> AgentRequest:
+    return AgentRequest(task_id=task_id, attempt=attempt, system_prompt="s", prompt="p", workspace=workspace)
+
+
+def test_steps_write_append_run_and_report_usage(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    agent = _agent(
+        tmp_path,
+        {
+            "T1": [
+                {"write": "pkg/a.txt", "content": "one\n"},
+                {"append": "pkg/a.txt", "content": "two\n"},
+                {"run": "wc -l < pkg/a.txt > count.txt"},
+                {"sleep": 0},
+                {"usage": {"input_tokens": 10, "output_tokens": 2, "cost_usd": 0.01}},
+            ]
+        },
+    )
+    heard: list[AgentEvent] = []
+    outcome = agent.run(_request(ws, "T1"), heard.append)
+    assert outcome.status is AgentStatus.DONE
+    assert (ws / "pkg" / "a.txt").read_text() == "one\ntwo\n"
+    assert (ws / "count.txt").read_text().strip() == "2"
+    assert outcome.usage.input_tokens == 10
+    assert outcome.usage.calls == 1
+    assert [e.kind for e in heard].count("model_call") == 1
+    assert "wrote pkg/a.txt" in outcome.summary
+
+
+def test_per_attempt_steps_and_the_last_one_repeats(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    agent = _agent(tmp_path, {"T1": {"attempts": [[{"fail": "not yet"}], [{"write": "f", "content": "ok"}]]}})
+    first = agent.run(_request(ws, "T1", 1), lambda e: None)
+    assert first.status is AgentStatus.FAILED
+    assert first.summary == "not yet"
+    assert agent.run(_request(ws, "T1", 2), lambda e: None).status is AgentStatus.DONE
+    assert agent.run(_request(ws, "T1", 5), lambda e: None).status is AgentStatus.DONE
+
+
+def test_a_task_absent_from_the_script_changes_nothing_and_succeeds(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    outcome = _agent(tmp_path, {}).run(_request(ws, "T9"), lambda e: None)
+    assert outcome.status is AgentStatus.DONE
+    assert list(ws.iterdir()) == []
+
+
+def test_paths_may_not_leave_the_workspace_and_failing_commands_fail(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    agent = _agent(tmp_path, {"T1": [{"write": "../escape.txt", "content": "x"}], "T2": [{"run": "exit 3"}]})
+    escaped = agent.run(_request(ws, "T1"), lambda e: None)
+    assert escaped.status is AgentStatus.FAILED
+    assert "outside the workspace" in escaped.summary
+    assert not (tmp_path / "escape.txt").exists()
+    failed = agent.run(_request(ws, "T2"), lambda e: None)
+    assert failed.status is AgentStatus.FAILED
+    assert "exited 3" in failed.summary
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{nope", "not valid JSON"),
+        ("[]", "must be a JSON object"),
+        ('{"T1": [{"explode": 1}]}', "needs exactly one of"),
+        ('{"T1": {"attempts": []}}', "attempts"),
+        ('{"T1": [{"write": "a"}]}', "'content' string"),
+        ('{"T1": [{"sleep": "long"}]}', "number of seconds"),
+    ],
+)
+def test_bad_scripts_are_refused_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(content)
+    with pytest.raises(ScriptError, match=message) as caught:
+        load_script(path)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_script_and_unknown_tasks(tmp_path: Path) -> None:
+    with pytest.raises(ScriptError, match="--script FILE"):
+        create_agent(Settings(agent="scripted"))
+    with pytest.raises(ScriptError, match="not found"):
+        load_script(tmp_path / "missing.json")
+    agent = _agent(tmp_path, {"T1": [], "T404": []})
+    with pytest.raises(ScriptError, match="T404"):
+        agent.check_tasks(["T1", "T2"])

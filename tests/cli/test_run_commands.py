@@ -1,0 +1,230 @@
+"""run / resume / runs / show / demo through the CLI, as a user types them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli.app import app
+from tests.conftest import git, make_repo
+
+PLAN = """\
+# Small plan
+
+## Phase 1: One
+
+- [ ] T001 Write `a.txt`
+  - Verify: `test -f a.txt`
+- [ ] T002 Write `b.txt`
+  - Verify: `grep -q bee b.txt`
+
+## Phase 2: Two
+
+- [ ] T003 Write `c.txt`
+  - Verify: `test -f c.txt`
+"""
+
+SCRIPT = {
+    "T001": [{"write": "a.txt", "content": "a\n"}],
+    "T002": {"attempts": [[{"write": "b.txt", "content": "b\n"}], [{"write": "b.txt", "content": "bee\n"}]]},
+    "T003": [{"write": "c.txt", "content": "c\n"}],
+}
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, Path, Path]:
+    repo = make_repo(tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN})
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+    return repo, repo / "plan.md", script
+
+
+def _snapshot(repo: Path) -> tuple[str, str, list[str]]:
+    return (
+        git(repo, "rev-parse", "HEAD"),
+        git(repo, "status", "--porcelain", "--ignored"),
+        sorted(p.name for p in repo.iterdir()),
+    )
+
+
+def test_run_then_runs_and_show(project: tuple[Path, Path, Path]) -> None:
+    repo, plan, script = project
+    result = runner.invoke(app, ["run", str(plan), "--agent", "scripted", "--script", str(script)])
+    assert result.exit_code == 0, result.output
+    assert "T002 retrying (attempt 2)" in result.output
+    assert "complete" in result.output
+    assert git(repo, "log", "--format=%s", "-1") == "Phase 2: Write `c.txt`"
+
+    listed = runner.invoke(app, ["runs", "--repo", str(repo)])
+    assert listed.exit_code == 0
+    assert "complete" in listed.output
+    assert "3/3" in listed.output
+    assert "plan.md" in listed.output
+
+    shown = runner.invoke(app, ["show", "--repo", str(repo)])
+    assert shown.exit_code == 0
+    assert "T002: done commit" in shown.output
+    assert "attempt 2: agent done" in shown.output
+    assert "verify `grep -q bee b.txt` -> exit 1" in shown.output
+    assert "verify `grep -q bee b.txt` -> exit 0" in shown.output
+
+    as_json = json.loads(runner.invoke(app, ["runs", "--repo", str(repo), "--json"]).output)
+    assert as_json[0]["status"] == "complete"
+    assert as_json[0]["done"] == 3
+
+
+def test_run_json_prints_jsonl_events_on_stdout(project: tuple[Path, Path, Path]) -> None:
+    _, plan, script = project
+    result = runner.invoke(app, ["run", str(plan), "--script", str(script), "--json"])
+    assert result.exit_code == 0
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert events[0]["event"] == "run_started"
+    assert events[-1]["event"] == "run_finished"
+    assert events[-1]["status"] == "complete"
+
+
+def test_dry_run_changes_nothing_and_prints_waves(project: tuple[Path, Path, Path]) -> None:
+    repo, plan, script = project
+    before = _snapshot(repo)
+    result = runner.invoke(app, ["run", str(plan), "--dry-run", "--show-prompts", "--script", str(script)])
+    assert result.exit_code == 0, result.output
+    assert "Wave 1:" in result.output
+    assert "Wave 3:" in result.output
+    assert "verify: grep -q bee b.txt" in result.output
+    assert "Your task: T001 Write `a.txt`" in result.output
+    assert _snapshot(repo) == before
+    assert not (repo / "checkpoints").exists()
+
+    as_json = runner.invoke(app, ["run", str(plan), "--dry-run", "--json"])
+    report = json.loads(as_json.stdout)
+    assert [[t["id"] for t in wave] for wave in report["waves"]] == [["T001"], ["T002"], ["T003"]]
+    assert report["waves"][0][0]["verify"] == ["test -f a.txt"]
+    assert _snapshot(repo) == before
+
+
+def test_dry_run_exits_1_on_lint_errors(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "repo",
+        {"plan.md": "# P\n\n- [ ] T001 one (depends on T002)\n- [ ] T002 two (depends on T001)\n"},
+    )
+    result = runner.invoke(app, ["run", str(repo / "plan.md"), "--dry-run"])
+    assert result.exit_code == 1
+    assert "error" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--agent", "nope"], "unknown agent 'nope'"),
+        (["--script", "{bad}"], "not valid JSON"),
+        (["--script", "{unknown}"], "not in the plan: T999"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    project: tuple[Path, Path, Path], tmp_path: Path, args: list[str], message: str
+) -> None:
+    repo, plan, _ = project
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"T999": []}))
+    args = [{"{bad}": str(bad), "{unknown}": str(unknown)}.get(a, a) for a in args]
+    before = _snapshot(repo)
+    done = _cli(["run", str(plan), *args], cwd=repo)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert _snapshot(repo) == before
+
+
+def test_missing_verification_program_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "repo", {"plan.md": "# P\n\n- [ ] T001 one\n  - Verify: `no-such-checker --all`\n"}
+    )
+    before = _snapshot(repo)
+    done = _cli(["run", str(repo / "plan.md")], cwd=repo, extra=["--script", str(_empty_script(tmp_path))])
+    assert done.returncode == 2
+    assert "no-such-checker" in done.stderr
+    assert "not on PATH" in done.stderr
+    assert _snapshot(repo) == before
+
+
+def test_plan_outside_any_repository_is_refused(tmp_path: Path) -> None:
+    plan = tmp_path / "loose" / "plan.md"
+    plan.parent.mkdir()
+    plan.write_text(PLAN)
+    done = _cli(["run", str(plan), "--script", str(_empty_script(tmp_path))], cwd=tmp_path)
+    assert done.returncode == 2
+    assert "not inside a git repository" in done.stderr
+    assert sorted(p.name for p in plan.parent.iterdir()) == ["plan.md"]
+
+
+def test_protected_branch_refusal_says_what_to_do(project: tuple[Path, Path, Path]) -> None:
+    repo, plan, script = project
+    git(repo, "switch", "-q", "-c", "master")
+    done = _cli(["run", str(plan), "--script", str(script)], cwd=repo)
+    assert done.returncode == 2
+    assert "protected branch 'master'" in done.stderr
+    assert "--branch NAME" in done.stderr
+
+
+def test_resume_after_a_crash_finishes_the_run(project: tuple[Path, Path, Path]) -> None:
+    repo, plan, script = project
+    crashed = _cli(
+        ["run", str(plan), "--script", str(script)], cwd=repo, env={"ORCHESTRATE_CRASH_AT": "after_tick:T002"}
+    )
+    assert crashed.returncode == 137
+    resumed = _cli(["resume"], cwd=repo)
+    assert resumed.returncode == 0, resumed.stderr
+    subjects = git(repo, "log", "--format=%s").splitlines()
+    assert subjects[:3] == ["Phase 2: Write `c.txt`", "Phase 1: Write `b.txt`", "Phase 1: Write `a.txt`"]
+    again = _cli(["resume"], cwd=repo)
+    assert again.returncode == 2
+    assert "is complete; nothing to resume" in again.stderr
+
+
+def test_demo_runs_the_shipped_plan_to_completion(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--agent", "scripted", "--dir", str(target)])
+    assert result.exit_code == 0, result.output
+    assert f"scratch repository: {target}" in result.output
+    log = git(target, "log", "--format=%s%n%(trailers:key=Orchestrate-Task,valueonly)")
+    assert "Phase 3: Document the command line in `docs/usage.md`" in log
+    assert git(target, "branch", "--show-current") == "orchestrate-demo"
+    assert git(target, "status", "--porcelain") == ""
+    assert "- [ ]" not in (target / "plans" / "demo.md").read_text()
+    shown = runner.invoke(app, ["show", "--repo", str(target)])
+    assert "T003: done" in shown.output
+    assert "2 attempt(s)" in shown.output
+
+
+def _empty_script(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.json"
+    path.write_text("{}")
+    return path
+
+
+def _cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, extra: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real console entry point, in a subprocess: exit codes and stderr as a user sees them."""
+    import os
+
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", "from orchestrator.cli.app import main; main()", *args, *(extra or [])],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
