@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import ConfigError
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 
 
 class ModelPrice(BaseModel):
@@ -24,9 +24,11 @@ class ModelPrice(BaseModel):
 
 
 DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-opus-4-6": ModelPrice(input=5.0, output=25.0),
     "claude-opus-4-5": ModelPrice(input=5.0, output=25.0),
     "claude-opus-4-1": ModelPrice(input=15.0, output=75.0),
     "claude-opus-4": ModelPrice(input=15.0, output=75.0),
+    "claude-sonnet-4-6": ModelPrice(input=3.0, output=15.0),
     "claude-sonnet-4-5": ModelPrice(input=3.0, output=15.0),
     "claude-sonnet-4": ModelPrice(input=3.0, output=15.0),
     "claude-3-7-sonnet": ModelPrice(input=3.0, output=15.0),
