@@ -247,10 +247,28 @@ def kill_after(args: list[str], cwd: Path, delay: float) -> int | None:
         return None
 
 
-def random_kill_trial(root: Path, rng: random.Random, span: float, expected: Outcome) -> list[str]:
+def where_it_stopped(project: Project) -> str:
+    """The last journal record before the kill: which step the kill interrupted."""
+    runs = RunStore(project.repo / "checkpoints")
+    ids = runs.run_ids()
+    if not ids:
+        return "before the run started"
+    records = runs.records(ids[-1])
+    last = records[-1] if records else {}
+    if last.get("type") == "run_finished":
+        return "after the run finished"
+    return f"after {last.get('type', '?')}"
+
+
+def random_kill_trial(
+    root: Path, rng: random.Random, span: float, expected: Outcome, landed: dict[str, int] | None = None
+) -> list[str]:
     """SIGKILL the run at a random instant (and, one time in three, the resume too), then resume."""
     project = make_project(root)
     kill_after(run_args(project), project.repo, rng.uniform(0.0, span))
+    if landed is not None:
+        where = where_it_stopped(project)
+        landed[where] = landed.get(where, 0) + 1
     if rng.random() < 1 / 3:
         kill_after(resume_args(project), project.repo, rng.uniform(0.0, span))
     return resume_until_done(project) or problems(project, expected)
@@ -270,9 +288,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         expected = reference(base / "reference")
         span = time.monotonic() - started
         rows: list[dict[str, object]] = []
+        landed: dict[str, int] = {}
         right = 0
         for n in range(args.trials):
-            found = random_kill_trial(base / f"trial-{n}", rng, span, expected)
+            found = random_kill_trial(base / f"trial-{n}", rng, span, expected, landed)
             rows.append({"trial": n, "ok": not found, "problems": found})
             if found:
                 print(f"trial {n}: {'; '.join(found)}", file=sys.stderr)
@@ -280,6 +299,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 right += 1
                 if args.keep is None:
                     shutil.rmtree(base / f"trial-{n}", ignore_errors=True)
+        print("where the kills landed (last journal record before the kill):")
+        for where, count in sorted(landed.items(), key=lambda item: -item[1]):
+            print(f"  {count:4d}  {where}")
         print(f"{right} of {args.trials} trials ended exactly right (seed {seed}, run span {span:.2f}s)")
         return rows
     finally:

@@ -32,6 +32,22 @@ class RenderedPrompt:
         return f"=== system ===\n{self.system}\n=== prompt ===\n{self.prompt}"
 
 
+def _phase_context(plan: Plan, task: Task) -> str:
+    """The phase's own prose: its section without its heading (the template has it) and without
+    the items of its tasks (the task's own item is given separately; siblings are not its job)."""
+    phase = plan.phase(task.phase)
+    if phase is None:
+        return ""
+    text = phase.text
+    for sibling in plan.phase_tasks(task.phase):
+        if sibling.context.strip():
+            text = text.replace(sibling.context.strip(), "")
+    lines = text.strip().splitlines()
+    if lines and lines[0].lstrip().startswith("#"):
+        lines = lines[1:]
+    return "\n".join(line for line in lines).strip()
+
+
 class PromptRenderer:
     def __init__(
         self,
@@ -89,7 +105,7 @@ class PromptRenderer:
         failure: str = "",
     ) -> RenderedPrompt:
         phase = plan.phase(task.phase)
-        phase_text, _ = truncate_middle(phase.text.strip() if phase else "", PHASE_TEXT_LIMIT)
+        phase_text, _ = truncate_middle(_phase_context(plan, task), PHASE_TEXT_LIMIT)
         done = [d for d in task.depends_on if (dep := plan.task(d)) is not None and dep.checked]
         context: dict[str, object] = {
             "plan_title": plan.title,

@@ -228,3 +228,57 @@ def _cli(
         text=True,
         timeout=60,
     )
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from orchestrator.cli.app import main; main()", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, timeout: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_resumably(tmp_path: Path, presses: int) -> None:
+    import signal
+    import time
+
+    repo = make_repo(tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN})
+    slow = dict(SCRIPT)
+    slow["T001"] = [{"write": "started", "content": ""}, {"sleep": 1.5}, {"write": "a.txt", "content": "a\n"}]
+    script = tmp_path / "slow.json"
+    script.write_text(json.dumps(slow))
+    proc = _start(["run", str(repo / "plan.md"), "--script", str(script)], cwd=repo)
+    _wait_for(repo / "started")
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    if presses == 1:
+        # The agent's step finished; the run stopped before verifying it.
+        assert "stopping after the current step" in err
+        assert (repo / "a.txt").exists()
+        assert "stopped on request" in err
+    else:
+        assert "aborted" in err
+        assert not (repo / "a.txt").exists()
+    assert "orchestrate resume" in err
+    assert git(repo, "rev-list", "--count", "HEAD") == "1"
+
+    resumed = _cli(["resume"], cwd=repo)
+    assert resumed.returncode == 0, resumed.stderr
+    tasks = git(repo, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
+    assert tasks == ["T003", "T002", "T001"]
+    assert git(repo, "status", "--porcelain") == ""
