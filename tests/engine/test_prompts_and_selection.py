@@ -22,7 +22,9 @@ def test_a_task_prompt_has_only_its_own_context(project: tuple[Path, Path, Path]
     task = plan.task("T003")
     assert task is not None
     renderer = PromptRenderer(repo, plan_path)
-    rendered = renderer.render(plan, task, ["python3 -c 'x'"], attempt=2, max_attempts=3, failure="boom: exit 1")
+    rendered = renderer.render(
+        plan, task, ["python3 -c 'x'"], attempt=2, max_attempts=3, failure="boom: exit 1"
+    )
     assert "Your task: T003 Add `shout(name)` to `greet.py`" in rendered.prompt
     assert "Phase 2: More" in rendered.prompt
     assert "notes/one.txt" not in rendered.prompt  # another phase's task is not this task's context
