@@ -103,7 +103,10 @@ class PromptRenderer:
         attempt: int = 1,
         max_attempts: int = 1,
         failure: str = "",
+        workspace: Path | None = None,
     ) -> RenderedPrompt:
+        """The prompts for one attempt; `workspace` is where the agent works when it is not the
+        repository itself (a worktree)."""
         phase = plan.phase(task.phase)
         phase_text, _ = truncate_middle(_phase_context(plan, task), PHASE_TEXT_LIMIT)
         done = [d for d in task.depends_on if (dep := plan.task(d)) is not None and dep.checked]
@@ -115,7 +118,7 @@ class PromptRenderer:
             "task": task.model_dump(),
             "verify": verify,
             "done_dependencies": done,
-            "workspace": str(self.repo_root),
+            "workspace": str(workspace or self.repo_root),
             "protected_paths": self.protected_paths,
             "rules": self.rules,
             "rules_source": self.rules_source,

@@ -53,6 +53,7 @@ from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitRepo
 from orchestrator.planfile import parse_plan
 from orchestrator.planfile.writer import atomic_write as write_plan
 from orchestrator.planfile.writer import set_box, with_box
+from orchestrator.tools.shell import redact
 
 
 class BudgetExceeded(Exception):  # noqa: N818 - reads as the event it is
@@ -469,6 +470,7 @@ class Runner:
             attempt=attempt,
             max_attempts=self.settings.max_attempts,
             failure=failure,
+            workspace=workspace,
         )
         prompt_file = f"prompts/{_REF_UNSAFE.sub('_', task.id)}.attempt-{attempt}.md"
         self.ctx.journal.write_artifact(prompt_file, rendered.as_text())
@@ -496,7 +498,7 @@ class Runner:
             task=task.id,
             attempt=attempt,
             status=outcome.status.value,
-            summary=outcome.summary[:4000],
+            summary=redact(outcome.summary[:4000]),
             turns=outcome.turns,
             tree=tree,
             **usage_to_record(outcome.usage),

@@ -41,6 +41,8 @@ REMEMBERED = (
     "max_cost",
     "timeout",
     "command_timeout",
+    "agent_timeout",
+    "claude_permission_mode",
     "verify",
     "require_verify",
     "protected_paths",
@@ -152,6 +154,17 @@ def _emit_nothing_to_do(reporter: Reporter, plan: Plan, rel: str, branch: str, s
     reporter.emit(RunFinished(run_id="-", status="complete", message="nothing to do: every task is ticked"))
 
 
+def _unfinished_run_hint(git: GitRepo, settings: Settings) -> str:
+    store = RunStore.for_repo(git.root, settings.checkpoints_dir)
+    latest = store.latest()
+    if latest is None:
+        return ""
+    state = RunState.from_records(store.records(latest))
+    if state.status in (RunStatus.COMPLETE, RunStatus.FAILED):
+        return ""
+    return f"; or continue the interrupted run with `orchestrate resume {latest}`"
+
+
 def start_run(
     plan_path: Path,
     overrides: Mapping[str, Any],
@@ -179,9 +192,10 @@ def start_run(
     check_programs(plan, selection, settings)
     dirty = git.status()
     if dirty and not settings.allow_dirty:
+        hint = _unfinished_run_hint(git, settings)
         raise PreflightError(
             f"the work tree has uncommitted changes ({len(dirty)} path(s), e.g. {dirty[0][1]}); "
-            "commit or stash them, or pass --allow-dirty"
+            f"commit or stash them, or pass --allow-dirty{hint}"
         )
     if git.head() is None:
         raise PreflightError("the repository has no commits yet; make an initial commit first")
