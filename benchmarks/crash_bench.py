@@ -260,12 +260,29 @@ def where_it_stopped(project: Project) -> str:
     return f"after {last.get('type', '?')}"
 
 
+def startup_time() -> float:
+    """Seconds a process needs to import the CLI and the engine: kills before that hit nothing."""
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-c", "import orchestrator.cli.app, orchestrator.engine.session"],
+        check=True,
+        env=_env(),
+    )
+    return time.monotonic() - started
+
+
 def random_kill_trial(
-    root: Path, rng: random.Random, span: float, expected: Outcome, landed: dict[str, int] | None = None
+    root: Path,
+    rng: random.Random,
+    span: float,
+    expected: Outcome,
+    landed: dict[str, int] | None = None,
+    earliest: float = 0.0,
 ) -> list[str]:
-    """SIGKILL the run at a random instant (and, one time in three, the resume too), then resume."""
+    """SIGKILL the run at a random instant between `earliest` and `span` seconds after its start
+    (and, one time in three, the resume too), then resume."""
     project = make_project(root)
-    kill_after(run_args(project), project.repo, rng.uniform(0.0, span))
+    kill_after(run_args(project), project.repo, rng.uniform(earliest, span))
     if landed is not None:
         where = where_it_stopped(project)
         landed[where] = landed.get(where, 0) + 1
@@ -287,11 +304,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         started = time.monotonic()
         expected = reference(base / "reference")
         span = time.monotonic() - started
+        earliest = 0.9 * startup_time()
         rows: list[dict[str, object]] = []
         landed: dict[str, int] = {}
         right = 0
         for n in range(args.trials):
-            found = random_kill_trial(base / f"trial-{n}", rng, span, expected, landed)
+            found = random_kill_trial(base / f"trial-{n}", rng, span, expected, landed, earliest)
             rows.append({"trial": n, "ok": not found, "problems": found})
             if found:
                 print(f"trial {n}: {'; '.join(found)}", file=sys.stderr)
