@@ -386,7 +386,7 @@ class _Parser:
             "/": BoxState.IN_PROGRESS,
             "-": BoxState.SKIPPED,
         }[char]
-        own_id, title, parallel, phase_item = _split_title(first[box.end() :])
+        own_id, title, parallel, phase_item = _split_title(_title_text(first[box.end() :], inline))
         parent = next((entry.task for entry in reversed(items) if entry.task is not None), None)
         start, end = items[-1].start, items[-1].end
         task = _RawTask(
@@ -743,6 +743,17 @@ def _plain_heading(content: str) -> str:
     text = _LINK.sub(r"\1", content)
     text = refs.plain(text).replace("`", "")
     return " ".join(text.split()).rstrip("#").strip()
+
+
+def _title_text(first_line_rest: str, paragraph: str) -> str:
+    """The task's words: its first line and the lines its paragraph wraps onto, up to a
+    verification label ("Verify: `cmd`" on a continuation line is not part of the title)."""
+    words = [first_line_rest]
+    for line in paragraph.split("\n")[1:]:
+        if refs.starts_with_verify_label(line):
+            break
+        words.append(line.strip())
+    return " ".join(w for w in words if w)
 
 
 def _split_title(rest: str) -> tuple[str | None, str, bool, str | None]:

@@ -143,6 +143,12 @@ def parallel_with(text: str) -> list[Reference]:
     return [ref for m in _PARALLEL_WITH.finditer(text) for ref in references_in(m.group(1))]
 
 
+def starts_with_verify_label(line: str) -> bool:
+    """A line that opens with "Verify:", "**Run:**" and the like."""
+    match = _VERIFY_LABEL.search(line.replace("*", "").replace("_", " "))
+    return bool(match and not line.replace("*", "").replace("_", " ")[: match.start()].strip())
+
+
 def verify_commands(text: str) -> list[str]:
     """Inline code right after "Run:", "Verify:", "Verification:", "Test:" (labels may be bold)."""
     text = plain_labels(text)

@@ -98,9 +98,7 @@ def test_skipped_tasks_are_settled_for_ready() -> None:
 
 
 def test_a_box_ticked_out_of_order_does_not_open_later_phases() -> None:
-    plan = parse(
-        "# P\n\n## Phase 1: A\n\n- [ ] first\n- [x] second\n\n## Phase 2: B\n\n- [ ] third\n"
-    )
+    plan = parse("# P\n\n## Phase 1: A\n\n- [ ] first\n- [x] second\n\n## Phase 2: B\n\n- [ ] third\n")
     first, _, third = plan.tasks
     assert [t.id for t in dag.ready(plan, set())] == [first.id]
     assert [[t.id for t in wave] for wave in dag.waves(plan, set())] == [[first.id], [third.id]]
@@ -335,3 +333,14 @@ def test_flat_kiro_children_belong_to_their_numbered_parent() -> None:
     assert task(plan, "2").depends_on == ["2.1", "2.2"]
     assert task(plan, "2.1").depends_on == ["1"]
     assert task(plan, "3").depends_on == ["2"]
+
+
+def test_a_title_that_wraps_keeps_its_second_line_but_not_a_verify_line() -> None:
+    plan = parse(
+        "# T\n\n- [ ] T001 Add a thing that is long\n  and wraps onto a second line\n"
+        "  Verify: `true`\n- [ ] T002 Short\n"
+    )
+    first, second = plan.tasks
+    assert first.title == "Add a thing that is long and wraps onto a second line"
+    assert first.verify == ["true"]
+    assert second.title == "Short"
