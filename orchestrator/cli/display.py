@@ -184,19 +184,24 @@ def _visible_rows(board: RunBoard, limit: int) -> tuple[list[TaskRow], int]:
     return shown, len(rows) - len(shown)
 
 
-def render_board(board: RunBoard, now: float | None = None, max_rows: int = 30) -> RenderableType:
+def render_board(
+    board: RunBoard, now: float | None = None, max_rows: int = 30, width: int = 120
+) -> RenderableType:
     now = time.time() if now is None else now
     title = f"orchestrate run {board.run_id}" if board.run_id else "orchestrate"
-    table = Table(title=title, title_justify="left", expand=False, show_lines=False)
-    table.add_column("task", no_wrap=True)
-    table.add_column("phase", no_wrap=True)
-    table.add_column("title", overflow="ellipsis", no_wrap=True, max_width=48)
-    table.add_column("status", no_wrap=True)
-    table.add_column("try", justify="right")
-    table.add_column("elapsed", justify="right")
-    table.add_column("tokens", justify="right")
-    table.add_column("cost", justify="right")
-    table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=40)
+    # The title column gives way first; ids, status and numbers must stay whole on an 80-column terminal.
+    show_note = width >= 110
+    table = Table(title=title, title_justify="left", expand=width < 160, show_lines=False)
+    table.add_column("task", no_wrap=True, min_width=4, max_width=24, overflow="ellipsis")
+    table.add_column("phase", no_wrap=True, min_width=5, max_width=12, overflow="ellipsis")
+    table.add_column("title", overflow="ellipsis", no_wrap=True, ratio=1, min_width=8)
+    table.add_column("status", no_wrap=True, min_width=10)
+    table.add_column("try", justify="right", min_width=3)
+    table.add_column("elapsed", justify="right", min_width=7)
+    table.add_column("tokens", justify="right", min_width=6)
+    table.add_column("cost", justify="right", min_width=7)
+    if show_note:
+        table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=40)
     rows, hidden = _visible_rows(board, max_rows)
     for row in rows:
         table.add_row(
@@ -208,7 +213,7 @@ def render_board(board: RunBoard, now: float | None = None, max_rows: int = 30) 
             _seconds(row.elapsed(now)),
             _tokens(row.usage),
             _cost(row.usage),
-            row.note,
+            *([row.note] if show_note else []),
         )
     counts = board.counts()
     parts = [f"{n} {status}" for status, n in sorted(counts.items())]
@@ -320,7 +325,7 @@ class LiveReporter:
         self._running = False
 
     def _render(self) -> RenderableType:
-        return render_board(self.board, max_rows=max(self.console.height - 8, 5))
+        return render_board(self.board, max_rows=max(self.console.height - 8, 5), width=self.console.width)
 
     def __enter__(self) -> LiveReporter:
         self._live.start(refresh=True)
