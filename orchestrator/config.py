@@ -42,8 +42,9 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    agent: str = "scripted"
-    """Backend name: anthropic, claude-code, command, scripted, or one from a plugin."""
+    agent: str = "anthropic"
+    """Backend name: anthropic, claude-code, command, scripted, or one from a plugin. A script
+    given without an agent means the scripted agent."""
     model: str = DEFAULT_MODEL
     """Model id for backends that take one."""
     script: Path | None = None
@@ -159,6 +160,8 @@ def load_settings(
         merged.update({k.replace("-", "_"): v for k, v in from_file.items()})
     merged.update(env_settings(os.environ if environ is None else environ))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if merged.get("script") is not None and "agent" not in merged:
+        merged["agent"] = "scripted"
     if "prices" in merged:
         merged["prices"] = {**DEFAULT_PRICES, **merged["prices"]}
     try:

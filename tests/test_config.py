@@ -42,3 +42,11 @@ def test_invalid_toml_names_file(tmp_path: Path) -> None:
     (tmp_path / "orchestrate.toml").write_text("verify = [\n")
     with pytest.raises(ConfigError, match="orchestrate.toml: not valid TOML"):
         load_settings(tmp_path, environ={})
+
+
+def test_the_default_agent_is_anthropic_unless_a_script_is_given(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, environ={}).agent == "anthropic"
+    scripted = load_settings(tmp_path, {"script": tmp_path / "s.json"}, environ={})
+    assert scripted.agent == "scripted"
+    chosen = load_settings(tmp_path, {"script": tmp_path / "s.json", "agent": "command"}, environ={})
+    assert chosen.agent == "command"
