@@ -72,7 +72,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +84,7 @@ from orchestrator.domain import dag
 from orchestrator.domain.plan import BoxState, Diagnostic, Phase, Plan, Severity, Task
 from orchestrator.errors import PlanError
 from orchestrator.planfile import refs
-
-IMPLICIT_PHASE_ID = "plan"
+from orchestrator.planfile.dependencies import IMPLICIT_PHASE_ID, DependencyBuilder
 
 # Inline parsing is the costly half of markdown-it and we need none of it: task text is read
 # from the raw source, and code spans are found by `refs`.
@@ -158,7 +157,7 @@ def parse_bytes(data: bytes, path: Path) -> Plan:
     """Parse plan bytes (no I/O); `path` is only recorded and used in messages."""
     text = decode(data, path)
     with _gc_paused():
-        return _Parser(data, text, path).parse()
+        return Parser(data, text, path).parse()
 
 
 @contextmanager
@@ -203,7 +202,7 @@ class _OpenItem:
 
 
 @dataclass
-class _RawTask:
+class RawTask:
     index: int
     line: int
     start: int
@@ -226,7 +225,7 @@ class _RawTask:
 
 
 @dataclass
-class _PhaseInfo:
+class PhaseInfo:
     key: str
     id: str
     title: str
@@ -239,16 +238,7 @@ class _PhaseInfo:
     text: str = ""
 
 
-@dataclass
-class _Block:
-    """A sub-section of a phase, holding tasks and further sub-sections in document order."""
-
-    section: int | None
-    items: list[tuple[str, int | _Block]] = field(default_factory=list)
-    by_section: dict[int, _Block] = field(default_factory=dict)
-
-
-class _Parser:
+class Parser:
     def __init__(self, data: bytes, text: str, path: Path) -> None:
         self.data = data
         self.path = path
@@ -261,7 +251,7 @@ class _Parser:
         body = data[self.bom :]
         self.byte_starts = [0, *(m.end() for m in _EOL_BYTES.finditer(body))]
         self.sections: list[_Section] = []
-        self.tasks: list[_RawTask] = []
+        self.tasks: list[RawTask] = []
         self.diagnostics: list[Diagnostic] = []
         self.free_text: list[tuple[int, str]] = []
         self.first_task_line: dict[int, int] = {}
@@ -283,7 +273,7 @@ class _Parser:
                 return True
         return False
 
-    def _diag(self, severity: Severity, line: int | None, message: str, code: str = "") -> None:
+    def diag(self, severity: Severity, line: int | None, message: str, code: str = "") -> None:
         self.diagnostics.append(Diagnostic(severity=severity, line=line, message=message, code=code))
 
     # ---- token walk ----------------------------------------------------------------------
@@ -322,7 +312,7 @@ class _Parser:
             elif kind == "html_block" and token.map is not None:
                 for match in _HTML_CHECKBOX.finditer(token.content):
                     line = token.map[0] + token.content.count("\n", 0, match.start()) + 1
-                    self._diag(
+                    self.diag(
                         Severity.INFO,
                         line,
                         "checkbox inside an HTML block is not a task; "
@@ -360,10 +350,10 @@ class _Parser:
             return False
         char = box.group(1)
         if quote_depth:
-            self._diag(Severity.INFO, line + 1, "checkbox inside a block quote is not a task")
+            self.diag(Severity.INFO, line + 1, "checkbox inside a block quote is not a task")
             return False
         if char == "/" and not self.legend_in_progress or char == "-" and not self.legend_skipped:
-            self._diag(
+            self.diag(
                 Severity.INFO,
                 line + 1,
                 f"'[{char}]' is not a checkbox here: no legend in the plan defines it",
@@ -376,7 +366,7 @@ class _Parser:
             prefix = _ITEM_START.match(raw)
             column = prefix.end() if prefix else -1
             if column < 0 or raw[column : column + 3] != f"[{char}]":
-                self._diag(Severity.WARNING, line + 1, "could not locate the checkbox on this line; skipped")
+                self.diag(Severity.WARNING, line + 1, "could not locate the checkbox on this line; skipped")
                 return False
         box_offset = self.bom + self.byte_starts[line] + len(raw[: column + 1].encode())
         state = {
@@ -389,7 +379,7 @@ class _Parser:
         own_id, title, parallel, phase_item = _split_title(_title_text(first[box.end() :], inline))
         parent = next((entry.task for entry in reversed(items) if entry.task is not None), None)
         start, end = items[-1].start, items[-1].end
-        task = _RawTask(
+        task = RawTask(
             index=len(self.tasks),
             line=line,
             start=start,
@@ -437,7 +427,7 @@ class _Parser:
     def _adopt_flat_children(self) -> None:
         """Kiro also writes children flat ("- [ ] 2. parent" then "- [ ] 2.1 child" at the same level):
         a dotted id whose prefix is an earlier task's id makes that task its parent."""
-        by_own_id: dict[str, _RawTask] = {}
+        by_own_id: dict[str, RawTask] = {}
         for task in self.tasks:
             if task.own_id is None:
                 continue
@@ -453,7 +443,7 @@ class _Parser:
         phases = self._assign_phases()
         self._assign_ids(phases)
         by_id = {task.id: task for task in self.tasks}
-        builder = _DagBuilder(self, phases, by_id)
+        builder = DependencyBuilder(self, phases, by_id)
         depends = builder.run()
         self._check_parents(phases)
         plan_phases = [
@@ -488,7 +478,7 @@ class _Parser:
             for task in self.tasks
         ]
         if not plan_tasks:
-            self._diag(
+            self.diag(
                 Severity.ERROR,
                 None,
                 "no checkbox tasks found: a task is a list item starting with '[ ]' or '[x]'",
@@ -509,7 +499,7 @@ class _Parser:
         )
         return plan
 
-    def _check_parents(self, phases: list[_PhaseInfo]) -> None:
+    def _check_parents(self, phases: list[PhaseInfo]) -> None:
         """Report, never fix, a parent (or GSD phase item) whose box disagrees with its tasks."""
         for task in self.tasks:
             if task.children:
@@ -546,30 +536,30 @@ class _Parser:
             index = self.sections[index].parent
         return path[::-1]
 
-    def _chain(self, index: int | None) -> list[int]:
+    def chain(self, index: int | None) -> list[int]:
         chain: list[int] = []
         while index is not None:
             chain.append(index)
             index = self.sections[index].parent
         return chain[::-1]
 
-    def _title_section(self) -> int | None:
+    def title_section(self) -> int | None:
         first_levels = [s for s in self.sections if s.level == 1]
         if len(first_levels) == 1 and self.sections and self.sections[0].level == 1:
             return 0
         return None
 
-    def _assign_phases(self) -> list[_PhaseInfo]:
-        phases: dict[str, _PhaseInfo] = {}
+    def _assign_phases(self) -> list[PhaseInfo]:
+        phases: dict[str, PhaseInfo] = {}
         defined: dict[str, list[tuple[str, str]]] = {}  # number -> [(key, title)]
         used_ids: set[str] = set()
 
-        def phase_for_number(number: str, line: int, title: str, defines: bool) -> _PhaseInfo:
+        def phase_for_number(number: str, line: int, title: str, defines: bool) -> PhaseInfo:
             number_key = number.lower()
             known = defined.setdefault(number_key, [])
             if defines and known and title and all(t and t != title for _, t in known):
                 key = f"{number}~{len(known) + 1}"
-                self._diag(
+                self.diag(
                     Severity.INFO,
                     line + 1,
                     f"phase {number} is defined again with another title; this one is phase {key}",
@@ -584,7 +574,7 @@ class _Parser:
                 known.append((key, title if defines else ""))
             info = phases.get(key)
             if info is None:
-                info = _PhaseInfo(key=key, id=key, title=title or f"Phase {number}", first_line=line)
+                info = PhaseInfo(key=key, id=key, title=title or f"Phase {number}", first_line=line)
                 used_ids.add(key.lower())
                 phases[key] = info
             elif defines and title and info.title == f"Phase {number}":
@@ -597,7 +587,7 @@ class _Parser:
                     section.phase_number, section.line, section.phase_title, section.defines_phase
                 )
                 section.phase_key = info.key
-        title_section = self._title_section()
+        title_section = self.title_section()
         for task in self.tasks:
             if task.phase_item is not None:
                 info = phase_for_number(task.phase_item, task.line, "", False)
@@ -606,7 +596,7 @@ class _Parser:
             if task.parent is not None:
                 task.phase_key = self.tasks[task.parent].phase_key
                 continue
-            chain = self._chain(task.section)
+            chain = self.chain(task.section)
             named = next((s for s in reversed(chain) if self.sections[s].phase_key is not None), None)
             if named is not None:
                 key = self.sections[named].phase_key
@@ -621,13 +611,13 @@ class _Parser:
                 if key not in phases:
                     section = self.sections[anchor]
                     slug = _unique(_slug(section.title) or "section", used_ids)
-                    phases[key] = _PhaseInfo(key=key, id=slug, title=section.title, first_line=section.line)
+                    phases[key] = PhaseInfo(key=key, id=slug, title=section.title, first_line=section.line)
                 phases[key].anchor_sections.add(anchor)
                 task.phase_key = key
                 continue
             if IMPLICIT_PHASE_ID not in phases:
                 phase_id = _unique(IMPLICIT_PHASE_ID, used_ids)
-                phases[IMPLICIT_PHASE_ID] = _PhaseInfo(
+                phases[IMPLICIT_PHASE_ID] = PhaseInfo(
                     key=IMPLICIT_PHASE_ID, id=phase_id, title=self._title(), first_line=task.line
                 )
             task.phase_key = IMPLICIT_PHASE_ID
@@ -645,7 +635,7 @@ class _Parser:
         section = self.sections[index]
         return "\n".join(self.lines[section.line : section.end]).strip("\n")
 
-    def _phase_text(self, info: _PhaseInfo) -> str:
+    def _phase_text(self, info: PhaseInfo) -> str:
         if info.key == IMPLICIT_PHASE_ID:
             first_heading = next((s.line for s in self.sections if s.level > 1), len(self.lines))
             return "\n".join(self.lines[:first_heading]).strip("\n")
@@ -671,7 +661,7 @@ class _Parser:
             end = min(end, first_task)
         return "\n".join(self.lines[section.line + 1 : end])
 
-    def _assign_ids(self, phases: list[_PhaseInfo]) -> None:
+    def _assign_ids(self, phases: list[PhaseInfo]) -> None:
         first_line: dict[str, int] = {}
         taken: set[str] = set()
         for task in self.tasks:
@@ -702,7 +692,7 @@ class _Parser:
             scope = next(
                 (
                     self.sections[s].scope
-                    for s in reversed(self._chain(task.section))
+                    for s in reversed(self.chain(task.section))
                     if self.sections[s].scope
                 ),
                 None,
@@ -781,346 +771,7 @@ def _split_title(rest: str) -> tuple[str | None, str, bool, str | None]:
     return own_id, title, parallel, phase_item
 
 
-# --------------------------------------------------------------------------------------------
-# Third pass: the DAG
-
-
-class _DagBuilder:
-    """Implied and explicit dependencies, phase by phase (see the module docstring)."""
-
-    def __init__(self, parser: _Parser, phases: list[_PhaseInfo], by_id: dict[str, _RawTask]) -> None:
-        self.p = parser
-        self.phases = phases
-        self.phase_by_id = {info.id.lower(): info for info in phases}
-        self.by_id = by_id
-        self.by_lower = {key.lower(): task for key, task in by_id.items()}
-        self.order = {task.id: task.index for task in parser.tasks}
-        self.depends: dict[int, list[str]] = {task.index: [] for task in parser.tasks}
-        self.phase_exit: dict[str, list[str]] = {}
-        self.section_exit: dict[int, list[str]] = {}
-        self.phase_entry: list[str] = []
-        self.current: _PhaseInfo | None = None
-        self.scopes: dict[str, list[int]] = {}
-        for section in parser.sections:
-            if section.scope:
-                self.scopes.setdefault(section.scope, []).append(section.index)
-
-    # ---- resolution -----------------------------------------------------------------------
-
-    def _task_ids(self, name: str) -> list[str] | None:
-        task = self.by_id.get(name) or self.by_lower.get(name.lower())
-        if task is not None:
-            return [task.id]
-        if name.lower().startswith("phase-"):
-            return None
-        for glue in ("-", "–"):
-            if glue in name:
-                first, _, last = name.partition(glue)
-                span = self._range(first, last)
-                if span is not None:
-                    return span
-        return None
-
-    def _range(self, first: str, last: str) -> list[str] | None:
-        start = self.by_id.get(first) or self.by_lower.get(first.lower())
-        end = self.by_id.get(last) or self.by_lower.get(last.lower())
-        if start is None or end is None:
-            return None
-        low, high = sorted((start.index, end.index))
-        return [task.id for task in self.p.tasks[low : high + 1]]
-
-    def _phase_ids(self, name: str) -> list[str] | None:
-        info = self.phase_by_id.get(name.lower())
-        if info is None:
-            return None
-        return self._exit_of_phase(info)
-
-    def _exit_of_phase(self, info: _PhaseInfo) -> list[str]:
-        if info.key in self.phase_exit:
-            return self.phase_exit[info.key]
-        # A forward reference: the phase has not been laid out yet, so wait for all of it.
-        return [self.p.tasks[i].id for i in info.tasks if not self.p.tasks[i].optional]
-
-    def _section_ids(self, name: str) -> list[str] | None:
-        candidates = self.scopes.get(name.lower())
-        if not candidates:
-            return None
-        current = self.current
-        same_phase = [s for s in candidates if current is not None and s in self._phase_sections(current)]
-        index = (same_phase or candidates)[-1]
-        if index in self.section_exit:
-            return self.section_exit[index]
-        chain_tasks = [t for t in self.p.tasks if index in self.p._chain(t.section) and not t.optional]
-        return [t.id for t in chain_tasks]
-
-    def _phase_sections(self, info: _PhaseInfo) -> set[int]:
-        return {
-            s.index
-            for s in self.p.sections
-            if any(a in self.p._chain(s.index) for a in info.anchor_sections | set(info.sections))
-        }
-
-    def resolve(self, ref: refs.Reference, line: int, strict: bool, prefer_phase: bool = False) -> list[str]:
-        found: list[str] | None = None
-        if ref.range_end is not None:
-            found = self._range(ref.name, ref.range_end)
-        elif ref.kind == "phase":
-            found = self._phase_ids(ref.name)
-        elif ref.kind == "task":
-            found = self._task_ids(ref.name)
-        elif ref.kind == "section":
-            found = self._section_ids(ref.name)
-        else:
-            lookups = (
-                (self._phase_ids, self._task_ids, self._section_ids)
-                if prefer_phase
-                else (self._task_ids, self._section_ids)
-            )
-            for lookup in lookups:
-                found = lookup(ref.name)
-                if found is not None:
-                    break
-        if found is None:
-            if strict and _looks_like_id(ref):
-                shown = f"{ref.name}–{ref.range_end}" if ref.range_end else ref.name
-                what = f"{ref.kind} " if ref.kind else ""
-                self.p._diag(
-                    Severity.ERROR,
-                    line + 1,
-                    f"unknown dependency {what}{shown}: no task, section or phase has that id",
-                    dag.UNKNOWN_ID,
-                )
-            return []
-        return found
-
-    def clauses_deps(
-        self, clauses: list[refs.DependencyClause], line: int, prefer_phase: bool = False
-    ) -> list[str] | None:
-        """None when the text states nothing; [] for "Dependencies: None"."""
-        if not clauses:
-            return None
-        result: list[str] = []
-        stated = False
-        for clause in clauses:
-            if clause.explicit_none:
-                stated = True
-                continue
-            resolved = [
-                dep
-                for ref in clause.references
-                for dep in self.resolve(ref, line, clause.strict, prefer_phase)
-            ]
-            if resolved or clause.strict:
-                stated = True
-            result.extend(resolved)
-        return _dedupe(result) if stated else None
-
-    # ---- layout ---------------------------------------------------------------------------
-
-    def run(self) -> dict[int, list[str]]:
-        previous_exit: list[str] = []
-        entries: dict[str, list[str]] = {}
-        for info in self.phases:
-            self.current = info
-            entry = previous_exit
-            preamble = "\n".join(
-                self.p.preamble(s) for s in sorted(info.anchor_sections | set(info.sections))
-            )
-            line = info.first_line
-            explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, prefer_phase=True)
-            beside = refs.parallel_with(preamble)
-            parallel = False
-            if explicit is not None:
-                entry = explicit
-                info.depends_on = self._named_phases(refs.dependency_clauses(preamble))
-            elif beside:
-                named = [self.phase_by_id.get(r.name.lower()) for r in beside]
-                known = [p for p in named if p is not None and p.key in entries]
-                if known:
-                    entry = entries[known[0].key]
-                    info.parallel_with = [p.id for p in known]
-                    parallel = True
-            entries[info.key] = entry
-            self.phase_entry = entry
-            root = self._blocks(info)
-            self._run_block(root, entry)
-            summaries = [i for i in info.tasks if self.p.tasks[i].phase_item is not None]
-            others = [i for i in info.tasks if i not in set(summaries)]
-            sinks = self._sinks(others) or entry
-            for index in summaries:
-                self.depends[index] = list(sinks)
-            exit_ids = self._sinks(info.tasks) or entry
-            self.phase_exit[info.key] = exit_ids
-            previous_exit = _dedupe(previous_exit + exit_ids) if parallel else exit_ids
-        self._free_statements()
-        return {index: _dedupe(deps) for index, deps in self.depends.items()}
-
-    def _named_phases(self, clauses: list[refs.DependencyClause]) -> list[str]:
-        names: list[str] = []
-        for clause in clauses:
-            for ref in clause.references:
-                info = self.phase_by_id.get(ref.name.lower())
-                if info is not None and ref.kind in ("phase", ""):
-                    names.append(info.id)
-        return _dedupe(names)
-
-    def _blocks(self, info: _PhaseInfo) -> _Block:
-        root = _Block(section=None)
-        anchors = info.anchor_sections | set(info.sections)
-        for index in info.tasks:
-            task = self.p.tasks[index]
-            if task.phase_item is not None:
-                continue
-            if task.parent is not None and self.p.tasks[task.parent].phase_key == task.phase_key:
-                continue
-            chain = self.p._chain(task.section)
-            cut = max((k for k, s in enumerate(chain) if s in anchors), default=-1)
-            if info.key == IMPLICIT_PHASE_ID or info.key.startswith("section:"):
-                title_section = self.p._title_section()
-                cut = max((k for k, s in enumerate(chain) if s in anchors or s == title_section), default=-1)
-            block = root
-            for section in chain[cut + 1 :]:
-                child = block.by_section.get(section)
-                if child is None:
-                    child = _Block(section=section)
-                    block.by_section[section] = child
-                    block.items.append(("section", child))
-                block = child
-            block.items.append(("task", index))
-        return root
-
-    def _run_block(self, block: _Block, entry: list[str]) -> list[str]:
-        frontier = entry
-        group_base: list[str] | None = None
-        group_exits: list[str] = []
-        section_entries: dict[int, list[str]] = {}
-        previous_section: int | None = None
-        for kind, item in block.items:
-            if kind == "task":
-                assert isinstance(item, int)
-                task = self.p.tasks[item]
-                if task.parallel:
-                    if group_base is None:
-                        group_base, group_exits = frontier, []
-                    after = self._run_task(task, group_base)
-                    if after != group_base:
-                        group_exits = _dedupe(group_exits + after)
-                    frontier = group_exits or group_base
-                else:
-                    group_base = None
-                    frontier = self._run_task(task, frontier)
-                continue
-            assert isinstance(item, _Block)
-            assert item.section is not None
-            group_base = None
-            index = item.section
-            preamble = self.p.preamble(index)
-            line = self.p.sections[index].line
-            explicit = self.clauses_deps(refs.dependency_clauses(preamble), line)
-            section_entry = frontier
-            parallel = False
-            if explicit is not None:
-                section_entry = explicit or self.phase_entry
-            elif refs.says_parallel(preamble):
-                parallel = True
-                targets = [
-                    s
-                    for ref in refs.parallel_with(preamble)
-                    for s in self.scopes.get(ref.name.lower(), [])
-                    if s in section_entries
-                ]
-                if targets:
-                    section_entry = section_entries[targets[0]]
-                elif previous_section is not None:
-                    section_entry = section_entries[previous_section]
-            section_entries[index] = section_entry
-            self._run_block(item, section_entry)
-            inside = self._tasks_in(item)
-            sinks = self._sinks(inside) or section_entry
-            self.section_exit[index] = sinks
-            frontier = _dedupe(frontier + sinks) if parallel else sinks
-            previous_section = index
-        return frontier
-
-    def _tasks_in(self, block: _Block) -> list[int]:
-        found: list[int] = []
-        stack = [block]
-        while stack:
-            current = stack.pop()
-            for kind, item in current.items:
-                if kind == "task":
-                    assert isinstance(item, int)
-                    found.append(item)
-                    found.extend(self._descendants(item))
-                else:
-                    assert isinstance(item, _Block)
-                    stack.append(item)
-        return found
-
-    def _descendants(self, index: int) -> list[int]:
-        out: list[int] = []
-        stack = list(self.p.tasks[index].children)
-        while stack:
-            child = stack.pop()
-            out.append(child)
-            stack.extend(self.p.tasks[child].children)
-        return out
-
-    def _run_task(self, task: _RawTask, frontier: list[str]) -> list[str]:
-        explicit = self.clauses_deps(refs.dependency_clauses(task.context), task.line)
-        entry = frontier
-        if explicit is not None:
-            same_phase = any(self.by_id[d].phase_key == task.phase_key for d in explicit if d in self.by_id)
-            entry = _dedupe(explicit if same_phase else explicit + self.phase_entry)
-            entry = [d for d in entry if d != task.id]
-        if task.children:
-            children = _Block(section=None, items=[("task", c) for c in task.children])
-            after_children = self._run_block(children, entry)
-            required = [self.p.tasks[c].id for c in task.children if not self.p.tasks[c].optional]
-            self.depends[task.index] = required or entry
-            if task.optional:
-                return after_children
-        else:
-            self.depends[task.index] = list(entry)
-            if task.optional:
-                return frontier
-        return [task.id]
-
-    def _sinks(self, indices: Iterable[int]) -> list[str]:
-        members = [self.p.tasks[i] for i in indices]
-        ids = {task.id for task in members}
-        waited_on = {dep for task in members for dep in self.depends[task.index] if dep in ids}
-        return [task.id for task in members if not task.optional and task.id not in waited_on]
-
-    def _free_statements(self) -> None:
-        for _line, text in self.p.free_text:
-            for statement in refs.free_statements(text):
-                earlier = [d for ref in statement.earlier for d in (self._free_ids(ref) or [])]
-                later = [d for ref in statement.later for d in (self._free_ids(ref) or [])]
-                for task_id in later:
-                    index = self.by_id[task_id].index
-                    additions = [d for d in earlier if d != task_id]
-                    self.depends[index] = _dedupe(self.depends[index] + additions)
-
-    def _free_ids(self, ref: refs.Reference) -> list[str] | None:
-        if ref.kind not in ("", "task"):
-            return None
-        if ref.range_end is not None:
-            return self._range(ref.name, ref.range_end)
-        return self._task_ids(ref.name)
-
-
-def _looks_like_id(ref: refs.Reference) -> bool:
-    if ref.kind or ref.range_end:
-        return True
-    return re.match(r"^(?:[A-Za-z]+-?\d+[a-z]?|\d+(?:\.\d+)+|\d+-\d+)$", ref.name) is not None
-
-
-def _dedupe(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-def _disagreement(parent: _RawTask, children: list[_RawTask]) -> str | None:
+def _disagreement(parent: RawTask, children: list[RawTask]) -> str | None:
     required = [c for c in children if not c.optional]
     if not required:
         return None

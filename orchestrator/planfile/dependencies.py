@@ -1,0 +1,368 @@
+"""The DAG of a parsed plan: every task's direct dependencies, explicit or implied.
+
+Phases run in order, tasks within a phase in document order, `[P]` runs side by side, and
+what the plan says in words ("depends on T001", "**Depends on**: Phase 44", "can run in
+parallel with 2A", "T008 blocks T009") overrides the order; see the parser's docstring for
+the whole rule set. The builder reads the parser's first-pass structures (tasks, sections,
+phases) and writes nothing back but diagnostics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from orchestrator.domain import dag
+from orchestrator.domain.plan import Severity
+from orchestrator.planfile import refs
+
+if TYPE_CHECKING:
+    from orchestrator.planfile.parser import Parser, PhaseInfo, RawTask
+
+IMPLICIT_PHASE_ID = "plan"
+
+
+@dataclass
+class _Block:
+    """A sub-section of a phase, holding tasks and further sub-sections in document order."""
+
+    section: int | None
+    items: list[tuple[str, int | _Block]] = field(default_factory=list)
+    by_section: dict[int, _Block] = field(default_factory=dict)
+
+
+class DependencyBuilder:
+    """Implied and explicit dependencies, phase by phase (see the module docstring)."""
+
+    def __init__(self, parser: Parser, phases: list[PhaseInfo], by_id: dict[str, RawTask]) -> None:
+        self.p = parser
+        self.phases = phases
+        self.phase_by_id = {info.id.lower(): info for info in phases}
+        self.by_id = by_id
+        self.by_lower = {key.lower(): task for key, task in by_id.items()}
+        self.order = {task.id: task.index for task in parser.tasks}
+        self.depends: dict[int, list[str]] = {task.index: [] for task in parser.tasks}
+        self.phase_exit: dict[str, list[str]] = {}
+        self.section_exit: dict[int, list[str]] = {}
+        self.phase_entry: list[str] = []
+        self.current: PhaseInfo | None = None
+        self.scopes: dict[str, list[int]] = {}
+        for section in parser.sections:
+            if section.scope:
+                self.scopes.setdefault(section.scope, []).append(section.index)
+
+    # ---- resolution -----------------------------------------------------------------------
+
+    def _task_ids(self, name: str) -> list[str] | None:
+        task = self.by_id.get(name) or self.by_lower.get(name.lower())
+        if task is not None:
+            return [task.id]
+        if name.lower().startswith("phase-"):
+            return None
+        for glue in ("-", "–"):
+            if glue in name:
+                first, _, last = name.partition(glue)
+                span = self._range(first, last)
+                if span is not None:
+                    return span
+        return None
+
+    def _range(self, first: str, last: str) -> list[str] | None:
+        start = self.by_id.get(first) or self.by_lower.get(first.lower())
+        end = self.by_id.get(last) or self.by_lower.get(last.lower())
+        if start is None or end is None:
+            return None
+        low, high = sorted((start.index, end.index))
+        return [task.id for task in self.p.tasks[low : high + 1]]
+
+    def _phase_ids(self, name: str) -> list[str] | None:
+        info = self.phase_by_id.get(name.lower())
+        if info is None:
+            return None
+        return self._exit_of_phase(info)
+
+    def _exit_of_phase(self, info: PhaseInfo) -> list[str]:
+        if info.key in self.phase_exit:
+            return self.phase_exit[info.key]
+        # A forward reference: the phase has not been laid out yet, so wait for all of it.
+        return [self.p.tasks[i].id for i in info.tasks if not self.p.tasks[i].optional]
+
+    def _section_ids(self, name: str) -> list[str] | None:
+        candidates = self.scopes.get(name.lower())
+        if not candidates:
+            return None
+        current = self.current
+        same_phase = [s for s in candidates if current is not None and s in self._phase_sections(current)]
+        index = (same_phase or candidates)[-1]
+        if index in self.section_exit:
+            return self.section_exit[index]
+        chain_tasks = [t for t in self.p.tasks if index in self.p.chain(t.section) and not t.optional]
+        return [t.id for t in chain_tasks]
+
+    def _phase_sections(self, info: PhaseInfo) -> set[int]:
+        return {
+            s.index
+            for s in self.p.sections
+            if any(a in self.p.chain(s.index) for a in info.anchor_sections | set(info.sections))
+        }
+
+    def resolve(self, ref: refs.Reference, line: int, strict: bool, prefer_phase: bool = False) -> list[str]:
+        found: list[str] | None = None
+        if ref.range_end is not None:
+            found = self._range(ref.name, ref.range_end)
+        elif ref.kind == "phase":
+            found = self._phase_ids(ref.name)
+        elif ref.kind == "task":
+            found = self._task_ids(ref.name)
+        elif ref.kind == "section":
+            found = self._section_ids(ref.name)
+        else:
+            lookups = (
+                (self._phase_ids, self._task_ids, self._section_ids)
+                if prefer_phase
+                else (self._task_ids, self._section_ids)
+            )
+            for lookup in lookups:
+                found = lookup(ref.name)
+                if found is not None:
+                    break
+        if found is None:
+            if strict and _looks_like_id(ref):
+                shown = f"{ref.name}–{ref.range_end}" if ref.range_end else ref.name
+                what = f"{ref.kind} " if ref.kind else ""
+                self.p.diag(
+                    Severity.ERROR,
+                    line + 1,
+                    f"unknown dependency {what}{shown}: no task, section or phase has that id",
+                    dag.UNKNOWN_ID,
+                )
+            return []
+        return found
+
+    def clauses_deps(
+        self, clauses: list[refs.DependencyClause], line: int, prefer_phase: bool = False
+    ) -> list[str] | None:
+        """None when the text states nothing; [] for "Dependencies: None"."""
+        if not clauses:
+            return None
+        result: list[str] = []
+        stated = False
+        for clause in clauses:
+            if clause.explicit_none:
+                stated = True
+                continue
+            resolved = [
+                dep
+                for ref in clause.references
+                for dep in self.resolve(ref, line, clause.strict, prefer_phase)
+            ]
+            if resolved or clause.strict:
+                stated = True
+            result.extend(resolved)
+        return dedupe(result) if stated else None
+
+    # ---- layout ---------------------------------------------------------------------------
+
+    def run(self) -> dict[int, list[str]]:
+        previous_exit: list[str] = []
+        entries: dict[str, list[str]] = {}
+        for info in self.phases:
+            self.current = info
+            entry = previous_exit
+            preamble = "\n".join(
+                self.p.preamble(s) for s in sorted(info.anchor_sections | set(info.sections))
+            )
+            line = info.first_line
+            explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, prefer_phase=True)
+            beside = refs.parallel_with(preamble)
+            parallel = False
+            if explicit is not None:
+                entry = explicit
+                info.depends_on = self._named_phases(refs.dependency_clauses(preamble))
+            elif beside:
+                named = [self.phase_by_id.get(r.name.lower()) for r in beside]
+                known = [p for p in named if p is not None and p.key in entries]
+                if known:
+                    entry = entries[known[0].key]
+                    info.parallel_with = [p.id for p in known]
+                    parallel = True
+            entries[info.key] = entry
+            self.phase_entry = entry
+            root = self._blocks(info)
+            self._run_block(root, entry)
+            summaries = [i for i in info.tasks if self.p.tasks[i].phase_item is not None]
+            others = [i for i in info.tasks if i not in set(summaries)]
+            sinks = self._sinks(others) or entry
+            for index in summaries:
+                self.depends[index] = list(sinks)
+            exit_ids = self._sinks(info.tasks) or entry
+            self.phase_exit[info.key] = exit_ids
+            previous_exit = dedupe(previous_exit + exit_ids) if parallel else exit_ids
+        self._free_statements()
+        return {index: dedupe(deps) for index, deps in self.depends.items()}
+
+    def _named_phases(self, clauses: list[refs.DependencyClause]) -> list[str]:
+        names: list[str] = []
+        for clause in clauses:
+            for ref in clause.references:
+                info = self.phase_by_id.get(ref.name.lower())
+                if info is not None and ref.kind in ("phase", ""):
+                    names.append(info.id)
+        return dedupe(names)
+
+    def _blocks(self, info: PhaseInfo) -> _Block:
+        root = _Block(section=None)
+        anchors = info.anchor_sections | set(info.sections)
+        for index in info.tasks:
+            task = self.p.tasks[index]
+            if task.phase_item is not None:
+                continue
+            if task.parent is not None and self.p.tasks[task.parent].phase_key == task.phase_key:
+                continue
+            chain = self.p.chain(task.section)
+            cut = max((k for k, s in enumerate(chain) if s in anchors), default=-1)
+            if info.key == IMPLICIT_PHASE_ID or info.key.startswith("section:"):
+                title_section = self.p.title_section()
+                cut = max((k for k, s in enumerate(chain) if s in anchors or s == title_section), default=-1)
+            block = root
+            for section in chain[cut + 1 :]:
+                child = block.by_section.get(section)
+                if child is None:
+                    child = _Block(section=section)
+                    block.by_section[section] = child
+                    block.items.append(("section", child))
+                block = child
+            block.items.append(("task", index))
+        return root
+
+    def _run_block(self, block: _Block, entry: list[str]) -> list[str]:
+        frontier = entry
+        group_base: list[str] | None = None
+        group_exits: list[str] = []
+        section_entries: dict[int, list[str]] = {}
+        previous_section: int | None = None
+        for kind, item in block.items:
+            if kind == "task":
+                assert isinstance(item, int)
+                task = self.p.tasks[item]
+                if task.parallel:
+                    if group_base is None:
+                        group_base, group_exits = frontier, []
+                    after = self._run_task(task, group_base)
+                    if after != group_base:
+                        group_exits = dedupe(group_exits + after)
+                    frontier = group_exits or group_base
+                else:
+                    group_base = None
+                    frontier = self._run_task(task, frontier)
+                continue
+            assert isinstance(item, _Block)
+            assert item.section is not None
+            group_base = None
+            index = item.section
+            preamble = self.p.preamble(index)
+            line = self.p.sections[index].line
+            explicit = self.clauses_deps(refs.dependency_clauses(preamble), line)
+            section_entry = frontier
+            parallel = False
+            if explicit is not None:
+                section_entry = explicit or self.phase_entry
+            elif refs.says_parallel(preamble):
+                parallel = True
+                targets = [
+                    s
+                    for ref in refs.parallel_with(preamble)
+                    for s in self.scopes.get(ref.name.lower(), [])
+                    if s in section_entries
+                ]
+                if targets:
+                    section_entry = section_entries[targets[0]]
+                elif previous_section is not None:
+                    section_entry = section_entries[previous_section]
+            section_entries[index] = section_entry
+            self._run_block(item, section_entry)
+            inside = self._tasks_in(item)
+            sinks = self._sinks(inside) or section_entry
+            self.section_exit[index] = sinks
+            frontier = dedupe(frontier + sinks) if parallel else sinks
+            previous_section = index
+        return frontier
+
+    def _tasks_in(self, block: _Block) -> list[int]:
+        found: list[int] = []
+        stack = [block]
+        while stack:
+            current = stack.pop()
+            for kind, item in current.items:
+                if kind == "task":
+                    assert isinstance(item, int)
+                    found.append(item)
+                    found.extend(self._descendants(item))
+                else:
+                    assert isinstance(item, _Block)
+                    stack.append(item)
+        return found
+
+    def _descendants(self, index: int) -> list[int]:
+        out: list[int] = []
+        stack = list(self.p.tasks[index].children)
+        while stack:
+            child = stack.pop()
+            out.append(child)
+            stack.extend(self.p.tasks[child].children)
+        return out
+
+    def _run_task(self, task: RawTask, frontier: list[str]) -> list[str]:
+        explicit = self.clauses_deps(refs.dependency_clauses(task.context), task.line)
+        entry = frontier
+        if explicit is not None:
+            same_phase = any(self.by_id[d].phase_key == task.phase_key for d in explicit if d in self.by_id)
+            entry = dedupe(explicit if same_phase else explicit + self.phase_entry)
+            entry = [d for d in entry if d != task.id]
+        if task.children:
+            children = _Block(section=None, items=[("task", c) for c in task.children])
+            after_children = self._run_block(children, entry)
+            required = [self.p.tasks[c].id for c in task.children if not self.p.tasks[c].optional]
+            self.depends[task.index] = required or entry
+            if task.optional:
+                return after_children
+        else:
+            self.depends[task.index] = list(entry)
+            if task.optional:
+                return frontier
+        return [task.id]
+
+    def _sinks(self, indices: Iterable[int]) -> list[str]:
+        members = [self.p.tasks[i] for i in indices]
+        ids = {task.id for task in members}
+        waited_on = {dep for task in members for dep in self.depends[task.index] if dep in ids}
+        return [task.id for task in members if not task.optional and task.id not in waited_on]
+
+    def _free_statements(self) -> None:
+        for _line, text in self.p.free_text:
+            for statement in refs.free_statements(text):
+                earlier = [d for ref in statement.earlier for d in (self._free_ids(ref) or [])]
+                later = [d for ref in statement.later for d in (self._free_ids(ref) or [])]
+                for task_id in later:
+                    index = self.by_id[task_id].index
+                    additions = [d for d in earlier if d != task_id]
+                    self.depends[index] = dedupe(self.depends[index] + additions)
+
+    def _free_ids(self, ref: refs.Reference) -> list[str] | None:
+        if ref.kind not in ("", "task"):
+            return None
+        if ref.range_end is not None:
+            return self._range(ref.name, ref.range_end)
+        return self._task_ids(ref.name)
+
+
+def _looks_like_id(ref: refs.Reference) -> bool:
+    if ref.kind or ref.range_end:
+        return True
+    return re.match(r"^(?:[A-Za-z]+-?\d+[a-z]?|\d+(?:\.\d+)+|\d+-\d+)$", ref.name) is not None
+
+
+def dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
