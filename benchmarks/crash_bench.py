@@ -1,12 +1,17 @@
 """Crash harness: kill `orchestrate run` (SIGKILL) at random instants or at named step boundaries,
 then `orchestrate resume`, and check that the run ended exactly as an uninterrupted one does.
 
-    python benchmarks/crash_bench.py [--trials 100] [--seed N] [--keep DIR]
+    python benchmarks/crash_bench.py [--trials 100] [--seed N] [--keep DIR] [--parallel N]
 
 prints "N of T trials ended exactly right". "Exactly right" means: every task ticked, exactly one
 commit per task (with its trailers, in the same order as an uninterrupted run), the plan file and
 every committed file byte-identical to the uninterrupted run's, a clean work tree, no temp files,
 the run journaled as complete, and every edit an interruption cut short kept in a named ref.
+
+With --parallel N the plan has a phase of three tasks that run side by side, each in its own git
+worktree; the order of their commits may then differ from run to run, so "exactly right" asks for
+each commit to come after those of the tasks it depends on, and also for no worktree or task
+branch left behind.
 """
 
 from __future__ import annotations
@@ -77,6 +82,60 @@ SCRIPT = {
 }
 
 TASKS = ["T001", "T002", "T003", "T004"]
+
+PARALLEL_PLAN = """\
+# Parallel crash plan
+
+## Phase 1: Setup
+
+- [ ] T001 Create `calc.py` with `add(a, b)`
+  - Verify: `grep -q "return a + b" calc.py`
+
+## Phase 2: Parts
+
+- [ ] T002 [P] Write `mul.py` with `mul(a, b)`
+  - Verify: `grep -q "return a \\* b" mul.py`
+- [ ] T003 [P] Write `notes/a.txt`
+  - Verify: `grep -q alpha notes/a.txt`
+- [ ] T004 [P] Write `notes/b.txt`
+  - Verify: `test -f notes/b.txt`
+
+## Phase 3: Wrap-up
+
+- [ ] T005 Write `summary.txt`
+  - Verify: `test -f summary.txt && test -f mul.py && test -f notes/a.txt`
+"""
+
+PARALLEL_SCRIPT = {
+    "T001": [
+        {"write": "calc.py", "content": "def add(a, b):\n    return a + b\n"},
+        {"sleep": 0.05},
+        {"write": "logs/T001.txt", "content": "T001\n"},
+    ],
+    "T002": {
+        "attempts": [
+            [{"write": "mul.py", "content": "def mul(a, b):\n    return a + b\n"}, {"sleep": 0.1}],
+            [
+                {"write": "mul.py", "content": "def mul(a, b):\n    return a * b\n"},
+                {"sleep": 0.1},
+                {"append": "logs/T002.txt", "content": "T002\n"},
+            ],
+        ]
+    },
+    "T003": [
+        {"write": "notes/a.txt", "content": "alpha\n"},
+        {"sleep": 0.15},
+        {"append": "logs/T003.txt", "content": "T003\n"},
+    ],
+    "T004": [
+        {"append": "notes/b.txt", "content": "beta\n"},
+        {"sleep": 0.1},
+        {"append": "logs/T004.txt", "content": "T004\n"},
+    ],
+    "T005": [{"write": "summary.txt", "content": "calc, mul, notes\n"}, {"sleep": 0.05}],
+}
+
+PARALLEL_DEPENDS = {"T002": ["T001"], "T003": ["T001"], "T004": ["T001"], "T005": ["T002", "T003", "T004"]}
 _CLI = "from orchestrator.cli.app import main; main()"
 
 
@@ -86,6 +145,7 @@ class Project:
     repo: Path
     plan: Path
     script: Path
+    parallel: int = 1
 
 
 @dataclass
@@ -109,17 +169,17 @@ def _env() -> dict[str, str]:
     return env
 
 
-def make_project(root: Path) -> Project:
+def make_project(root: Path, parallel: int = 1) -> Project:
     repo = root / "repo"
     repo.mkdir(parents=True)
-    (repo / "plan.md").write_text(PLAN)
+    (repo / "plan.md").write_text(PARALLEL_PLAN if parallel > 1 else PLAN)
     (repo / ".gitignore").write_text("__pycache__/\n")
     env = _env()
     for args in (["init", "-q", "-b", "work"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, env=env)
     script = root / "script.json"
-    script.write_text(json.dumps(SCRIPT))
-    return Project(root, repo, repo / "plan.md", script)
+    script.write_text(json.dumps(PARALLEL_SCRIPT if parallel > 1 else SCRIPT))
+    return Project(root, repo, repo / "plan.md", script, parallel)
 
 
 def run_args(project: Project) -> list[str]:
@@ -133,6 +193,8 @@ def run_args(project: Project) -> list[str]:
         str(project.script),
         "--agent",
         "scripted",
+        "--parallel",
+        str(project.parallel),
     ]
 
 
@@ -159,8 +221,8 @@ def outcome(project: Project) -> Outcome:
     return Outcome(project.plan.read_bytes(), files, tasks)
 
 
-def reference(root: Path) -> Outcome:
-    project = make_project(root)
+def reference(root: Path, parallel: int = 1) -> Outcome:
+    project = make_project(root, parallel)
     done = orchestrate(run_args(project), project.repo)
     if done.returncode != 0:
         raise RuntimeError(f"the uninterrupted run failed: {done.stderr}")
@@ -173,7 +235,9 @@ def problems(project: Project, expected: Outcome) -> list[str]:
     got = outcome(project)
     if got.plan_bytes != expected.plan_bytes:
         found.append("the plan differs from the uninterrupted run's")
-    if got.commit_tasks != expected.commit_tasks:
+    if project.parallel > 1:
+        found.extend(_parallel_problems(project, got, expected))
+    elif got.commit_tasks != expected.commit_tasks:
         found.append(f"commits per task {got.commit_tasks} != {expected.commit_tasks}")
     if got.files != expected.files:
         differing = sorted(set(got.files.items()) ^ set(expected.files.items()))
@@ -204,6 +268,29 @@ def problems(project: Project, expected: Outcome) -> list[str]:
     return found
 
 
+def _parallel_problems(project: Project, got: Outcome, expected: Outcome) -> list[str]:
+    """Commit order may differ between parallel runs; the DAG's order may not. Nothing of the
+    worktrees may stay behind."""
+    found: list[str] = []
+    if sorted(got.commit_tasks) != sorted(expected.commit_tasks):
+        found.append(f"commits per task {got.commit_tasks} != {expected.commit_tasks} (in any order)")
+    position = {task: n for n, task in enumerate(got.commit_tasks)}
+    for task, deps in PARALLEL_DEPENDS.items():
+        early = [d for d in deps if position.get(d, -1) > position.get(task, -1)]
+        if early:
+            found.append(f"{task} was committed before {', '.join(early)}, which it depends on")
+    worktrees = _git(project.repo, "worktree", "list", "--porcelain").count("worktree ")
+    if worktrees != 1:
+        found.append(f"{worktrees - 1} worktree(s) left behind")
+    branches = _git(project.repo, "for-each-ref", "--format=%(refname)", "refs/heads/orchestrate/")
+    if branches:
+        found.append(f"task branches left behind: {branches.split()}")
+    leftovers = project.repo / "checkpoints" / ".worktrees"
+    if leftovers.exists() and any(leftovers.rglob("*")):
+        found.append(f"worktree directories left behind in {leftovers}")
+    return found
+
+
 def resume_until_done(project: Project, attempts: int = 3) -> list[str]:
     """What a user does after a kill: resume; if the run had not even recorded its start, run again."""
     for _ in range(attempts):
@@ -218,9 +305,9 @@ def resume_until_done(project: Project, attempts: int = 3) -> list[str]:
     return [f"resume did not finish: exit {done.returncode}: {last}"]
 
 
-def crash_point_trial(root: Path, point: str, task: str, expected: Outcome) -> list[str]:
+def crash_point_trial(root: Path, point: str, task: str, expected: Outcome, parallel: int = 1) -> list[str]:
     """Die at a named step boundary, resume, compare."""
-    project = make_project(root)
+    project = make_project(root, parallel)
     crashed = orchestrate(run_args(project), project.repo, {"ORCHESTRATE_CRASH_AT": f"{point}:{task}"})
     if crashed.returncode != 137:
         got = f"{crashed.returncode}: {crashed.stderr[-300:]}"
@@ -278,10 +365,11 @@ def random_kill_trial(
     expected: Outcome,
     landed: dict[str, int] | None = None,
     earliest: float = 0.0,
+    parallel: int = 1,
 ) -> list[str]:
     """SIGKILL the run at a random instant between `earliest` and `span` seconds after its start
     (and, one time in three, the resume too), then resume."""
-    project = make_project(root)
+    project = make_project(root, parallel)
     kill_after(run_args(project), project.repo, rng.uniform(earliest, span))
     if landed is not None:
         where = where_it_stopped(project)
@@ -296,31 +384,39 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep trial repositories under DIR")
+    parser.add_argument("--parallel", type=int, default=1, help="tasks at once (worktrees) in each run")
+    parser.add_argument("--quiet", action="store_true", help="only the last line")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time())
     rng = random.Random(seed)
     base = Path(tempfile.mkdtemp(prefix="orchestrate-crash-", dir=args.keep))
     try:
         started = time.monotonic()
-        expected = reference(base / "reference")
+        expected = reference(base / "reference", args.parallel)
         span = time.monotonic() - started
         earliest = 0.9 * startup_time()
         rows: list[dict[str, object]] = []
         landed: dict[str, int] = {}
         right = 0
         for n in range(args.trials):
-            found = random_kill_trial(base / f"trial-{n}", rng, span, expected, landed, earliest)
-            rows.append({"trial": n, "ok": not found, "problems": found})
+            found = random_kill_trial(
+                base / f"trial-{n}", rng, span, expected, landed, earliest, args.parallel
+            )
+            rows.append({"trial": n, "ok": not found, "problems": found, "parallel": args.parallel})
             if found:
                 print(f"trial {n}: {'; '.join(found)}", file=sys.stderr)
             else:
                 right += 1
                 if args.keep is None:
                     shutil.rmtree(base / f"trial-{n}", ignore_errors=True)
-        print("where the kills landed (last journal record before the kill):")
-        for where, count in sorted(landed.items(), key=lambda item: -item[1]):
-            print(f"  {count:4d}  {where}")
-        print(f"{right} of {args.trials} trials ended exactly right (seed {seed}, run span {span:.2f}s)")
+        if not args.quiet:
+            print("where the kills landed (last journal record before the kill):")
+            for where, count in sorted(landed.items(), key=lambda item: -item[1]):
+                print(f"  {count:4d}  {where}")
+        mode = f", --parallel {args.parallel}" if args.parallel > 1 else ""
+        print(
+            f"{right} of {args.trials} trials ended exactly right (seed {seed}, run span {span:.2f}s{mode})"
+        )
         return rows
     finally:
         if args.keep is None:

@@ -175,8 +175,6 @@ def register(app: typer.Typer) -> None:
             else:
                 _print_dry_run(report, show_prompts)
             raise typer.Exit(1 if report.has_errors else 0)
-        if parallel is not None and parallel > 1:
-            typer.echo("note: --parallel is not available yet; tasks run one at a time", err=True)
         from orchestrator.engine.session import start_run
 
         _execute(

@@ -109,6 +109,16 @@ class TaskRecord(BaseModel):
     reason: str = ""
     saved_refs: list[str] = Field(default_factory=list)
     """Refs that keep edits of interrupted or failed attempts."""
+    worktree: str | None = None
+    """Parallel runs: the git worktree the task's attempts run in, while it exists."""
+    branch: str | None = None
+    """Parallel runs: the worktree's branch (orchestrate/<run>/<task>), while it exists."""
+    base: str | None = None
+    """Parallel runs: the run branch's commit the worktree was cut from."""
+    merged_from: str | None = None
+    """Parallel runs: the task branch's commit that was brought onto the run's branch."""
+    merge_failures: int = 0
+    """Parallel runs: times the task's work did not merge (or verify) on the run's new head."""
 
     @property
     def attempt(self) -> int:
@@ -244,6 +254,7 @@ class RunState(BaseModel):
         elif kind == "task_done":
             task.status = TaskStatus.DONE
             task.commit = record.get("commit")
+            task.merged_from = record.get("merged_from", task.merged_from)
             task.unverified = bool(record.get("unverified", task.unverified))
             task.reason = str(record.get("reason", ""))
         elif kind == "task_failed":
@@ -257,6 +268,23 @@ class RunState(BaseModel):
             task.attempts_since_reset = 0
             task.tree = None
             task.reason = ""
+            task.merge_failures = 0
+        elif kind == "worktree_added":
+            task.worktree = record.get("worktree")
+            task.branch = record.get("branch")
+            task.base = record.get("base")
+        elif kind == "worktree_removed":
+            task.worktree = task.branch = task.base = None
+        elif kind == "merge_failed":
+            # Verified in its worktree, but not on the run's new head: one more round of attempts,
+            # from a fresh worktree; the reason goes to the next prompt.
+            task.merge_failures += 1
+            if attempt is not None:
+                attempt.failure = str(record.get("failure") or record.get("reason", ""))
+            if record.get("rerun", True):
+                task.status = TaskStatus.PENDING
+                task.attempts_since_reset = 0
+                task.tree = None
         elif kind == "edits_saved":
             ref = record.get("ref")
             if isinstance(ref, str) and ref not in task.saved_refs:

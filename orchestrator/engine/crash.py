@@ -22,6 +22,13 @@ CRASH_POINTS = (
     "after_failed_attempt",  # a failed attempt journaled, the retry not started
 )
 
+# Only a parallel run (tasks in worktrees) passes these.
+PARALLEL_CRASH_POINTS = (
+    "after_worktree",  # worktree added, not journaled
+    "after_branch_commit",  # the task's work committed on its branch, not merged yet
+    "after_merge",  # its work merged into the run's work tree, not re-verified, ticked or committed
+)
+
 
 def crash_point(point: str, task_id: str) -> None:
     target = os.environ.get(CRASH_ENV)

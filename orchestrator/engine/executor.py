@@ -3,20 +3,24 @@
 The runner asks the scheduler for ready tasks while the executor has free slots, hands each to
 `start` with the work to do (a callable taking the workspace to run in), then collects results
 with `wait`. Landing a passed task on the run's branch (tick + commit) stays in the runner, one at a
-time and in the order results arrive; before it, `integrate` brings the task's changes into the
-run's work tree, and after a failure `discard` keeps its edits in a ref and cleans the workspace.
+time, on the main thread; before it, `integrate` brings the task's changes into the run's work
+tree (saying whether they conflict and whether the branch moved since the task began), after it
+`release` drops the task's workspace, and after a failure `discard` keeps its edits in a ref and
+cleans the workspace.
 
 InlineExecutor is the serial default: one slot, the repository's own work tree as the workspace,
-nothing to integrate. A worktree executor (N slots, threads, one `git worktree` per task,
-`integrate` = cherry-pick onto the run's head) plugs in here without touching the state machine.
+nothing to integrate. WorktreeExecutor (engine/worktrees.py) runs N tasks at once, each in its own
+`git worktree`.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.domain.plan import Task
 from orchestrator.persistence.repo import GitRepo
@@ -43,9 +47,26 @@ Work = Callable[[Path], TaskResult]
 """A task's attempts, run in the given workspace; journals and reports as it goes."""
 
 
+@dataclass
+class Merge:
+    """What bringing a task's work into the run's work tree found."""
+
+    conflicts: list[str] = field(default_factory=list)
+    """Paths that did not merge (nothing was changed then)."""
+    moved: bool = False
+    """The run's branch moved since the task began: its checks must run again on the merge."""
+    overlap: list[str] = field(default_factory=list)
+    """Paths both the task and the branch changed since the task began."""
+
+
 class Executor(Protocol):
     slots: int
     """How many tasks may be in flight at once."""
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]:
+        """Held around every git operation on the main repository."""
+        ...
 
     def start(self, task: Task, work: Work) -> None: ...
 
@@ -55,8 +76,12 @@ class Executor(Protocol):
 
     def in_flight(self) -> list[str]: ...
 
-    def integrate(self, result: TaskResult) -> None:
+    def integrate(self, result: TaskResult) -> Merge:
         """Make the run's work tree hold the task's changes (before the tick and the commit)."""
+        ...
+
+    def release(self, result: TaskResult) -> None:
+        """The task's commit is on the run's branch: drop its workspace."""
         ...
 
     def discard(self, result: TaskResult, keep_ref: str, message: str) -> str | None:
@@ -64,7 +89,9 @@ class Executor(Protocol):
         and return its workspace to the run's head."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, wait: bool = True) -> None:
+        """No more tasks: wait for those in flight (unless aborting) and tidy up."""
+        ...
 
 
 class InlineExecutor:
@@ -74,6 +101,7 @@ class InlineExecutor:
 
     def __init__(self, repo: GitRepo, keep: Callable[[list[str]], list[str]] | None = None):
         self.repo = repo
+        self.lock = threading.Lock()
         self._pending: list[tuple[Task, Work]] = []
         # Which changed paths a reset may touch (paths dirty before an --allow-dirty run are not ours).
         self._keep = keep or (lambda paths: paths)
@@ -93,8 +121,12 @@ class InlineExecutor:
         finally:
             self._pending.pop(0)
 
-    def integrate(self, result: TaskResult) -> None:
+    def integrate(self, result: TaskResult) -> Merge:
         del result  # the work is already in the run's work tree
+        return Merge()
+
+    def release(self, result: TaskResult) -> None:
+        del result
 
     def discard(self, result: TaskResult, keep_ref: str, message: str) -> str | None:
         del result
@@ -102,5 +134,6 @@ class InlineExecutor:
         self.repo.reset_paths(self._keep(self.repo.changed_paths()))
         return keep_ref if sha else None
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        del wait
         self._pending.clear()

@@ -1,10 +1,14 @@
 """The run loop and each task's state machine.
 
     while slots free: start ready tasks         (scheduler + executor)
-    for each finished task: land it or fail it  (tick + commit, one at a time)
+    for each finished task: land it or fail it  (merge, re-verify, tick + commit, one at a time)
 
 Every transition is journaled (fsync'd) before the action it announces, and the in-memory RunState
 is the fold of exactly those records, so what `show` and `resume` read is what happened.
+
+With --parallel N the tasks' attempts run on worker threads, each in its own git worktree; the
+journal, the events and everything that touches the run's branch stay on this module's lock and
+the main thread, so there is one writer of the run's state and one merge at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from orchestrator.agents.base import (
     AgentUnavailable,
 )
 from orchestrator.config import Settings
+from orchestrator.domain import dag
 from orchestrator.domain.events import (
     AgentActivity,
     AgentFinished,
@@ -46,7 +51,13 @@ from orchestrator.engine.crash import crash_point
 from orchestrator.engine.executor import Executor, InlineExecutor, TaskResult
 from orchestrator.engine.prompts import PromptRenderer
 from orchestrator.engine.scheduler import Scheduler, is_group
-from orchestrator.engine.verification import CommandResult, commands_for, run_verification
+from orchestrator.engine.verification import (
+    CommandResult,
+    VerificationOutcome,
+    commands_for,
+    run_verification,
+)
+from orchestrator.engine.worktrees import Worktree, WorktreeExecutor, worktrees_root
 from orchestrator.errors import OrchestrateError
 from orchestrator.persistence.journal import Journal, atomic_write
 from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitRepo
@@ -127,7 +138,7 @@ class Runner:
         self.plan = plan
         self.state = ctx.state
         self.scheduler = Scheduler(plan, ctx.selection)
-        self.executor: Executor = executor or InlineExecutor(self.repo, keep=self.ours)
+        self.executor: Executor = executor or self._default_executor()
         self.renderer = PromptRenderer(
             self.repo.root,
             ctx.plan_path,
@@ -136,10 +147,34 @@ class Runner:
         )
         self._lock = threading.RLock()
         self._stop_requested = False
+        self._halt = False
+        """The run is ending (an error, a budget stop): tasks in flight stop after their step."""
+        self._landing: set[str] = set()
+        """Finished tasks not landed yet: not ready again, not in flight either."""
+        self._rank = {task_id: n for n, task_id in enumerate(dag.execution_order(plan))}
         self._resume_at: dict[str, str] = {}
         for record in self.state.tasks.values():
             if record.status is TaskStatus.DONE:
                 self.scheduler.done.add(record.id)
+
+    def _default_executor(self) -> Executor:
+        if self.settings.parallel <= 1:
+            return InlineExecutor(self.repo, keep=self.ours)
+        return WorktreeExecutor(
+            self.repo,
+            self.settings.parallel,
+            worktrees_root(self.ctx.journal.directory.parent, self.ctx.run_id),
+            self.ctx.run_id,
+            on_added=self._worktree_added,
+            on_removed=self._worktree_removed,
+        )
+
+    def _worktree_added(self, task: Task, worktree: Worktree) -> None:
+        fields: dict[str, Any] = worktree.as_record()
+        self.record("worktree_added", task=task.id, **fields)
+
+    def _worktree_removed(self, task_id: str) -> None:
+        self.record("worktree_removed", durable=False, task=task_id)
 
     # -- journal + events ------------------------------------------------------------------
 
@@ -216,6 +251,7 @@ class Runner:
         status = RunStatus.COMPLETE
         message = ""
         hint = ""
+        wait_for_tasks = True
         try:
             self._loop()
         except BudgetExceeded:
@@ -236,6 +272,7 @@ class Runner:
             hint = f"orchestrate resume {self.ctx.run_id}"
             message = "stopped on request after the current step"
         except KeyboardInterrupt:
+            wait_for_tasks = False
             status = RunStatus.STOPPED
             hint = f"orchestrate resume {self.ctx.run_id}"
             message = "aborted (second Ctrl-C); the interrupted task is picked up on resume"
@@ -248,7 +285,8 @@ class Runner:
             self._finish(RunStatus.STOPPED, f"stopped by an internal error: {exc!r}", "")
             raise
         finally:
-            self.executor.close()
+            self._halt = True
+            self.executor.close(wait=wait_for_tasks)
         if status is RunStatus.COMPLETE:
             if self.state.count(TaskStatus.FAILED) or self.state.count(TaskStatus.SKIPPED):
                 status = RunStatus.FAILED
@@ -289,22 +327,37 @@ class Runner:
 
     def _loop(self) -> None:
         while True:
-            if self._stop_requested:
-                raise StopRequested
-            in_flight = self.executor.in_flight()
-            free = self.executor.slots - len(in_flight)
-            if free > 0:
-                for task in self.scheduler.ready(in_flight)[:free]:
-                    self.executor.start(task, self._work_for(task))
+            self._top_up()
             if not self.executor.in_flight():
-                return
-            for result in self.executor.wait():
-                if result.stopped:
+                if self._stop_requested:
                     raise StopRequested
+                return
+            results = sorted(self.executor.wait(), key=lambda r: self._rank.get(r.task.id, 0))
+            self._landing = {r.task.id for r in results}
+            for result in results:
+                if self.executor.slots > 1:
+                    # Keep the slots busy while this thread merges, one task at a time.
+                    self._top_up()
+                self._landing.discard(result.task.id)
+                if result.stopped:
+                    continue  # left as it is: resume picks it up
                 if result.passed:
                     self._land(result)
                 else:
                     self._fail(result)
+
+    def _top_up(self) -> None:
+        """Start ready tasks, those on the longest remaining path first, while slots are free."""
+        if self._stop_requested:
+            return
+        in_flight = self.executor.in_flight()
+        free = self.executor.slots - len(in_flight)
+        if free <= 0:
+            return
+        for task in self.scheduler.ready([*in_flight, *self._landing])[:free]:
+            with self._lock:
+                self.state.task(task.id)  # created here, so worker threads only ever look it up
+            self.executor.start(task, self._work_for(task))
 
     def _work_for(self, task: Task) -> Any:
         def work(workspace: Path) -> TaskResult:
@@ -347,7 +400,7 @@ class Runner:
 
         return listen
 
-    def _verify(self, task: Task, attempt: int, commands: list[str], workspace: Path) -> Any:
+    def _verify(self, task: Task, attempt: int, commands: list[str], workspace: Path) -> VerificationOutcome:
         def heard(result: CommandResult) -> None:
             self.record(
                 "verification",
@@ -375,13 +428,16 @@ class Runner:
 
         return run_verification(commands, cwd=workspace, timeout=self.settings.timeout, on_result=heard)
 
-    def _guard(self, workspace_repo: GitRepo, plan_bytes: bytes) -> list[str]:
+    def _guard(self, workspace_repo: GitRepo, plan_bytes: bytes | None) -> list[str]:
         """Undo what the agent may not change: the plan file and `protected_paths`."""
         restored: list[str] = []
         plan_file = workspace_repo.root / self.ctx.plan_rel
         current = plan_file.read_bytes() if plan_file.exists() else None
         if current != plan_bytes:
-            atomic_write(plan_file, plan_bytes)
+            if plan_bytes is None:
+                plan_file.unlink()
+            else:
+                atomic_write(plan_file, plan_bytes)
             restored.append(self.ctx.plan_rel)
         if self.settings.protected_paths:
             hit = [
@@ -419,7 +475,7 @@ class Runner:
                 if record.attempts_since_reset >= self.settings.max_attempts:
                     result.reason = failure or "no attempts left"
                     return result
-                if self._stop_requested:
+                if self._stop_requested or self._halt:
                     result.stopped = True
                     return result
                 self._check_budget()
@@ -433,7 +489,7 @@ class Runner:
                             )
                         )
                     continue
-                if self._stop_requested:
+                if self._stop_requested or self._halt:
                     result.stopped = True
                     return result
             result.attempts = attempt
@@ -478,7 +534,7 @@ class Runner:
         self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
         crash_point("after_start", task.id)
         plan_file = workspace / self.ctx.plan_rel
-        plan_bytes = plan_file.read_bytes()
+        plan_bytes = plan_file.read_bytes() if plan_file.exists() else None
         request = AgentRequest(
             task_id=task.id,
             attempt=attempt,
@@ -565,24 +621,44 @@ class Runner:
     # -- landing ---------------------------------------------------------------------------
 
     def _land(self, result: TaskResult) -> None:
-        """Tick the box and commit the task's changes with it: one commit, the point of truth."""
+        """Bring the task's work onto the run's branch (checked again when the branch moved since
+        it began), tick the box and commit both: one commit, the point of truth."""
         task = result.task
         self.record("task_committing", task=task.id, workspace=result.extra)
         crash_point("after_committing", task.id)
-        self.executor.integrate(result)
-        plan = self._tick(task)
-        crash_point("after_tick", task.id)
-        sha = self.repo.commit_all(
-            commit_message(task),
-            {TASK_TRAILER: task.id, RUN_TRAILER: self.ctx.run_id},
-            exclude=self._untouched_preexisting(),
-        )
+        merge = self.executor.integrate(result)
+        if merge.conflicts:
+            self._merge_failed(result, merge.conflicts, "its changes conflict with work merged meanwhile")
+            return
+        crash_point("after_merge", task.id)
+        if merge.moved:
+            outcome = self._recheck(task)
+            if outcome is not None and not outcome.passed:
+                failed = outcome.failure
+                why = f"on the run's new head {failed.explain() if failed else 'verification failed'}"
+                self._merge_failed(result, merge.overlap, why, outcome.failure_report())
+                return
+        with self.executor.lock:
+            plan = self._tick(task)
+            crash_point("after_tick", task.id)
+            sha = self.repo.commit_all(
+                commit_message(task),
+                {TASK_TRAILER: task.id, RUN_TRAILER: self.ctx.run_id},
+                exclude=self._untouched_preexisting(),
+            )
         crash_point("after_commit", task.id)
-        self.record("task_done", task=task.id, commit=sha, unverified=result.unverified)
+        # Parallel runs: where the work was done and which commit of its branch was merged.
+        merged: dict[str, Any] = {
+            k: v for k, v in result.extra.items() if k in ("worktree", "branch", "base")
+        }
+        if "head" in result.extra:
+            merged["merged_from"] = result.extra["head"]
+        self.record("task_done", task=task.id, commit=sha, unverified=result.unverified, **merged)
         crash_point("after_done", task.id)
         self.plan = plan
         self.scheduler.done.add(task.id)
         self.scheduler.update_plan(plan)
+        self.executor.release(result)
         record = self.state.task(task.id)
         self.emit(
             TaskFinished(
@@ -611,6 +687,52 @@ class Runner:
             t.model_copy(update={"state": BoxState.DONE}) if t.id == task.id else t for t in self.plan.tasks
         ]
         return self.plan.model_copy(update={"tasks": tasks, "sha256": hashlib.sha256(updated).hexdigest()})
+
+    def _recheck(self, task: Task) -> VerificationOutcome | None:
+        """The task's checks again, in the run's work tree, on the merge (None: it has none)."""
+        commands = commands_for(task.verify, self.settings.verify)
+        if not commands:
+            return None
+        return self._verify(task, self.state.task(task.id).attempt, commands, self.repo.root)
+
+    def _merge_failed(self, result: TaskResult, files: list[str], why: str, output: str = "") -> None:
+        """The task passed in its worktree but does not fit on the run's current head: the first
+        time it runs again from a fresh worktree; the second time it fails, naming the files."""
+        task = result.task
+        record = self.state.task(task.id)
+        with self.executor.lock:
+            self.repo.restore_head(self.ours(self.repo.changed_paths()))
+        names = ", ".join(files) if files else "none changed by both"
+        reason = f"its work does not fit on the run's branch: {why} (conflicting files: {names})"
+        final = record.merge_failures >= 1
+        self.record(
+            "merge_failed",
+            task=task.id,
+            attempt=record.attempt,
+            files=files,
+            reason=reason,
+            # What the next prompt shows the agent: unlike after a failed check, its previous
+            # changes are not in the fresh worktree.
+            failure=(
+                f"{reason}.\nThis attempt starts from a fresh copy of the run's current branch, "
+                "which includes the other tasks' work: your previous changes are NOT in the work "
+                f"tree; redo the task on top of the current code.\n{output[-4000:]}"
+            ).strip(),
+            rerun=not final,
+        )
+        if final:
+            result.reason = f"{reason}; it was run again on the new head and still does not fit"
+            self._fail(result)
+            return
+        ref = self.executor.discard(
+            result,
+            ref_name(self.ctx.run_id, task.id, f"unmerged-attempt-{record.attempt}"),
+            f"orchestrate: work of task {task.id} that did not merge (run {self.ctx.run_id})",
+        )
+        if ref:
+            self.record("edits_saved", task=task.id, attempt=record.attempt, ref=ref)
+        self.notice(f"{reason}; running it again on the new head", level="warning", task_id=task.id)
+        self.emit(TaskRetrying(task_id=task.id, next_attempt=record.attempt + 1, reason=reason))
 
     def _fail(self, result: TaskResult) -> None:
         task = result.task

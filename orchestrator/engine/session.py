@@ -20,10 +20,19 @@ from orchestrator.agents.registry import create_agent
 from orchestrator.config import Settings, load_settings
 from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
 from orchestrator.domain.plan import Plan
-from orchestrator.domain.state import RunState, RunStatus, TaskStatus
+from orchestrator.domain.state import RunState, RunStatus, TaskRecord, TaskStatus
 from orchestrator.engine.runner import RunContext, Runner, RunResult, ref_name
 from orchestrator.engine.scheduler import Scheduler, select_tasks
 from orchestrator.engine.verification import commands_for, missing_programs
+from orchestrator.engine.worktrees import (
+    Worktree,
+    WorktreeExecutor,
+    branch_prefix,
+    is_worktree,
+    keep_worktree,
+    remove_worktree,
+    worktrees_root,
+)
 from orchestrator.errors import PlanError, PreflightError, UsageError
 from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
 from orchestrator.persistence.repo import GitRepo, find_repo_root
@@ -258,15 +267,30 @@ def repo_for_resume(repo: Path | None) -> GitRepo:
     return GitRepo(root)
 
 
-def _wait_for_index_lock(git: GitRepo, reporter: Reporter) -> None:
-    """A kill during `git commit` can leave index.lock behind (or a git still finishing)."""
-    lock = git.git_dir / "index.lock"
+def _wait_for_index_lock(git: GitRepo, reporter: Reporter, branch: str = "", run_id: str = "") -> None:
+    """A kill during `git commit` can leave index.lock behind (or a git still finishing); one
+    during a ref update, the ref's lock. The run's own refs are the run's alone (we hold the run
+    lock), so their locks are stale at once."""
+    common = git.common_dir
+    shared = [git.git_dir / "index.lock", common / "HEAD.lock", common / "packed-refs.lock"]
+    if branch:
+        shared.append(common / "refs" / "heads" / f"{branch}.lock")
     deadline = time.monotonic() + 5.0
-    while lock.exists() and time.monotonic() < deadline:
+    while any(lock.exists() for lock in shared) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if lock.exists():
-        lock.unlink(missing_ok=True)
-        reporter.emit(Notice(level="warning", message=f"removed a stale {lock} left by an interrupted git"))
+    own: list[Path] = []
+    if run_id:
+        for space in (
+            common / "refs" / "heads" / branch_prefix(run_id),
+            common / "refs" / "orchestrate" / run_id,
+        ):
+            own.extend(space.rglob("*.lock") if space.is_dir() else [])
+    for lock in [*shared, *own]:
+        if lock.exists():
+            lock.unlink(missing_ok=True)
+            reporter.emit(
+                Notice(level="warning", message=f"removed a stale {lock} left by an interrupted git")
+            )
 
 
 def resume_run(
@@ -295,7 +319,7 @@ def resume_run(
     if not plan_path.is_file():
         raise PlanError("the run's plan file is gone", path=plan_path)
     with RunLock(git):
-        _wait_for_index_lock(git, reporter)
+        _wait_for_index_lock(git, reporter, state.branch, run_id)
         branch = git.current_branch()
         if branch != state.branch:
             raise PreflightError(
@@ -325,9 +349,9 @@ def resume_run(
             runner = Runner(ctx, agent, reporter, plan)
             changed = {k: v for k, v in remembered(settings).items() if state.settings.get(k) != v}
             runner.record("run_resumed", overrides=changed, pid=os.getpid())
-            plan = reconcile(runner, plan)
+            plan, in_place = reconcile(runner, plan)
             # A task picked up mid-way owns the tree's changes; otherwise they are someone else's.
-            leftover = [] if runner.resuming_tasks() else runner.ours(git.changed_paths())
+            leftover = [] if in_place else runner.ours(git.changed_paths())
             if leftover and not settings.allow_dirty:
                 raise PreflightError(
                     f"the work tree has changes the run did not make ({leftover[0]}, ...); "
@@ -352,8 +376,9 @@ def _keep_and_reset(runner: Runner, task_id: str, attempt: int, why: str) -> Non
     git.reset_paths(runner.ours(git.changed_paths()))
 
 
-def reconcile(runner: Runner, plan: Plan) -> Plan:
-    """Make the journal agree with the branch and the work tree before going on.
+def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
+    """Make the journal agree with the branch and the work tree before going on; the plan as it
+    is now, and the tasks picked up mid-way in the run's work tree.
 
     - a commit with the task's trailer on the branch: the task is done (whatever the journal says);
     - journaled done but no such commit (the branch was reset): the task runs again;
@@ -362,12 +387,17 @@ def reconcile(runner: Runner, plan: Plan) -> Plan:
     - agent finished, tree intact: verification (perhaps half-done) runs again;
     - caught mid-run (or its tree changed since): its edits are kept in a ref, the tree is reset,
       and the task is re-run;
-    - failed or skipped: a fresh allowance of attempts.
+    - failed or skipped: a fresh allowance of attempts;
+    - a task of a parallel run: see _reconcile_worktrees.
     """
     git = runner.repo
     state = runner.state
     run_id = runner.ctx.run_id
     committed = {c.task_id: c.sha for c in git.trailer_commits(run_id)}
+    in_worktrees = _reconcile_worktrees(runner, committed)
+    in_place: list[str] = []
+    # Tasks of a serial run can only be picked up mid-way by a serial executor (in place).
+    adopt_in_place = not isinstance(runner.executor, WorktreeExecutor)
     plan_file = runner.ctx.plan_path
     # A kill during a tick can leave the plan writer's temp file beside the plan.
     for stray in plan_file.parent.glob(f".{plan_file.name}.*.tmp"):
@@ -391,10 +421,13 @@ def reconcile(runner: Runner, plan: Plan) -> Plan:
         if record.status in (TaskStatus.FAILED, TaskStatus.SKIPPED):
             runner.record("task_reset", task=task_id, reason="resumed")
             continue
+        if task_id in in_worktrees:
+            continue
         if record.status is TaskStatus.PENDING and record.tree is not None and task is not None:
             # Between a failed attempt and the next: its edits are what the retry builds on.
-            if git.snapshot_tree() == record.tree:
+            if adopt_in_place and git.snapshot_tree() == record.tree:
                 runner.resume_at(task_id, "retry")
+                in_place.append(task_id)
             else:
                 _keep_and_reset(runner, task_id, record.attempt, "interrupted")
             continue
@@ -405,15 +438,10 @@ def reconcile(runner: Runner, plan: Plan) -> Plan:
             plan = set_box(runner.ctx.plan_path, task_id, False)
             task = plan.task(task_id) or task
         tree = git.snapshot_tree()
-        if record.status in (TaskStatus.VERIFIED, TaskStatus.COMMITTING) and tree == record.tree:
-            runner.resume_at(task_id, "commit")
-            runner.notice("its verified work is intact; committing it", task_id=task_id)
-        elif record.status in (TaskStatus.AGENT_DONE, TaskStatus.VERIFIED, TaskStatus.COMMITTING) and (
-            tree == record.tree or record.status is not TaskStatus.AGENT_DONE
-        ):
-            # Verified work whose tree moved, or an agent's work whose check was cut short.
-            runner.resume_at(task_id, "verify")
-            runner.notice("its agent's work is intact; verifying it again", task_id=task_id)
+        point = _pick_up_at(record, tree) if adopt_in_place else None
+        if point is not None:
+            runner.resume_at(task_id, point)
+            in_place.append(task_id)
         else:
             _keep_and_reset(runner, task_id, record.attempt, "interrupted")
             runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
@@ -423,4 +451,140 @@ def reconcile(runner: Runner, plan: Plan) -> Plan:
     for record in state.tasks.values():
         if record.status is TaskStatus.DONE:
             runner.scheduler.done.add(record.id)
-    return plan
+    return plan, in_place
+
+
+def _pick_up_at(record: TaskRecord, tree: str) -> str | None:
+    """Where a task caught after its agent finished goes on, given its work tree's hash now:
+    'commit' (its verified work is intact), 'verify' (verified work whose tree moved, or an
+    agent's work whose check was cut short), or None (run it again)."""
+    if record.status in (TaskStatus.VERIFIED, TaskStatus.COMMITTING) and tree == record.tree:
+        return "commit"
+    if record.status in (TaskStatus.AGENT_DONE, TaskStatus.VERIFIED, TaskStatus.COMMITTING) and (
+        tree == record.tree or record.status is not TaskStatus.AGENT_DONE
+    ):
+        return "verify"
+    return None
+
+
+_SAID = {
+    "commit": "its verified work is intact; merging it",
+    "verify": "its agent's work is intact; verifying it again",
+    "retry": "its previous attempt's edits are intact; the next attempt builds on them",
+}
+
+
+def _reconcile_worktrees(runner: Runner, committed: dict[str, str]) -> set[str]:
+    """Parallel runs: each task a kill caught in its worktree, and whatever else the run left.
+
+    - a merge cut short in the run's work tree: the tree goes back to the branch head (the work is
+      safe on the task's branch; a tick without its commit is not trusted);
+    - committed on the run's branch: done (the caller records it); its worktree and branch go;
+    - verified, with its work intact on its branch or in its worktree: merged without running again;
+    - its agent's work intact: verified again there; between attempts, edits intact: the next
+      attempt runs there (as the serial rules say, with the worktree as the work tree);
+    - anything else: its edits are kept in a named ref, the worktree and branch go, it runs again;
+    - worktrees and branches of the run that no task claims: kept in a ref, then removed.
+
+    Returns the tasks it took care of."""
+    git = runner.repo
+    state = runner.state
+    run_id = runner.ctx.run_id
+    executor = runner.executor
+    handled: set[str] = set()
+    merging = [
+        r
+        for r in state.tasks.values()
+        if r.branch and r.status is TaskStatus.COMMITTING and r.id not in committed
+    ]
+    changed = runner.ours(git.changed_paths()) if merging else []
+    if changed:
+        git.restore_head(changed)
+        runner.notice("its merge into the work tree was cut short; merging it again", task_id=merging[0].id)
+    claimed: set[str] = set()
+    for record in list(state.tasks.values()):
+        if not (record.branch and record.worktree and record.base):
+            continue
+        handled.add(record.id)
+        worktree = Worktree(Path(record.worktree), record.branch, record.base)
+        point = None if record.id in committed else _worktree_point(git, record, worktree)
+        if point is not None and isinstance(executor, WorktreeExecutor):
+            executor.adopt(record.id, worktree)
+            runner.resume_at(record.id, point)
+            claimed.add(worktree.branch)
+            runner.notice(f"{_SAID[point]} (worktree {worktree.path})", task_id=record.id)
+            continue
+        if record.id not in committed:
+            ref = keep_worktree(
+                git,
+                worktree.path,
+                worktree.branch,
+                worktree.base,
+                ref_name(run_id, record.id, f"attempt-{record.attempt}"),
+                f"orchestrate: edits of interrupted task {record.id} (run {run_id})",
+            )
+            if ref:
+                runner.record("edits_saved", task=record.id, attempt=record.attempt, ref=ref)
+                runner.notice(f"its interrupted edits are kept in {ref}", task_id=record.id)
+            if record.status.in_flight:
+                runner.record("attempt_interrupted", task=record.id, attempt=record.attempt)
+        remove_worktree(git, worktree.path, worktree.branch)
+        runner.record("worktree_removed", task=record.id)
+    _remove_leftovers(runner, claimed)
+    return handled
+
+
+def _worktree_point(git: GitRepo, record: TaskRecord, worktree: Worktree) -> str | None:
+    status = record.status
+    if status in (TaskStatus.VERIFIED, TaskStatus.COMMITTING):
+        tip = git.rev(f"refs/heads/{worktree.branch}")
+        if tip and tip != worktree.base and git.rev(f"{tip}^{{tree}}") == record.tree:
+            return "commit"  # its work is committed on its branch
+    if not is_worktree(worktree.path):
+        return None
+    ws = GitRepo(worktree.path)
+    (ws.git_dir / "index.lock").unlink(missing_ok=True)  # ours alone: stale after a kill
+    tree = ws.snapshot_tree()
+    if status is TaskStatus.PENDING:
+        return "retry" if record.tree is not None and tree == record.tree else None
+    return _pick_up_at(record, tree)
+
+
+def _remove_leftovers(runner: Runner, claimed: set[str]) -> None:
+    """Worktrees and branches of this run that no task claims (a kill between `git worktree add`
+    and its journal record): whatever they hold is kept in a ref, then they go."""
+    git = runner.repo
+    run_id = runner.ctx.run_id
+    root = worktrees_root(runner.ctx.journal.directory.parent, run_id).resolve()
+    prefix = branch_prefix(run_id)
+    for entry in git.worktrees():
+        inside = entry.path.resolve().is_relative_to(root)
+        ours = entry.branch is not None and entry.branch.startswith(prefix + "/")
+        if (inside or ours) and entry.branch not in claimed:
+            _drop_leftover(runner, entry.path, entry.branch or "", entry.head)
+    for branch in git.branches(prefix):
+        if branch not in claimed:
+            _drop_leftover(runner, root / branch.rsplit("/", 1)[-1], branch, None)
+
+
+def _drop_leftover(runner: Runner, path: Path, branch: str, head: str | None) -> None:
+    git = runner.repo
+    run_id = runner.ctx.run_id
+    name = branch.rsplit("/", 1)[-1] if branch else path.name
+    base = git.rev(f"refs/heads/{branch}") if branch else head
+    if base is not None:
+        ref = keep_worktree(
+            git,
+            path,
+            branch,
+            # A worktree's uncommitted edits are relative to its branch's commit.
+            base,
+            ref_name(run_id, name, "leftover"),
+            f"orchestrate: a leftover worktree of run {run_id}",
+        )
+        if ref:
+            runner.notice(f"a leftover worktree of the run held edits; they are kept in {ref}")
+    if branch:
+        remove_worktree(git, path, branch)
+    else:
+        git.worktree_remove(path)

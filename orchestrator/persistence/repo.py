@@ -8,6 +8,7 @@ interrupted edits, commits with trailers, and finding a task's commit again by i
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,23 @@ class TrailerCommit:
     sha: str
     task_id: str
     run_id: str
+
+
+@dataclass(frozen=True)
+class WorktreeEntry:
+    """One line of `git worktree list`: where it is, its branch (None when detached)."""
+
+    path: Path
+    branch: str | None
+    head: str | None
+
+
+@dataclass(frozen=True)
+class MergedTree:
+    """A three-way merge computed without touching any work tree: its tree, or the conflicted paths."""
+
+    tree: str | None
+    conflicts: list[str]
 
 
 def find_repo_root(start: Path) -> Path | None:
@@ -200,6 +218,16 @@ class GitRepo:
         if tracked:
             self.git("checkout", "HEAD", "--", *tracked)
 
+    def restore_head(self, paths: Iterable[str]) -> None:
+        """Like reset_paths, also for paths a merge or `git add` staged (a new file staged and then
+        deleted would otherwise stay in the index)."""
+        paths = list(paths)
+        if not paths:
+            return
+        if self.head() is not None:
+            self.git("reset", "-q", "HEAD", "--", *paths)
+        self.reset_paths(paths)
+
     def _prune_empty_dirs(self, directory: Path) -> None:
         while directory != self.root and directory.is_dir() and not any(directory.iterdir()):
             directory.rmdir()
@@ -278,3 +306,98 @@ class GitRepo:
 
     def log_oneline(self, limit: int = 50) -> str:
         return self.git("log", "--oneline", f"-{limit}").rstrip("\n")
+
+    def rev(self, rev: str) -> str | None:
+        """The object `rev` names (`HEAD`, a branch, `<sha>^{tree}`), or None."""
+        out = self.git("rev-parse", "--verify", "--quiet", rev, check=False).strip()
+        return out or None
+
+    def update_ref(self, ref: str, sha: str) -> None:
+        self.git("update-ref", ref, sha)
+
+    def changed_between(self, old: str, new: str) -> list[str]:
+        """Paths that differ between two commits or trees."""
+        raw = self.git("diff", "--name-only", "-z", "--no-renames", old, new, "--")
+        return [p for p in raw.split("\0") if p]
+
+    # -- worktrees (parallel tasks) ---------------------------------------------------------
+
+    def worktree_add(self, path: Path, branch: str, base: str) -> None:
+        """A new work tree at `path` on a new branch `branch` cut from `base`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.git("worktree", "add", "-q", "-b", branch, str(path), base)
+
+    def worktree_remove(self, path: Path) -> None:
+        """Remove a work tree and its administrative files, whatever state it was left in."""
+        # Twice forced: a kill during `git worktree add` leaves it locked ("initializing"),
+        # perhaps with its directory missing.
+        self.git("worktree", "remove", "--force", "--force", str(path), check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        self.git("worktree", "prune")
+
+    def worktrees(self) -> list[WorktreeEntry]:
+        raw = self.git("worktree", "list", "--porcelain", "-z")
+        found: list[WorktreeEntry] = []
+        path: Path | None = None
+        branch: str | None = None
+        head: str | None = None
+        for field in [*raw.split("\0"), ""]:
+            if not field:
+                if path is not None:
+                    found.append(WorktreeEntry(path, branch, head))
+                path, branch, head = None, None, None
+                continue
+            key, _, value = field.partition(" ")
+            if key == "worktree":
+                path = Path(value)
+            elif key == "branch":
+                branch = value.removeprefix("refs/heads/")
+            elif key == "HEAD":
+                head = value
+        return found
+
+    def branches(self, prefix: str) -> list[str]:
+        """Local branches whose names start with `prefix/`."""
+        raw = self.git("for-each-ref", "--format=%(refname)", f"refs/heads/{prefix.rstrip('/')}/")
+        return [line.removeprefix("refs/heads/") for line in raw.splitlines() if line]
+
+    def delete_branch(self, branch: str) -> None:
+        if self.branch_exists(branch):
+            self.git("branch", "-q", "-D", branch)
+
+    def commit_if_changed(self, message: str) -> str:
+        """Commit every change of this work tree (nothing of it ignored) unless there is none;
+        returns HEAD either way."""
+        self.git("add", "-A")
+        if not self._index_matches_head():
+            self.git("commit", "-q", "--no-verify", "-F", "-", input_text=message.rstrip() + "\n")
+        return self.git("rev-parse", "HEAD").strip()
+
+    def _index_matches_head(self) -> bool:
+        done = subprocess.run(
+            ["git", "diff", "--cached", "--quiet"], cwd=self.root, capture_output=True, check=False
+        )
+        return done.returncode == 0
+
+    def merge_tree(self, ours: str, theirs: str) -> MergedTree:
+        """Three-way merge of two commits (their merge base as the base), written as a tree
+        without touching the index or any work tree; the conflicted paths when it does not merge."""
+        done = subprocess.run(
+            ["git", "merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", ours, theirs],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode not in (0, 1):
+            detail = done.stderr.strip().splitlines()
+            raise GitError(f"git merge-tree failed: {detail[-1] if detail else done.returncode}")
+        fields = [f for f in done.stdout.split("\0") if f]
+        if done.returncode == 0:
+            return MergedTree(fields[0].strip(), [])
+        return MergedTree(None, sorted(dict.fromkeys(f.strip() for f in fields[1:])))
+
+    def checkout_tree(self, tree: str) -> None:
+        """Move the index and the work tree from HEAD to `tree` (HEAD itself stays)."""
+        self.git("read-tree", "-m", "-u", "HEAD", tree)
