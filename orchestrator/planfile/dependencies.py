@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 IMPLICIT_PHASE_ID = "plan"
 
+_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+
 
 @dataclass
 class _Block:
@@ -79,9 +81,29 @@ class DependencyBuilder:
 
     def _phase_ids(self, name: str) -> list[str] | None:
         info = self.phase_by_id.get(name.lower())
-        if info is None:
+        if info is not None:
+            return self._exit_of_phase(info)
+        for glue in ("-", "–"):
+            if glue in name:
+                first, _, last = name.partition(glue)
+                span = self._phase_range(first, last)
+                if span is not None:
+                    return span
+        return None
+
+    def _phase_range(self, first: str, last: str) -> list[str] | None:
+        """ "Phases 14-16": every phase from the first to the last, in plan order."""
+        start = self.phase_by_id.get(first.lower())
+        end = self.phase_by_id.get(last.lower())
+        if start is None or end is None:
             return None
-        return self._exit_of_phase(info)
+        low, high = sorted((self.phases.index(start), self.phases.index(end)))
+        return dedupe(dep for info in self.phases[low : high + 1] for dep in self._exit_of_phase(info))
+
+    def _earlier_than_every_phase(self, name: str) -> bool:
+        """A phase number below all of this plan's: a milestone archived elsewhere (GSD), so done."""
+        numbers = [float(info.id) for info in self.phases if _NUMBER.match(info.id)]
+        return bool(numbers) and _NUMBER.match(name) is not None and float(name) < min(numbers)
 
     def _exit_of_phase(self, info: PhaseInfo) -> list[str]:
         if info.key in self.phase_exit:
@@ -111,7 +133,10 @@ class DependencyBuilder:
     def resolve(self, ref: refs.Reference, line: int, strict: bool, prefer_phase: bool = False) -> list[str]:
         found: list[str] | None = None
         if ref.range_end is not None:
-            found = self._range(ref.name, ref.range_end)
+            if ref.kind == "phase" or prefer_phase and ref.kind != "task":
+                found = self._phase_range(ref.name, ref.range_end)
+            if found is None:
+                found = self._range(ref.name, ref.range_end)
         elif ref.kind == "phase":
             found = self._phase_ids(ref.name)
         elif ref.kind == "task":
@@ -129,7 +154,14 @@ class DependencyBuilder:
                 if found is not None:
                     break
         if found is None:
-            if strict and _looks_like_id(ref):
+            is_phase = ref.kind == "phase" or prefer_phase and not ref.kind
+            if strict and is_phase and not ref.range_end and self._earlier_than_every_phase(ref.name):
+                self.p.diag(
+                    Severity.WARNING,
+                    line + 1,
+                    f"phase {ref.name} is not in this plan (an earlier milestone?); taken as done",
+                )
+            elif strict and _looks_like_id(ref):
                 shown = f"{ref.name}–{ref.range_end}" if ref.range_end else ref.name
                 what = f"{ref.kind} " if ref.kind else ""
                 self.p.diag(
@@ -176,18 +208,22 @@ class DependencyBuilder:
             )
             line = info.first_line
             explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, prefer_phase=True)
-            beside = refs.parallel_with(preamble)
-            parallel = False
+            beside = [p for p in self._phases_named(refs.parallel_with(preamble)) if p.key in entries]
+            parallel = bool(beside)
+            if beside:
+                info.parallel_with = [p.id for p in beside]
             if explicit is not None:
                 entry = explicit
                 info.depends_on = self._named_phases(refs.dependency_clauses(preamble))
             elif beside:
-                named = [self.phase_by_id.get(r.name.lower()) for r in beside]
-                known = [p for p in named if p is not None and p.key in entries]
-                if known:
-                    entry = entries[known[0].key]
-                    info.parallel_with = [p.id for p in known]
-                    parallel = True
+                entry = entries[beside[0].key]
+            # "Can run in parallel with any M2 phase": nothing after it waits for it by default.
+            aside = not parallel and (
+                refs.says_parallel(preamble)
+                or any(
+                    self.p.tasks[i].phase_item is not None and self.p.tasks[i].parallel for i in info.tasks
+                )
+            )
             entries[info.key] = entry
             self.phase_entry = entry
             root = self._blocks(info)
@@ -199,9 +235,30 @@ class DependencyBuilder:
                 self.depends[index] = list(sinks)
             exit_ids = self._sinks(info.tasks) or entry
             self.phase_exit[info.key] = exit_ids
-            previous_exit = dedupe(previous_exit + exit_ids) if parallel else exit_ids
+            if parallel:
+                previous_exit = dedupe(previous_exit + exit_ids)
+            elif not aside:
+                previous_exit = exit_ids
         self._free_statements()
         return {index: dedupe(deps) for index, deps in self.depends.items()}
+
+    def _phases_named(self, references: list[refs.Reference]) -> list[PhaseInfo]:
+        """The phases that "parallel with 2A", "parallel with Phases 14-16" name, in plan order."""
+        found: list[PhaseInfo] = []
+        for ref in references:
+            first, last = ref.name, ref.range_end
+            if last is None:
+                for glue in ("-", "–"):
+                    if glue in first and first.lower() not in self.phase_by_id:
+                        first, _, last = first.partition(glue)
+                        break
+            start = self.phase_by_id.get(first.lower())
+            end = self.phase_by_id.get(last.lower()) if last is not None else start
+            if start is None or end is None:
+                continue
+            low, high = sorted((self.phases.index(start), self.phases.index(end)))
+            found.extend(p for p in self.phases[low : high + 1] if p not in found)
+        return found
 
     def _named_phases(self, clauses: list[refs.DependencyClause]) -> list[str]:
         names: list[str] = []
@@ -223,9 +280,9 @@ class DependencyBuilder:
                 continue
             chain = self.p.chain(task.section)
             cut = max((k for k, s in enumerate(chain) if s in anchors), default=-1)
-            if info.key == IMPLICIT_PHASE_ID or info.key.startswith("section:"):
-                title_section = self.p.title_section()
-                cut = max((k for k, s in enumerate(chain) if s in anchors or s == title_section), default=-1)
+            if info.key == IMPLICIT_PHASE_ID or info.key.startswith(("section:", "kiro:")):
+                outer = {self.p.title_section(), info.container}
+                cut = max((k for k, s in enumerate(chain) if s in anchors or s in outer), default=-1)
             block = root
             for section in chain[cut + 1 :]:
                 child = block.by_section.get(section)
@@ -325,6 +382,8 @@ class DependencyBuilder:
             children = _Block(section=None, items=[("task", c) for c in task.children])
             after_children = self._run_block(children, entry)
             required = [self.p.tasks[c].id for c in task.children if not self.p.tasks[c].optional]
+            if task.optional and not required:  # an optional group is done when its parts are
+                required = [self.p.tasks[c].id for c in task.children]
             self.depends[task.index] = required or entry
             if task.optional:
                 return after_children
@@ -337,7 +396,10 @@ class DependencyBuilder:
     def _sinks(self, indices: Iterable[int]) -> list[str]:
         members = [self.p.tasks[i] for i in indices]
         ids = {task.id for task in members}
-        waited_on = {dep for task in members for dep in self.depends[task.index] if dep in ids}
+        # An optional task waiting on a task does not make that task less of an end.
+        waited_on = {
+            dep for task in members if not task.optional for dep in self.depends[task.index] if dep in ids
+        }
         return [task.id for task in members if not task.optional and task.id not in waited_on]
 
     def _free_statements(self) -> None:

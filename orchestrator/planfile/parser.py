@@ -19,7 +19,8 @@ What counts as a task
 Task ids
     The plan's own where the item starts with one: `T001`, `T010a` (spec-kit), `TASK-12`,
     `2.` / `2.1` (Kiro: an integer needs its trailing dot, so "50 concurrent sessions" is
-    not task 50), `45-01:` (GSD), and `Phase 2.1:` (GSD phase items, id `phase-2.1`).
+    not task 50), `45-01:` (GSD), GSD plan files `01-02-PLAN.md — text` / `12-PLAN-01.md`
+    (id `01-02` / `12-01`), and `Phase 2.1:` (GSD phase items, id `phase-2.1`).
     Otherwise the id is derived from the task's own text: a slug of its first words,
     lower case, at most 40 characters, prefixed by the number of the nearest enclosing
     numbered heading ("Phase 2 ..." -> `2-`, "5.6 Security Audit" -> `5.6-`,
@@ -38,16 +39,24 @@ Phases
     A task under no such heading belongs to the phase of its outermost heading below the
     document title (a single leading `#` heading), id = slug of the heading (Ralph's
     "High Priority"); under no heading at all, to the implicit phase `plan`. A GSD phase
-    item ("- [ ] Phase 2: Name") belongs to phase 2 and comes after every other task of
-    it. Phases without tasks are dropped; the rest keep the order of first appearance.
-    Two headings defining the same number with different titles (GSD milestones) make
-    two phases, the second `n~2`.
+    item ("- [ ] Phase 2: Name - text") belongs to phase 2, names it where no heading does,
+    and comes after every other task of it; "Phase 2.1" is a phase of its own, not a part
+    of phase 2. In a Kiro plan (some "- [ ] 2." task has sub-tasks) each numbered parent
+    outside "Phase N" headings is a phase (id `2`, its title, its item as the phase text),
+    and an unnumbered task after it joins it. Phases without tasks are dropped; the rest
+    run in the order the plan first names them (a heading or a GSD phase item). Two headings
+    defining the same number with different titles (GSD milestones) make two phases, the
+    second `n~2`.
 
 Dependencies (Task.depends_on holds every direct one, explicit or implied)
     Phases run in order: a phase's tasks wait for the previous phase's sinks, unless the
     phase's preamble says "Depends on: Phase 44" / "Wait for: Phase 2" (those phases
-    instead), "Depends on: Nothing" (nothing), or "can run in parallel with ..." (it
-    starts with the phase it runs beside). Within a phase, document order; a run of
+    instead; "Phases 14-16" is a range; an aside in parentheses is not read; a phase
+    numbered below all of the plan's is an earlier, archived milestone: a warning, taken as
+    done), "Depends on: Nothing" (nothing), or "can run in parallel with 2A" (it starts with
+    the phase it runs beside, and what follows waits for both). A phase that can run in
+    parallel with nothing named ("with any M2 phase", or a GSD phase item saying so) is
+    waited for by nothing after it unless that says so. Within a phase, document order; a run of
     `[P]` tasks (or tasks saying "can run in parallel") all wait for what precedes the
     run, and what follows waits for the whole run; a heading ends a run. A sub-section
     whose preamble says "can run in parallel with 2A" starts where 2A started; one that
@@ -100,10 +109,18 @@ _HTML_CHECKBOX = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+\[[ xX]\]", re.M
 _ID_PATTERNS = (
     re.compile(r"^(?P<id>T\d+[a-z]?)(?=[\s:.)\]]|$)"),
     re.compile(r"^(?P<id>[A-Z][A-Z0-9]*-\d+[a-z]?)(?=[\s:.)\]]|$)"),
-    re.compile(r"^(?P<id>\d+(?:\.\d+)?-\d+)\s*:"),
+    re.compile(r"^(?P<id>\d+(?:\.\d+)*-\d+)\s*:"),
     re.compile(r"^(?P<id>\d+(?:\.\d+)+)\.?(?=\s|$)"),
     re.compile(r"^(?P<id>\d+)\.(?=\s|$)"),
 )
+# GSD plan files named as items: "01-02-PLAN.md — text", "12.1-03-PLAN.md: text", "12-PLAN-01.md -- text".
+_GSD_PLAN_FILE = re.compile(
+    r"^(?:(?P<phase>\d+(?:\.\d+)*)-(?P<plan>\d+)-PLAN|(?P<phase2>\d+(?:\.\d+)*)-PLAN-(?P<plan2>\d+))\.md"
+    r"(?=[\s:—–-]|$)[\s:—–-]*",
+    re.IGNORECASE,
+)
+_KIRO_CHILD_ID = re.compile(r"^\d+(?:\.\d+)+$")
+_NAME_END = re.compile(r"\s+(?:-{1,2}|—|–)\s+")
 _PHASE_ITEM = re.compile(r"^phase\s+(?P<id>\d+(?:\.\d+)*[a-z]?)\s*[:—–]\s*", re.IGNORECASE)
 _PARALLEL_MARK = re.compile(r"\[P\]\s*")
 _PHASE_HEADING = re.compile(
@@ -217,6 +234,8 @@ class RawTask:
     parent: int | None
     phase_item: str | None = None
     """For a GSD phase item ("Phase 2: Name"): the phase number it stands for."""
+    phase_name: str = ""
+    """For a GSD phase item: the phase's name ("Foundation" in "Phase 1: Foundation - scaffolding")."""
     children: list[int] = field(default_factory=list)
     child_ranges: list[tuple[int, int]] = field(default_factory=list)
     context: str = ""
@@ -236,6 +255,14 @@ class PhaseInfo:
     depends_on: list[str] = field(default_factory=list)
     parallel_with: list[str] = field(default_factory=list)
     text: str = ""
+    position: int = -1
+    """Line where the plan first names the phase (heading or GSD phase item): its place in the order."""
+    container: int | None = None
+    """For a Kiro numbered-parent phase: the section holding it, if any."""
+
+    def __post_init__(self) -> None:
+        if self.position < 0:
+            self.position = self.first_line
 
 
 class Parser:
@@ -377,6 +404,7 @@ class Parser:
             "-": BoxState.SKIPPED,
         }[char]
         own_id, title, parallel, phase_item = _split_title(_title_text(first[box.end() :], inline))
+        phase_name = _NAME_END.split(title, maxsplit=1)[0].strip() if phase_item is not None else ""
         parent = next((entry.task for entry in reversed(items) if entry.task is not None), None)
         start, end = items[-1].start, items[-1].end
         task = RawTask(
@@ -393,6 +421,7 @@ class Parser:
             section=headings[-1] if headings else None,
             parent=parent,
             phase_item=phase_item,
+            phase_name=phase_name,
         )
         self.tasks.append(task)
         for heading in headings:
@@ -429,10 +458,11 @@ class Parser:
         a dotted id whose prefix is an earlier task's id makes that task its parent."""
         by_own_id: dict[str, RawTask] = {}
         for task in self.tasks:
-            if task.own_id is None:
+            # GSD's "Phase 2.1" is a phase inserted after phase 2, not a part of it.
+            if task.own_id is None or task.phase_item is not None:
                 continue
             prefix, dot, _ = task.own_id.rpartition(".")
-            parent = by_own_id.get(prefix) if dot else None
+            parent = by_own_id.get(prefix) if dot and _KIRO_CHILD_ID.match(task.own_id) else None
             if task.parent is None and parent is not None and parent.section == task.section:
                 task.parent = parent.index
                 parent.children.append(task.index)
@@ -553,17 +583,15 @@ class Parser:
         phases: dict[str, PhaseInfo] = {}
         defined: dict[str, list[tuple[str, str]]] = {}  # number -> [(key, title)]
         used_ids: set[str] = set()
+        repeats: list[tuple[str, int, str]] = []  # (key, line, note): said only of phases with tasks
 
         def phase_for_number(number: str, line: int, title: str, defines: bool) -> PhaseInfo:
             number_key = number.lower()
             known = defined.setdefault(number_key, [])
             if defines and known and title and all(t and t != title for _, t in known):
                 key = f"{number}~{len(known) + 1}"
-                self.diag(
-                    Severity.INFO,
-                    line + 1,
-                    f"phase {number} is defined again with another title; this one is phase {key}",
-                )
+                note = f"phase {number} is defined again with another title; this one is phase {key}"
+                repeats.append((key, line, note))
                 known.append((key, title))
             elif known:
                 key = known[-1][0]
@@ -579,6 +607,7 @@ class Parser:
                 phases[key] = info
             elif defines and title and info.title == f"Phase {number}":
                 info.title = title
+            info.position = min(info.position, line)
             return info
 
         for section in self.sections:
@@ -588,9 +617,13 @@ class Parser:
                 )
                 section.phase_key = info.key
         title_section = self.title_section()
+        kiro_parents = self._uses_numbered_parents()
+        kiro_phase: dict[str, PhaseInfo] = {}  # base phase key -> its latest numbered-parent phase
         for task in self.tasks:
             if task.phase_item is not None:
                 info = phase_for_number(task.phase_item, task.line, "", False)
+                if info.title == f"Phase {task.phase_item}" and task.phase_name:
+                    info.title = task.phase_name
                 task.phase_key = info.key
                 continue
             if task.parent is not None:
@@ -605,15 +638,31 @@ class Parser:
                 task.phase_key = key
                 continue
             outer = [s for s in chain if s != title_section]
-            if outer:
-                anchor = outer[0]
-                key = f"section:{anchor}"
-                if key not in phases:
-                    section = self.sections[anchor]
+            container = outer[0] if outer else None
+            base = f"section:{container}" if container is not None else IMPLICIT_PHASE_ID
+            if kiro_parents and task.own_id is not None and task.own_id.isdigit():
+                # Kiro's "- [ ] 2. Name" with its 2.x tasks is a phase of its own.
+                info = PhaseInfo(
+                    key=f"kiro:{task.index}",
+                    id=_unique(task.own_id, used_ids),
+                    title=task.title,
+                    first_line=task.line,
+                    container=container,
+                )
+                phases[info.key] = info
+                kiro_phase[base] = info
+                task.phase_key = info.key
+                continue
+            if base in kiro_phase:  # an unnumbered task after a numbered parent joins its phase
+                task.phase_key = kiro_phase[base].key
+                continue
+            if container is not None:
+                if base not in phases:
+                    section = self.sections[container]
                     slug = _unique(_slug(section.title) or "section", used_ids)
-                    phases[key] = PhaseInfo(key=key, id=slug, title=section.title, first_line=section.line)
-                phases[key].anchor_sections.add(anchor)
-                task.phase_key = key
+                    phases[base] = PhaseInfo(key=base, id=slug, title=section.title, first_line=section.line)
+                phases[base].anchor_sections.add(container)
+                task.phase_key = base
                 continue
             if IMPLICIT_PHASE_ID not in phases:
                 phase_id = _unique(IMPLICIT_PHASE_ID, used_ids)
@@ -626,16 +675,33 @@ class Parser:
         for section in self.sections:
             if section.phase_key is not None:
                 phases[section.phase_key].sections.append(section.index)
-        kept = sorted((info for info in phases.values() if info.tasks), key=lambda p: p.first_line)
+        # A phase runs where the plan first names it: GSD lists its phases (in the order it
+        # means) before the "Phase Details" headings, which may be ordered otherwise.
+        kept = sorted((info for info in phases.values() if info.tasks), key=lambda p: p.position)
+        kept_keys = {info.key for info in kept}
+        for key, line, note in repeats:
+            if key in kept_keys:
+                self.diag(Severity.INFO, line + 1, note)
         for info in kept:
             info.text = self._phase_text(info)
         return kept
+
+    def _uses_numbered_parents(self) -> bool:
+        """Whether the plan is Kiro-shaped: some "- [ ] 2." task has sub-tasks."""
+        return any(
+            task.own_id is not None and task.own_id.isdigit() and task.children and task.parent is None
+            for task in self.tasks
+        )
 
     def _section_text(self, index: int) -> str:
         section = self.sections[index]
         return "\n".join(self.lines[section.line : section.end]).strip("\n")
 
     def _phase_text(self, info: PhaseInfo) -> str:
+        if info.key.startswith("kiro:"):
+            first = min(self.tasks[i].start for i in info.tasks)
+            last = max(self.tasks[i].end for i in info.tasks)
+            return "\n".join(self.lines[first:last]).strip("\n")
         if info.key == IMPLICIT_PHASE_ID:
             first_heading = next((s.line for s in self.sections if s.level > 1), len(self.lines))
             return "\n".join(self.lines[:first_heading]).strip("\n")
@@ -756,6 +822,10 @@ def _split_title(rest: str) -> tuple[str | None, str, bool, str | None]:
         phase_item = phase.group("id")
         own_id = f"phase-{phase_item.lower()}"
         text = text[phase.end() :]
+    elif plan_file := _GSD_PLAN_FILE.match(text):
+        phase_number = plan_file.group("phase") or plan_file.group("phase2")
+        own_id = f"{phase_number}-{plan_file.group('plan') or plan_file.group('plan2')}"
+        text = text[plan_file.end() :]
     else:
         for pattern in _ID_PATTERNS:
             match = pattern.match(text)

@@ -110,8 +110,22 @@ def references_in(clause: str) -> list[Reference]:
 
 
 def _clause_after(text: str, start: int) -> str:
-    end = _CLAUSE_END.search(text, start)
-    return text[start : end.start() if end else len(text)]
+    """The statement after a keyword, up to the end of its sentence or of the parentheses it
+    stands in. An aside in parentheses is dropped: in "Phase 4 (v1.0 complete)" and "Phase 12
+    (can run in parallel with Phases 14-16)" only the phase before it is depended on."""
+    pieces: list[str] = []
+    position = start
+    while True:
+        end = _CLAUSE_END.search(text, position)
+        opening = text.find("(", position, end.start() if end else len(text))
+        if opening < 0:
+            pieces.append(text[position : end.start() if end else len(text)])
+            return "".join(pieces)
+        pieces.append(text[position:opening])
+        closing = text.find(")", opening)
+        if closing < 0:
+            return "".join(pieces)
+        position = closing + 1
 
 
 def dependency_clauses(text: str) -> list[DependencyClause]:

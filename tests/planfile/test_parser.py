@@ -344,3 +344,119 @@ def test_a_title_that_wraps_keeps_its_second_line_but_not_a_verify_line() -> Non
     assert first.title == "Add a thing that is long and wraps onto a second line"
     assert first.verify == ["true"]
     assert second.title == "Short"
+
+
+# ---- real-world shapes: GSD roadmaps across milestones -----------------------------------------
+
+
+def test_gsd_plan_files_as_items_carry_the_plan_id() -> None:
+    plan = parse_plan(FIXTURES / "gsd_milestones.md")
+    plans = {t.id: t.title for t in plan.tasks if not t.id.startswith("phase-")}
+    assert plans == {
+        "08-01": "Filter mesh and frame",
+        "08-02": "Clip-in mount",
+        "07-01": "Spout geometry",
+        "7.1-01": "Sleeve moulding",
+        "09-01": "Contacts and cord",
+    }
+    assert task(plan, "08-01").phase == "8"
+    assert task(plan, "7.1-01").phase == "7.1"
+
+
+def test_gsd_phases_run_in_the_order_of_the_phase_list_and_take_its_names() -> None:
+    plan = parse_plan(FIXTURES / "gsd_milestones.md")
+    # The "Phase Details" headings come as 8, 7, 7.1, 9; the list (and the plan) says 7, 7.1, 8, 9.
+    assert [p.id for p in plan.phases] == ["5", "5.1", "6", "7", "7.1", "8", "9", "10"]
+    assert plan.phase("5").title == "Heating Element"  # type: ignore[union-attr]  # from the list item
+    assert plan.phase("10").title == "Tea Basket"  # type: ignore[union-attr]
+    assert plan.phase("8").title == "Filter"  # type: ignore[union-attr]  # the heading's
+    # A decimal phase is inserted after its integer one, not a sub-task of it.
+    assert task(plan, "phase-5.1").parent is None
+    assert task(plan, "phase-5.1").depends_on == ["phase-5"]
+
+
+def test_gsd_depends_on_ignores_asides_and_knows_earlier_milestones() -> None:
+    plan = parse_plan(FIXTURES / "gsd_milestones.md")
+    # "**Depends on**: Phase 7.1 (v2.0 handle done first)": the aside names no phase.
+    assert task(plan, "08-01").depends_on == ["phase-7.1"]
+    assert plan.phase("8").depends_on == ["7.1"]  # type: ignore[union-attr]
+    # "Phase 4" was shipped in a milestone this file no longer lists: a warning, not an error.
+    assert plan.errors == []
+    warning = next(d for d in plan.diagnostics if d.severity is Severity.WARNING)
+    assert warning.line == 41
+    assert "phase 4" in warning.message
+    assert task(plan, "07-01").depends_on == []
+
+
+def test_gsd_phases_that_run_in_parallel() -> None:
+    plan = parse_plan(FIXTURES / "gsd_milestones.md")
+    # Phase 7 "can run in parallel with any v2.0 phase": nothing waits for it by default.
+    assert task(plan, "phase-7").parallel
+    assert "phase-7" not in dag_ancestors(plan, "phase-10")
+    # "(can run in parallel with Phases 7-7.1 ...)": a range of phases, and what follows waits for both.
+    assert plan.phase("9").parallel_with == ["7", "7.1"]  # type: ignore[union-attr]
+    assert task(plan, "09-01").depends_on == ["phase-8"]
+    assert "phase-9" in task(plan, "phase-10").depends_on
+    assert [t.id for t in dag.ready(plan, set())] == ["07-01", "08-01"]
+
+
+def dag_ancestors(plan: Plan, task_id: str) -> set[str]:
+    found: set[str] = set()
+    stack = list(task(plan, task_id).depends_on)
+    while stack:
+        current = stack.pop()
+        if current not in found:
+            found.add(current)
+            stack.extend(task(plan, current).depends_on)
+    return found
+
+
+# ---- real-world shapes: Kiro's numbered parents ----------------------------------------------
+
+
+def test_kiro_numbered_parents_are_phases() -> None:
+    plan = parse_plan(FIXTURES / "kiro_phases.md")
+    assert [(p.id, p.title, p.line) for p in plan.phases] == [
+        ("1", "Set up the project", 3),
+        ("2", "Build the store", 12),
+        ("3", "Optional extras", 21),
+        ("4", "Checkpoint - all tests pass", 25),
+    ]
+    assert task(plan, "1.2").phase == "1"  # a flat child joins its parent's phase
+    assert task(plan, "review-the-schema-with-the-team").phase == "2"  # so does an unnumbered task after it
+    # The phase's text is the parent item and what belongs to it: a sub-agent's context.
+    text = plan.phase("2").text  # type: ignore[union-attr]
+    assert "Define the schema" in text
+    assert "Benchmark the schema" in text
+    assert "Set up the project" not in text
+    assert "Optional extras" not in text
+    # Phases run in order: 2.1 waits for parent 1, which waits for its required children.
+    assert task(plan, "1").depends_on == ["1.1", "1.2"]
+    assert task(plan, "2.1").depends_on == ["1"]
+    assert plan.errors == []
+
+
+def test_a_plain_numbered_list_is_not_split_into_phases() -> None:
+    plan = parse("# Chores\n\n- [ ] 1. Buy milk\n- [ ] 2. Walk the dog\n")
+    assert [p.id for p in plan.phases] == ["plan"]
+    assert task(plan, "2").depends_on == ["1"]
+
+
+def test_optional_tasks_never_hide_the_end_of_a_phase() -> None:
+    plan = parse_plan(FIXTURES / "kiro_phases.md")
+    review = "review-the-schema-with-the-team"
+    # The optional benchmark waits for the review; the review is still where phase 2 ends, so the
+    # next required phase (3 is optional throughout) waits for it.
+    assert task(plan, "benchmark-the-schema").depends_on == [review]
+    assert task(plan, "4").depends_on == [review]
+    # An optional parent whose children are all optional is done when they are.
+    assert task(plan, "3").depends_on == ["3.1", "3.2"]
+
+
+def test_a_heading_that_only_mentions_a_phase_again_is_not_reported() -> None:
+    plan = parse(
+        "## Phase 2: Database\n\n- [ ] T001 schema\n\n## Parallel Execution Guide\n\n"
+        "### Phase 2 (Database) - Maximum Parallelization\n\nT001 alone.\n"
+    )
+    assert plan.diagnostics == []
+    assert [p.id for p in plan.phases] == ["2"]
