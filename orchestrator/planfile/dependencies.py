@@ -415,6 +415,9 @@ class DependencyBuilder:
     def _free_ids(self, ref: refs.Reference) -> list[str] | None:
         if ref.kind not in ("", "task"):
             return None
+        # In prose a bare number is a count ("1 region requires 3 approvals"), not Kiro task 3.
+        if not ref.kind and ref.name.isdigit():
+            return None
         if ref.range_end is not None:
             return self._range(ref.name, ref.range_end)
         return self._task_ids(ref.name)

@@ -22,6 +22,7 @@ _HARD_KEYWORD = re.compile(
 # "(after 6A and 6B complete)": only inside parentheses, and only ids that resolve count,
 # because "after" is common prose ("after 5 minutes").
 _SOFT_AFTER = re.compile(r"\(\s*after\s+([^)]*)\)", re.IGNORECASE)
+_BULLET = re.compile(r"^[ \t]*[-*+][ \t]+(?!\[[ xX]\])(.*)$")
 _NONE_WORDS = re.compile(r"^\s*(?:none|nothing|n/?a|no\s+dependencies|-+|—)\b", re.IGNORECASE)
 
 # One reference: an optional kind word, then something id-like (it holds a digit, or is one
@@ -43,6 +44,8 @@ _PARALLEL_WITH = re.compile(r"\bparallel\s+with\s+([^)\n;]*)", re.IGNORECASE)
 
 _VERIFY_LABEL = re.compile(r"\b(?:run|verify|verification|test|tests|check)\s*:\s*", re.IGNORECASE)
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
+_FENCE_OPEN = re.compile(r"^[ \t]*(?:[-*+][ \t]+)?(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)[ \t]*$")
+_SHELL_LANGUAGES = frozenset({"", "bash", "sh", "shell", "zsh", "console", "terminal"})
 _BETWEEN_COMMANDS = re.compile(r"^[\s,;]*(?:(?:and|or|then|&&)\s*)?$", re.IGNORECASE)
 
 # Free statements between task ids elsewhere in the plan ("T008 blocks T009", "T001 → T002").
@@ -134,6 +137,8 @@ def dependency_clauses(text: str) -> list[DependencyClause]:
     clauses: list[DependencyClause] = []
     for match in _HARD_KEYWORD.finditer(text):
         clause = _clause_after(text, match.end())
+        if not clause.strip():  # "**Dependencies:**" and a list below it
+            clause = _bullets_after(text, match.end())
         if _NONE_WORDS.match(clause):
             clauses.append(DependencyClause(explicit_none=True))
             continue
@@ -145,6 +150,22 @@ def dependency_clauses(text: str) -> list[DependencyClause]:
         if refs:
             clauses.append(DependencyClause(refs, strict=False))
     return clauses
+
+
+def _bullets_after(text: str, start: int) -> str:
+    """The plain bullets right below a label that ends its line, as one comma-separated clause."""
+    line_end = text.find("\n", start)
+    if line_end < 0 or text[start:line_end].strip():
+        return ""
+    items: list[str] = []
+    for line in text[line_end + 1 :].split("\n"):
+        bullet = _BULLET.match(line)
+        if bullet is None:
+            if line.strip() or items:
+                break
+            continue
+        items.append(_clause_after(bullet.group(1), 0))
+    return ", ".join(items)
 
 
 def says_parallel(text: str) -> bool:
@@ -164,14 +185,21 @@ def starts_with_verify_label(line: str) -> bool:
 
 
 def verify_commands(text: str) -> list[str]:
-    """Inline code right after "Run:", "Verify:", "Verification:", "Test:" (labels may be bold)."""
+    """Inline code right after "Run:", "Verify:", "Verification:", "Test:" (labels may be bold),
+    or a shell code block right under such a label that ends its line: one command per line."""
     text = plain_labels(text)
     commands: list[str] = []
     for label in _VERIFY_LABEL.finditer(text):
+        block = _fenced_after(text, label)
+        if block is not None:
+            commands.extend(c for c in block if c not in commands)
+            continue
         position = label.end()
         while True:
             span = _CODE_SPAN.search(text, position)
             if span is None or not _BETWEEN_COMMANDS.match(text[position : span.start()]):
+                break
+            if len(span.group(1)) >= 3 and "\n" in span.group(2):  # a fence, not inline code
                 break
             command = span.group(2).strip()
             if span.group(1) != "`" and command.startswith("`"):
@@ -179,6 +207,36 @@ def verify_commands(text: str) -> list[str]:
             if command and command not in commands:
                 commands.append(command)
             position = span.end()
+    return commands
+
+
+def _fenced_after(text: str, label: re.Match[str]) -> list[str] | None:
+    """The commands of a fenced shell block that follows a label ending its line, or None."""
+    line_end = text.find("\n", label.start())
+    if line_end < 0 or text[label.start() : line_end].partition(":")[2].strip():
+        return None
+    lines = text[line_end + 1 :].split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    opening = _FENCE_OPEN.match(lines[0]) if lines else None
+    if opening is None or opening.group("lang").lower() not in _SHELL_LANGUAGES:
+        return None
+    fence = opening.group("fence")
+    commands: list[str] = []
+    pending = ""
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0]):
+            break
+        if pending:
+            stripped = f"{pending} {stripped}"
+            pending = ""
+        if stripped.endswith("\\"):
+            pending = stripped[:-1].rstrip()
+            continue
+        stripped = stripped.removeprefix("$ ")
+        if stripped and not stripped.startswith("#"):
+            commands.append(stripped)
     return commands
 
 

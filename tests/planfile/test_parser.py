@@ -460,3 +460,37 @@ def test_a_heading_that_only_mentions_a_phase_again_is_not_reported() -> None:
     )
     assert plan.diagnostics == []
     assert [p.id for p in plan.phases] == ["2"]
+
+
+def test_a_shell_block_under_a_verify_label_is_the_tasks_commands() -> None:
+    plan = parse_plan(FIXTURES / "verify_blocks.md")
+    assert [t.verify for t in plan.tasks] == [
+        ["make build", "./scripts/check.sh --strict"],  # comments dropped, continuations joined
+        ["mkdocs build --strict", "vale docs/"],  # console prompts dropped; inline commands too
+        ["python -m app.settings --check"],  # ~~~ fences, no language
+        [],  # a JSON block is not a command
+        [],  # the label does not end its line; an example block is not a check
+    ]
+    assert task(plan, "T001").title == "Compile the extension"
+
+
+def test_a_dependencies_label_over_a_bullet_list() -> None:
+    plan = parse(
+        "## Phase 1: Core\n\n- [ ] core\n\n## Phase 2: Docs\n\n- [ ] docs\n\n"
+        "## Phase 3: Release\n\n**Dependencies:**\n- Phase 1 complete\n- Nothing else (docs can wait)\n\n"
+        "- [ ] ship\n- [ ] 3.1 announce\n  - Dependencies:\n    - Task 9.9\n"
+    )
+    # Phase 3 waits for phase 1 only, so it may run beside phase 2.
+    assert task(plan, "3-ship").depends_on == ["1-core"]
+    assert plan.phase("3").depends_on == ["1"]  # type: ignore[union-attr]
+    unknown = [d for d in plan.errors if d.code == dag.UNKNOWN_ID]
+    assert [(d.line, "9.9" in d.message) for d in unknown] == [(16, True)]
+
+
+def test_numbers_in_prose_are_not_task_ids() -> None:
+    plan = parse(
+        "# Rollout\n\n- [ ] 1. Pilot\n  - [ ] 1.1 Pick a region\n- [ ] 2. Expand\n- [ ] 3. Approve\n\n"
+        "Rolling out to 1 region requires 3 approvals. T1 → 1.1 is fine.\n"
+    )
+    assert plan.errors == []
+    assert task(plan, "1.1").depends_on == []
