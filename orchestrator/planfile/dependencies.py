@@ -46,6 +46,10 @@ class DependencyBuilder:
         self.by_lower = {key.lower(): task for key, task in by_id.items()}
         self.order = {task.id: task.index for task in parser.tasks}
         self.depends: dict[int, list[str]] = {task.index: [] for task in parser.tasks}
+        self.explicit: set[tuple[int, str]] = set()
+        self.stated: set[tuple[int, str, int]] = set()
+        """(task index, id, line) edges stated in prose elsewhere in the plan ("T008 blocks T009")."""
+        """(task index, id) edges the plan states in words, as opposed to those its order implies."""
         self.phase_exit: dict[str, list[str]] = {}
         self.section_exit: dict[int, list[str]] = {}
         self.phase_entry: list[str] = []
@@ -240,6 +244,7 @@ class DependencyBuilder:
             elif not aside:
                 previous_exit = exit_ids
         self._free_statements()
+        self._settle_contradictions()
         return {index: dedupe(deps) for index, deps in self.depends.items()}
 
     def _phases_named(self, references: list[refs.Reference]) -> list[PhaseInfo]:
@@ -389,6 +394,8 @@ class DependencyBuilder:
                 return after_children
         else:
             self.depends[task.index] = list(entry)
+            if explicit is not None:
+                self.explicit.update((task.index, dep) for dep in explicit)
             if task.optional:
                 return frontier
         return [task.id]
@@ -403,7 +410,7 @@ class DependencyBuilder:
         return [task.id for task in members if not task.optional and task.id not in waited_on]
 
     def _free_statements(self) -> None:
-        for _line, text in self.p.free_text:
+        for line, text in self.p.free_text:
             for statement in refs.free_statements(text):
                 earlier = [d for ref in statement.earlier for d in (self._free_ids(ref) or [])]
                 later = [d for ref in statement.later for d in (self._free_ids(ref) or [])]
@@ -411,6 +418,64 @@ class DependencyBuilder:
                     index = self.by_id[task_id].index
                     additions = [d for d in earlier if d != task_id]
                     self.depends[index] = dedupe(self.depends[index] + additions)
+                    self.explicit.update((index, dep) for dep in additions)
+                    self.stated.update((index, dep, line) for dep in additions)
+
+    def _settle_contradictions(self) -> None:
+        """A statement elsewhere in the plan wins over the order of its list. "Critical Path: ...
+        → T005 → T004" or "Recommended order: ... → T010 → T006" where the list has them the
+        other way round would close a loop with the order the list implies; the implied edge
+        nearest the waiting task is bypassed instead (the task that waited for the skipped one
+        waits for what that one waited for), and a note says so. A task's own "(depends on
+        T103)" against its list's order is still a cycle: lint reports it."""
+        for index, dep, line in sorted(self.stated):
+            dep_task = self.by_id.get(dep)
+            if dep_task is None or dep_task.index <= index:  # only a forward reference can contradict
+                continue
+            target = self.p.tasks[index].id
+            for _ in range(len(self.p.tasks)):
+                path = self._path(dep, target)
+                implied = [edge for edge in path or [] if edge not in self.explicit]
+                if not implied:
+                    break
+                waiting, skipped = implied[-1]
+                self.p.diag(
+                    Severity.INFO,
+                    line + 1,
+                    f"{target} waits for {dep} as this line says, so {self.p.tasks[waiting].id} no longer "
+                    f"waits for {skipped}, which the list puts before it",
+                )
+                skipped_index = self.by_id[skipped].index
+                waiting_id = self.p.tasks[waiting].id
+                instead = [
+                    d
+                    for d in self.depends[skipped_index]
+                    if (skipped_index, d) not in self.explicit and d != waiting_id
+                ]
+                self.depends[waiting] = dedupe([d for d in self.depends[waiting] if d != skipped] + instead)
+
+    def _path(self, start: str, target: str) -> list[tuple[int, str]] | None:
+        """The dependency edges (waiting task index, id it waits for) leading from start to target."""
+        came_from: dict[str, tuple[int, str] | None] = {start: None}
+        frontier = [start]
+        while frontier:
+            following: list[str] = []
+            for current in frontier:
+                index = self.by_id[current].index
+                for dep in self.depends[index]:
+                    if dep in came_from or dep not in self.by_id:
+                        continue
+                    came_from[dep] = (index, dep)
+                    if dep == target:
+                        edges: list[tuple[int, str]] = []
+                        step = came_from[dep]
+                        while step is not None:
+                            edges.append(step)
+                            step = came_from[self.p.tasks[step[0]].id]
+                        return edges[::-1]
+                    following.append(dep)
+            frontier = following
+        return None
 
     def _free_ids(self, ref: refs.Reference) -> list[str] | None:
         if ref.kind not in ("", "task"):

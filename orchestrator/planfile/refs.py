@@ -270,13 +270,24 @@ def free_statements(line: str) -> list[Statement]:
         )
         if len(parts) < 3:
             continue
-        sides = [references_in(part) for part in parts[0::2]]
+        texts = parts[0::2]
         words = [word.strip().lower() for word in parts[1::2]]
-        for left, word, right in zip(sides, words, sides[1:], strict=False):
+        backward = [_BACKWARD_WORDS.match(f" {word} ") is not None for word in words]
+        objects = [references_in(text) for text in texts]  # what the word before a side points at
+        subjects = list(objects)  # what the word after it speaks of
+        for index in range(1, len(texts) - 1):
+            # "T003 depends on T002, T004 depends on T001": between two words, the comma ends the
+            # first statement and starts the second. Arrows keep groups: "T001 → T002, T003 → T004".
+            head, comma, tail = texts[index].rpartition(",")
+            if comma and (backward[index - 1] or backward[index]):
+                objects[index] = references_in(head)
+                subjects[index] = references_in(tail)
+        for index, word in enumerate(words):
+            left, right = subjects[index], objects[index + 1]
             if not left or not right:
                 continue
-            if _FORWARD_WORDS.match(f" {word} "):
-                statements.append(Statement(left, right))
-            elif _BACKWARD_WORDS.match(f" {word} "):
+            if backward[index]:
                 statements.append(Statement(right, left))
+            elif _FORWARD_WORDS.match(f" {word} "):
+                statements.append(Statement(left, right))
     return statements

@@ -494,3 +494,28 @@ def test_numbers_in_prose_are_not_task_ids() -> None:
     )
     assert plan.errors == []
     assert task(plan, "1.1").depends_on == []
+
+
+# ---- real-world shapes: spec-kit dependency sections ------------------------------------------
+
+
+def test_a_comma_ends_one_depends_on_statement_and_starts_the_next() -> None:
+    plan = parse_plan(FIXTURES / "speckit_order.md")
+    # "T003 depends on T002 (Dialog), T004 depends on T001": T003 does not wait for T004.
+    assert "T004" not in task(plan, "T003").depends_on
+    assert "T002" in task(plan, "T003").depends_on
+    assert "T001" in task(plan, "T004").depends_on
+    assert "T003" not in task(plan, "T001").depends_on
+
+
+def test_a_stated_order_wins_over_the_order_of_the_list() -> None:
+    plan = parse_plan(FIXTURES / "speckit_order.md")
+    # "Recommended order: T005 → T007 → T006": the footer comes last although listed second.
+    assert plan.errors == []
+    assert dag.cycles(plan) == []
+    order = dag.execution_order(plan)
+    assert order.index("T005") < order.index("T007") < order.index("T006")
+    assert task(plan, "T007").depends_on == ["T005"]
+    note = next(d for d in plan.diagnostics if d.severity is Severity.INFO)
+    assert note.line == 22
+    assert "T006 waits for T007" in note.message
