@@ -56,24 +56,31 @@ Dependencies (Task.depends_on holds every direct one, explicit or implied)
     done), "Depends on: Nothing" (nothing), or "can run in parallel with 2A" (it starts with
     the phase it runs beside, and what follows waits for both). A phase that can run in
     parallel with nothing named ("with any M2 phase", or a GSD phase item saying so) is
-    waited for by nothing after it unless that says so. Within a phase, document order; a run of
-    `[P]` tasks (or tasks saying "can run in parallel") all wait for what precedes the
+    waited for by nothing after it unless that says so. Within a phase, document order; a
+    run of `[P]` tasks (or tasks saying "can run in parallel") all wait for what precedes the
     run, and what follows waits for the whole run; a heading ends a run. A sub-section
     whose preamble says "can run in parallel with 2A" starts where 2A started; one that
     says "(after 6A and 6B complete)" waits for those. A task's own dependency text
-    ("depends on T001", "(depends on T012, T013)", "Dependencies: Task 1.1", "Blocked
-    by: T-1", ranges "T003–T010a", "Dependencies: None") replaces the implied order
+    ("depends on T001", "(depends on T012, T013)", "Dependencies: Task 1.1", a
+    "Dependencies:" label over a bullet list, "Blocked by: T-1", ranges "T003–T010a",
+    "Dependencies: None") replaces the implied order
     within its phase; the phase order still holds unless one of its explicit dependencies
     is in the same phase (then it is implied anyway). A phase reference means that
     phase's sinks. Statements elsewhere in the plan between task ids ("T008 blocks T009",
-    "T001 → T002 → T003", "Tests (T004-T007) before implementation (T008-T014)") add
-    edges. A parent checkbox depends on its children (nested items, or Kiro's flat "2.1"
-    after "2."); nothing waits on an optional task unless it says so. Unknown ids,
-    duplicate ids and cycles are error diagnostics.
+    "T001 → T002 → T003", "Tests (T004-T007) before implementation (T008-T014)"; a comma
+    ends one "X depends on Y" and starts the next) add edges, and win over the list's
+    order where they contradict it (a note says which implied edge gave way); bare numbers
+    in such prose are counts, not ids. A parent checkbox depends on its children (nested
+    items, or Kiro's flat "2.1" after "2."; an optional parent on its optional ones);
+    nothing waits on an optional task unless it says so. Unknown ids, duplicate ids and
+    cycles (a task's own "depends on" against its list's order included) are errors.
 
 Verification commands
     Inline code right after `Run:`, `Verify:`, `Verification:`, `Test:` or `Check:`
-    (case-insensitive, bold or not) in the task's own text or its sub-bullets.
+    (case-insensitive, bold or not) in the task's own text or its sub-bullets; or, when such a
+    label ends its line, the shell code block right under it (no language, bash, sh, shell,
+    zsh, console): one command per non-empty line, `#` comments and `$ ` prompts dropped,
+    backslash continuations joined. A block in another language is not a command.
 """
 
 from __future__ import annotations

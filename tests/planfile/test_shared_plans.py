@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orchestrator.domain import dag
 from orchestrator.domain.plan import Plan, Severity
-from orchestrator.planfile import parse_plan
+from orchestrator.planfile import parse_bytes, parse_plan, with_box
 
 REALTIME = "MemberJunction__MJ__plans__audio-sage-realtime-implementation-plan.md"
 PASTE = "MemberJunction__MJ__plans__PASTE-TO-ORCHESTRATOR-REALTIME.md"
@@ -130,3 +132,42 @@ def test_seed_prompt_sub_agents_run_side_by_side(shared_plans: Path) -> None:
     # "(after 6A and 6B complete)"
     assert set(by_line[367].depends_on) == {by_line[326].id, by_line[345].id}
     assert [phase.id for phase in plan.phases][:5] == ["2", "3", "4", "5", "6"]
+
+
+ALL = [REALTIME, PASTE, SPECKIT_TASKS, SPECKIT_PLAN, RALPH, OUROBOROS, KIRO, SEED]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_open_box_ticks_and_unticks_back_to_the_same_bytes(shared_plans: Path, name: str) -> None:
+    data = (shared_plans / name).read_bytes()
+    plan = parse_bytes(data, shared_plans / name)
+    for task in plan.tasks:
+        if task.checked:
+            continue
+        ticked = with_box(data, task, True)
+        assert [i for i in range(len(data)) if data[i] != ticked[i]] == [task.box_offset]
+        again = parse_bytes(ticked, shared_plans / name)
+        assert again.task(task.id) is not None
+        assert again.task(task.id).checked  # type: ignore[union-attr]
+        assert with_box(ticked, task, False) == data
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_real_plans_parse_well_under_50_ms(shared_plans: Path, name: str) -> None:
+    data = (shared_plans / name).read_bytes()
+    parse_bytes(data, shared_plans / name)  # warm
+    best = min(_timed(lambda: parse_bytes(data, shared_plans / name)) for _ in range(3))
+    assert best < 0.050
+
+
+def _timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def test_kiro_plan_phases_are_its_numbered_parents(shared_plans: Path) -> None:
+    plan = load(shared_plans, KIRO)
+    parents = [t for t in plan.tasks if t.parent is None]
+    assert [p.id for p in plan.phases] == [t.id for t in parents]
+    assert plan.task("2.1").phase == "2"  # type: ignore[union-attr]
