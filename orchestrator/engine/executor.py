@@ -39,6 +39,8 @@ class TaskResult:
     """A stop was requested mid-task: leave it resumable, neither landed nor failed."""
     reason: str = ""
     attempts: int = 0
+    tree: str | None = None
+    """The workspace's tree as verified (when it passed)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Executor-specific facts (worktree path, branch, commit) for the journal."""
 
@@ -55,8 +57,6 @@ class Merge:
     """Paths that did not merge (nothing was changed then)."""
     moved: bool = False
     """The run's branch moved since the task began: its checks must run again on the merge."""
-    overlap: list[str] = field(default_factory=list)
-    """Paths both the task and the branch changed since the task began."""
 
 
 class Executor(Protocol):
@@ -70,11 +70,18 @@ class Executor(Protocol):
 
     def start(self, task: Task, work: Work) -> None: ...
 
-    def wait(self) -> list[TaskResult]:
-        """Block until at least one started task has finished its attempts; their results."""
+    def wait(self, block: bool = True) -> list[TaskResult]:
+        """The started tasks that have finished their attempts; with `block`, at least one
+        (unless none is in flight)."""
         ...
 
-    def in_flight(self) -> list[str]: ...
+    def in_flight(self) -> list[str]:
+        """Started tasks whose results have not been collected by `wait` yet."""
+        ...
+
+    def free(self) -> int:
+        """Slots free for another task now."""
+        ...
 
     def integrate(self, result: TaskResult) -> Merge:
         """Make the run's work tree hold the task's changes (before the tick and the commit)."""
@@ -82,6 +89,10 @@ class Executor(Protocol):
 
     def release(self, result: TaskResult) -> None:
         """The task's commit is on the run's branch: drop its workspace."""
+        ...
+
+    def overlap(self, result: TaskResult) -> list[str]:
+        """Paths both the task and the run's branch changed since the task began."""
         ...
 
     def discard(self, result: TaskResult, keep_ref: str, message: str) -> str | None:
@@ -112,8 +123,11 @@ class InlineExecutor:
     def in_flight(self) -> list[str]:
         return [task.id for task, _ in self._pending]
 
-    def wait(self) -> list[TaskResult]:
-        if not self._pending:
+    def free(self) -> int:
+        return self.slots - len(self._pending)
+
+    def wait(self, block: bool = True) -> list[TaskResult]:
+        if not self._pending or not block:
             return []
         task, work = self._pending[0]
         try:
@@ -127,6 +141,10 @@ class InlineExecutor:
 
     def release(self, result: TaskResult) -> None:
         del result
+
+    def overlap(self, result: TaskResult) -> list[str]:
+        del result
+        return []
 
     def discard(self, result: TaskResult, keep_ref: str, message: str) -> str | None:
         del result

@@ -149,8 +149,8 @@ class Runner:
         self._stop_requested = False
         self._halt = False
         """The run is ending (an error, a budget stop): tasks in flight stop after their step."""
-        self._landing: set[str] = set()
-        """Finished tasks not landed yet: not ready again, not in flight either."""
+        self._open: set[str] = set()
+        """Tasks started and not yet landed, failed or set aside: never started twice."""
         self._rank = {task_id: n for n, task_id in enumerate(dag.execution_order(plan))}
         self._resume_at: dict[str, str] = {}
         for record in self.state.tasks.values():
@@ -167,6 +167,7 @@ class Runner:
             self.ctx.run_id,
             on_added=self._worktree_added,
             on_removed=self._worktree_removed,
+            on_slot_free=self._top_up,
         )
 
     def _worktree_added(self, task: Task, worktree: Worktree) -> None:
@@ -326,38 +327,50 @@ class Runner:
         return RunResult(self.ctx.run_id, status, message, self.state, hint)
 
     def _loop(self) -> None:
+        concurrent = self.executor.slots > 1
+        finished: list[TaskResult] = []
         while True:
-            self._top_up()
-            if not self.executor.in_flight():
-                if self._stop_requested:
-                    raise StopRequested
-                return
-            results = sorted(self.executor.wait(), key=lambda r: self._rank.get(r.task.id, 0))
-            self._landing = {r.task.id for r in results}
-            for result in results:
-                if self.executor.slots > 1:
-                    # Keep the slots busy while this thread merges, one task at a time.
-                    self._top_up()
-                self._landing.discard(result.task.id)
+            if concurrent or not finished:
+                self._top_up()
+            if not finished:
+                with self._lock:
+                    anything_open = bool(self._open)
+                if not anything_open:
+                    if self._stop_requested:
+                        raise StopRequested
+                    return
+                finished = self.executor.wait()
+                continue
+            finished.sort(key=lambda r: self._rank.get(r.task.id, 0))
+            result = finished.pop(0)
+            try:
                 if result.stopped:
-                    continue  # left as it is: resume picks it up
-                if result.passed:
+                    pass  # left as it is: resume picks it up
+                elif result.passed:
                     self._land(result)
                 else:
                     self._fail(result)
+            finally:
+                with self._lock:
+                    self._open.discard(result.task.id)
+            if concurrent:
+                finished.extend(self.executor.wait(block=False))
 
     def _top_up(self) -> None:
-        """Start ready tasks, those on the longest remaining path first, while slots are free."""
-        if self._stop_requested:
-            return
-        in_flight = self.executor.in_flight()
-        free = self.executor.slots - len(in_flight)
-        if free <= 0:
-            return
-        for task in self.scheduler.ready([*in_flight, *self._landing])[:free]:
-            with self._lock:
+        """Start ready tasks, those on the longest remaining path first, while slots are free.
+
+        Parallel runs call it from worker threads too, the moment a task frees its slot, so a
+        new task need not wait for this thread to finish landing others."""
+        with self._lock:
+            if self._stop_requested or self._halt:
+                return
+            free = self.executor.free()
+            if free <= 0:
+                return
+            for task in self.scheduler.ready(self._open)[:free]:
+                self._open.add(task.id)
                 self.state.task(task.id)  # created here, so worker threads only ever look it up
-            self.executor.start(task, self._work_for(task))
+                self.executor.start(task, self._work_for(task))
 
     def _work_for(self, task: Task) -> Any:
         def work(workspace: Path) -> TaskResult:
@@ -458,7 +471,7 @@ class Runner:
         point = self._resume_at.pop(task.id, None)  # 'retry' needs nothing: the edits are in place
         result.attempts = record.attempt
         if point == "commit":
-            result.passed, result.unverified = True, record.unverified
+            result.passed, result.unverified, result.tree = True, record.unverified, record.tree
             return result
         if is_group(self.plan, task):
             return self._group(task, workspace, commands, result)
@@ -501,7 +514,7 @@ class Runner:
                     "task_verified", task=task.id, attempt=attempt, tree=tree, unverified=not commands
                 )
                 crash_point("after_verified", task.id)
-                result.passed, result.unverified = True, not commands
+                result.passed, result.unverified, result.tree = True, not commands, tree
                 return result
             failure = outcome.failure_report()
             self.record(
@@ -612,10 +625,9 @@ class Runner:
                 self.record("attempt_failed", task=task.id, attempt=attempt, reason=result.reason)
                 return result
         ws_repo = self.repo if workspace == self.repo.root else GitRepo(workspace)
-        self.record(
-            "task_verified", task=task.id, attempt=attempt, tree=ws_repo.snapshot_tree(), unverified=False
-        )
-        result.passed = True
+        tree = ws_repo.snapshot_tree()
+        self.record("task_verified", task=task.id, attempt=attempt, tree=tree, unverified=False)
+        result.passed, result.tree = True, tree
         return result
 
     # -- landing ---------------------------------------------------------------------------
@@ -636,7 +648,8 @@ class Runner:
             if outcome is not None and not outcome.passed:
                 failed = outcome.failure
                 why = f"on the run's new head {failed.explain() if failed else 'verification failed'}"
-                self._merge_failed(result, merge.overlap, why, outcome.failure_report())
+                files = self.executor.overlap(result)
+                self._merge_failed(result, files, why, outcome.failure_report())
                 return
         with self.executor.lock:
             plan = self._tick(task)
@@ -655,9 +668,10 @@ class Runner:
             merged["merged_from"] = result.extra["head"]
         self.record("task_done", task=task.id, commit=sha, unverified=result.unverified, **merged)
         crash_point("after_done", task.id)
-        self.plan = plan
-        self.scheduler.done.add(task.id)
-        self.scheduler.update_plan(plan)
+        with self._lock:
+            self.plan = plan
+            self.scheduler.done.add(task.id)
+            self.scheduler.update_plan(plan)
         self.executor.release(result)
         record = self.state.task(task.id)
         self.emit(
@@ -748,7 +762,8 @@ class Runner:
         if ref:
             self.record("edits_saved", task=task.id, attempt=record.attempt, ref=ref)
         self.record("task_failed", task=task.id, reason=result.reason, ref=ref)
-        self.scheduler.failed.add(task.id)
+        with self._lock:
+            self.scheduler.failed.add(task.id)
         self.emit(
             TaskFinished(
                 task_id=task.id,
@@ -761,7 +776,8 @@ class Runner:
         for blocked in self.scheduler.blocked_by(task.id):
             reason = f"depends on failed task {task.id}"
             self.record("task_skipped", task=blocked, reason=reason)
-            self.scheduler.skipped.add(blocked)
+            with self._lock:
+                self.scheduler.skipped.add(blocked)
             self.emit(TaskFinished(task_id=blocked, status="skipped", reason=reason))
 
 

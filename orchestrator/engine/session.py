@@ -572,7 +572,7 @@ def _drop_leftover(runner: Runner, path: Path, branch: str, head: str | None) ->
     run_id = runner.ctx.run_id
     name = branch.rsplit("/", 1)[-1] if branch else path.name
     base = git.rev(f"refs/heads/{branch}") if branch else head
-    if base is not None:
+    if base is not None and base.strip("0"):  # a worktree caught being created has a null HEAD
         ref = keep_worktree(
             git,
             path,

@@ -20,7 +20,8 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,44 @@ def _ignore(*args: object) -> None:
     del args
 
 
+class GitLock:
+    """One lock for the main repository's git operations, where creating a worktree (a task
+    waiting to start) goes before merges, commits and removals (work already done)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._urgent = 0
+
+    def acquire(self, urgent: bool = False) -> None:
+        with self._cond:
+            self._urgent += urgent
+            while self._held or (not urgent and self._urgent):
+                self._cond.wait()
+            self._urgent -= urgent
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def __enter__(self) -> GitLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @contextmanager
+    def urgent(self) -> Iterator[None]:
+        self.acquire(urgent=True)
+        try:
+            yield
+        finally:
+            self.release()
+
+
 class WorktreeExecutor:
     def __init__(
         self,
@@ -88,19 +127,27 @@ class WorktreeExecutor:
         *,
         on_added: Callable[[Task, Worktree], None] | None = None,
         on_removed: Callable[[str], None] | None = None,
+        on_slot_free: Callable[[], None] | None = None,
     ):
         self.repo = repo
         self.slots = slots
         self.root = root
         self.run_id = run_id
-        self.lock = threading.Lock()
+        self.lock = GitLock()
         """Held for every git operation on the main repository."""
         self.timings = Timings()
         self._on_added = on_added or _ignore
         self._on_removed = on_removed or _ignore
+        self._on_slot_free = on_slot_free or _ignore
+        self._mutex = threading.Lock()
+        self._active: set[str] = set()
+        """Tasks whose thread still works (a subset of _running, which also holds finished ones
+        until wait() collects them)."""
         self._running: dict[str, threading.Thread] = {}
         self._finished: queue.Queue[tuple[str, TaskResult | BaseException]] = queue.Queue()
         self._adopted: dict[str, Worktree] = {}
+        self._janitor: queue.Queue[tuple[str, dict[str, str]] | None] = queue.Queue()
+        self._janitor_thread: threading.Thread | None = None
 
     # -- naming ----------------------------------------------------------------------------
 
@@ -120,16 +167,24 @@ class WorktreeExecutor:
         thread = threading.Thread(
             target=self._run, args=(task, work), name=f"orchestrate-{task.id}", daemon=True
         )
-        self._running[task.id] = thread
+        with self._mutex:
+            self._running[task.id] = thread
+            self._active.add(task.id)
         thread.start()
 
     def in_flight(self) -> list[str]:
-        return list(self._running)
+        with self._mutex:
+            return list(self._running)
 
-    def wait(self) -> list[TaskResult]:
-        if not self._running:
-            return []
-        items = [self._next()]
+    def free(self) -> int:
+        with self._mutex:
+            return self.slots - len(self._active)
+
+    def wait(self, block: bool = True) -> list[TaskResult]:
+        with self._mutex:
+            if not self._running:
+                return []
+        items = [self._next()] if block else []
         while True:
             try:
                 items.append(self._finished.get_nowait())
@@ -138,7 +193,8 @@ class WorktreeExecutor:
         results: list[TaskResult] = []
         error: BaseException | None = None
         for task_id, outcome in items:
-            thread = self._running.pop(task_id, None)
+            with self._mutex:
+                thread = self._running.pop(task_id, None)
             if thread is not None:
                 thread.join()
             if isinstance(outcome, BaseException):
@@ -160,7 +216,10 @@ class WorktreeExecutor:
 
     def integrate(self, result: TaskResult) -> Merge:
         extra = result.extra
-        base, head_of_task = extra["base"], extra.get("head", extra["base"])
+        base = extra["base"]
+        # Committed here rather than on the worker, so that its slot frees up sooner.
+        head_of_task = extra["head"] = self._commit(result.task, extra, result.tree)
+        crash_point("after_branch_commit", result.task.id)
         started = time.perf_counter()
         with self.lock:
             head = self.repo.head() or base
@@ -175,13 +234,28 @@ class WorktreeExecutor:
             if merged.tree is None:
                 return Merge(conflicts=merged.conflicts, moved=True)
             self.repo.checkout_tree(merged.tree)
-            theirs = set(self.repo.changed_between(base, head))
-            overlap = sorted(p for p in self.repo.changed_between(base, head_of_task) if p in theirs)
         self.timings.merge.append(time.perf_counter() - started)
-        return Merge(moved=True, overlap=overlap)
+        return Merge(moved=True)
+
+    def overlap(self, result: TaskResult) -> list[str]:
+        extra = result.extra
+        base, head_of_task = extra["base"], extra.get("head", extra["base"])
+        with self.lock:
+            theirs = set(self.repo.changed_between(base, "HEAD"))
+            return sorted(p for p in self.repo.changed_between(base, head_of_task) if p in theirs)
 
     def release(self, result: TaskResult) -> None:
-        self._remove(result.task.id, result.extra)
+        """Removed in the background: nothing waits for it (resume removes what a kill left)."""
+        if self._janitor_thread is None:
+            self._janitor_thread = threading.Thread(
+                target=self._tidy, name="orchestrate-janitor", daemon=True
+            )
+            self._janitor_thread.start()
+        self._janitor.put((result.task.id, dict(result.extra)))
+
+    def _tidy(self) -> None:
+        while (item := self._janitor.get()) is not None:
+            self._remove(*item)
 
     def discard(self, result: TaskResult, keep_ref: str, message: str) -> str | None:
         extra = result.extra
@@ -193,9 +267,21 @@ class WorktreeExecutor:
 
     def close(self, wait: bool = True) -> None:
         if wait:
-            for thread in list(self._running.values()):
-                thread.join()
-        self._running.clear()
+            while True:
+                with self._mutex:
+                    threads = list(self._running.values())
+                    self._running.clear()
+                if not threads:
+                    break
+                for thread in threads:
+                    thread.join()
+        with self._mutex:
+            self._running.clear()
+        if self._janitor_thread is not None:
+            self._janitor.put(None)
+            if wait:
+                self._janitor_thread.join()
+            self._janitor_thread = None
         try:
             self.root.rmdir()  # only when every worktree of the run is gone
             self.root.parent.rmdir()
@@ -209,23 +295,27 @@ class WorktreeExecutor:
             outcome: TaskResult | BaseException = self._attempts(task, work)
         except BaseException as exc:  # delivered to the main thread by wait()
             outcome = exc
+        with self._mutex:
+            self._active.discard(task.id)
         self._finished.put((task.id, outcome))
+        if not isinstance(outcome, BaseException):
+            try:
+                self._on_slot_free()  # start the next task from here, not after the main thread's merges
+            except BaseException as exc:
+                self._finished.put((f"{task.id} (starting the next task)", exc))
 
     def _attempts(self, task: Task, work: Work) -> TaskResult:
         worktree = self._adopted.pop(task.id, None) or self._add(task)
         result = work(worktree.path)
         result.extra.update(worktree.as_record())
-        if result.passed:
-            result.extra["head"] = self._commit(task, worktree)
-            crash_point("after_branch_commit", task.id)
-        elif result.stopped and result.attempts == 0:
+        if result.stopped and result.attempts == 0:
             self._remove(task.id, result.extra)  # stopped before it began: nothing to keep
         return result
 
     def _add(self, task: Task) -> Worktree:
         started = time.perf_counter()
         path, branch = self.path_for(task.id), self.branch_for(task.id)
-        with self.lock:
+        with self.lock.urgent():
             base = self.repo.head()
             assert base is not None  # pre-flight refuses a repository without commits
             if path.exists() or self.repo.branch_exists(branch):  # a leftover resume did not claim
@@ -237,16 +327,23 @@ class WorktreeExecutor:
         self._on_added(task, worktree)
         return worktree
 
-    def _commit(self, task: Task, worktree: Worktree) -> str:
-        """The task's work as one commit on its branch (none when it changed nothing)."""
+    def _commit(self, task: Task, extra: dict[str, str], tree: str | None) -> str:
+        """The task's work, the tree it was verified with, as one commit on its branch, its parent
+        the commit the worktree was cut from. The worktree's own index is left alone: it goes
+        after the merge."""
         started = time.perf_counter()
+        path, branch, base = Path(extra["worktree"]), extra["branch"], extra["base"]
         with self.lock:
-            if worktree.path.exists():
-                sha = GitRepo(worktree.path).commit_if_changed(
-                    f"orchestrate: work of task {task.id} (run {self.run_id})"
-                )
-            else:  # resumed after its worktree was gone: the branch holds the work
-                sha = self.repo.rev(f"refs/heads/{worktree.branch}") or worktree.base
+            if tree is None:  # resumed: the verified work is on its branch, or in its worktree
+                tip = self.repo.rev(f"refs/heads/{branch}")
+                tree = GitRepo(path).snapshot_tree() if is_worktree(path) else None
+                if tip is not None and (tree is None or tree == self.repo.rev(f"{tip}^{{tree}}")):
+                    return tip
+                if tree is None:
+                    return base
+            message = f"orchestrate: work of task {task.id} (run {self.run_id})"
+            sha = self.repo.git("commit-tree", tree, "-p", base, "-m", message).strip()
+            self.repo.update_ref(f"refs/heads/{branch}", sha)
         self.timings.commit.append(time.perf_counter() - started)
         return sha
 

@@ -174,10 +174,16 @@ class GitRepo:
         index = self.git_dir / "orchestrate-snapshot.index"
         env = {"GIT_INDEX_FILE": str(index)}
         if not index.exists():
-            with tempfile.TemporaryDirectory(prefix="orchestrate-index-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="orchestrate-index-", dir=self.git_dir) as tmp:
                 # Built aside and renamed in, so a kill never leaves a half-written index behind.
+                # The real index is as good a start as any (`add -A` makes it match the work tree)
+                # and saves a read-tree in a fresh worktree. Its mtime must come along: git trusts
+                # an entry's stat data only if the file is older than the index (racy git).
+                real = self.git_dir / "index"
                 fresh = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-                if self.head() is not None:
+                if real.is_file():
+                    shutil.copy2(real, Path(tmp) / "index")
+                elif self.head() is not None:
                     self.git("read-tree", "HEAD", env=fresh)
                 else:
                     self.git("read-tree", "--empty", env=fresh)
@@ -331,10 +337,15 @@ class GitRepo:
         """Remove a work tree and its administrative files, whatever state it was left in."""
         # Twice forced: a kill during `git worktree add` leaves it locked ("initializing"),
         # perhaps with its directory missing.
-        self.git("worktree", "remove", "--force", "--force", str(path), check=False)
-        if path.exists():
+        done = subprocess.run(
+            ["git", "worktree", "remove", "--force", "--force", str(path)],
+            cwd=self.root,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0 or path.exists():
             shutil.rmtree(path, ignore_errors=True)
-        self.git("worktree", "prune")
+            self.git("worktree", "prune")
 
     def worktrees(self) -> list[WorktreeEntry]:
         raw = self.git("worktree", "list", "--porcelain", "-z")
@@ -363,22 +374,8 @@ class GitRepo:
         return [line.removeprefix("refs/heads/") for line in raw.splitlines() if line]
 
     def delete_branch(self, branch: str) -> None:
-        if self.branch_exists(branch):
-            self.git("branch", "-q", "-D", branch)
-
-    def commit_if_changed(self, message: str) -> str:
-        """Commit every change of this work tree (nothing of it ignored) unless there is none;
-        returns HEAD either way."""
-        self.git("add", "-A")
-        if not self._index_matches_head():
-            self.git("commit", "-q", "--no-verify", "-F", "-", input_text=message.rstrip() + "\n")
-        return self.git("rev-parse", "HEAD").strip()
-
-    def _index_matches_head(self) -> bool:
-        done = subprocess.run(
-            ["git", "diff", "--cached", "--quiet"], cwd=self.root, capture_output=True, check=False
-        )
-        return done.returncode == 0
+        """Delete a branch if it exists."""
+        self.git("branch", "-q", "-D", branch, check=False)
 
     def merge_tree(self, ours: str, theirs: str) -> MergedTree:
         """Three-way merge of two commits (their merge base as the base), written as a tree
