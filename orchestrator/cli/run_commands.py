@@ -269,6 +269,12 @@ def register(app: typer.Typer) -> None:
             )
             if t.reason:
                 typer.echo(f"  reason: {t.reason.splitlines()[0]}")
+            if t.merged_from:
+                typer.echo(f"  merged from {t.merged_from[:10]}, the commit of its worktree's branch")
+            elif t.worktree:
+                typer.echo(f"  worktree {t.worktree} (branch {t.branch})")
+            if t.merge_failures:
+                typer.echo(f"  did not fit on the run's branch {t.merge_failures} time(s)")
             for a in t.attempts:
                 agent_word = f"agent {a.agent_status}" if a.agent_status else "agent did not finish"
                 typer.echo(f"  attempt {a.number}: {agent_word}; {a.usage.total_tokens} tokens")

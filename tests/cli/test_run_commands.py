@@ -282,3 +282,43 @@ def test_ctrl_c_stops_resumably(tmp_path: Path, presses: int) -> None:
     tasks = git(repo, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
     assert tasks == ["T003", "T002", "T001"]
     assert git(repo, "status", "--porcelain") == ""
+
+
+PARALLEL_PLAN = """\
+# Side by side
+
+- [ ] T001 [P] Write `a.txt`
+  - Verify: `test -f a.txt`
+- [ ] T002 [P] Write `b.txt`
+  - Verify: `test -f b.txt`
+- [ ] T003 [P] Write `c.txt`
+  - Verify: `test -f c.txt`
+"""
+
+
+def test_run_parallel_json_shows_tasks_side_by_side_in_their_worktrees(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"plan.md": PARALLEL_PLAN})
+    script = tmp_path / "script.json"
+    steps = {
+        t: [{"write": f"{n}.txt", "content": n}, {"sleep": 0.3}]
+        for t, n in zip(("T001", "T002", "T003"), "abc", strict=True)
+    }
+    script.write_text(json.dumps(steps))
+    result = runner.invoke(
+        app, ["run", str(repo / "plan.md"), "--script", str(script), "--parallel", "3", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "not available" not in result.output
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert events[0]["event"] == "run_started"
+    assert events[0]["parallel"] == 3
+    started = [e for e in events if e["event"] == "task_started"]
+    assert len({e["workspace"] for e in started}) == 3
+    assert all("/checkpoints/.worktrees/" in e["workspace"] for e in started)
+    # All three were running before the first one finished.
+    first_done = min(e["at"] for e in events if e["event"] == "task_finished")
+    assert all(e["at"] < first_done for e in started)
+    assert git(repo, "log", "--format=%s").count("Phase") == 3
+
+    shown = runner.invoke(app, ["show", "--repo", str(repo)])
+    assert "merged from" in shown.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 
 from orchestrator.persistence.repo import GitRepo, find_repo_root
@@ -90,3 +92,83 @@ def test_branches(git_repo: Path) -> None:
     assert repo.current_branch() == "feature"
     assert repo.branch_exists("work")
     assert not repo.branch_exists("nope")
+
+
+def test_worktrees_are_added_listed_and_removed_with_their_branches(git_repo: Path, tmp_path: Path) -> None:
+    repo = GitRepo(git_repo)
+    base = repo.head()
+    assert base is not None
+    path = tmp_path / "wt" / "T1"
+    repo.worktree_add(path, "orchestrate/r1/T1", base)
+    assert (path / "README.md").read_text() == "# test repo\n"
+    listed = {e.path.resolve(): e for e in repo.worktrees()}
+    assert listed[path.resolve()].branch == "orchestrate/r1/T1"
+    assert listed[path.resolve()].head == base
+    assert repo.branches("orchestrate/r1") == ["orchestrate/r1/T1"]
+    repo.worktree_remove(path)
+    repo.delete_branch("orchestrate/r1/T1")
+    assert not path.exists()
+    assert len(repo.worktrees()) == 1
+    assert repo.branches("orchestrate/r1") == []
+    repo.delete_branch("orchestrate/r1/T1")  # gone already: no error
+
+
+def test_a_worktree_left_locked_without_its_directory_is_removed(git_repo: Path, tmp_path: Path) -> None:
+    repo = GitRepo(git_repo)
+    path = tmp_path / "wt" / "T2"
+    repo.worktree_add(path, "b2", repo.head() or "")
+    git(git_repo, "worktree", "lock", "--reason", "initializing", str(path))
+    shutil.rmtree(path)
+    repo.worktree_remove(path)
+    assert len(repo.worktrees()) == 1
+    repo.worktree_add(path, "b3", repo.head() or "")  # the path is free again
+    assert path.is_dir()
+
+
+def test_a_snapshot_sees_a_same_size_edit_made_right_after_the_worktree_was_cut(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    # The snapshot index starts from the worktree's index; git must still re-read a file whose
+    # stat data could look unchanged (same size, same second).
+    repo = GitRepo(git_repo)
+    path = tmp_path / "wt" / "T3"
+    repo.worktree_add(path, "b4", repo.head() or "")
+    (path / "README.md").write_text("# TEST REPO\n")
+    time.sleep(1.05)  # the snapshot index is made in a later second than the edit
+    assert GitRepo(path).snapshot_tree() != repo.head_tree()
+
+
+def test_merge_tree_merges_or_names_the_conflicted_paths_without_touching_the_tree(git_repo: Path) -> None:
+    repo = GitRepo(git_repo)
+    (git_repo / "a.txt").write_text("1\n2\n3\n")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "a")
+    base = repo.head() or ""
+    git(git_repo, "switch", "-q", "-c", "side")
+    (git_repo / "a.txt").write_text("1\n2\nthree\n")
+    (git_repo / "b.txt").write_text("b\n")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "side")
+    side = repo.head() or ""
+    git(git_repo, "switch", "-q", "work")
+    (git_repo / "a.txt").write_text("one\n2\n3\n")
+    git(git_repo, "commit", "-q", "-am", "main")
+    merged = repo.merge_tree("HEAD", side)
+    assert merged.conflicts == []
+    assert merged.tree is not None
+    assert repo.is_clean()
+    repo.checkout_tree(merged.tree)
+    assert (git_repo / "a.txt").read_text() == "one\n2\nthree\n"
+    assert (git_repo / "b.txt").read_text() == "b\n"
+    assert sorted(repo.changed_between(base, side)) == ["a.txt", "b.txt"]
+    # Put the tree back as HEAD has it, the staged new file included.
+    repo.restore_head(repo.changed_paths())
+    assert repo.is_clean()
+    assert not (git_repo / "b.txt").exists()
+
+    (git_repo / "a.txt").write_text("one\n2\nTHREE\n")
+    git(git_repo, "commit", "-q", "-am", "clash")
+    clash = repo.merge_tree("HEAD", side)
+    assert clash.tree is None
+    assert clash.conflicts == ["a.txt"]
+    assert repo.is_clean()

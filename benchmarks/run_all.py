@@ -1,0 +1,169 @@
+"""Every benchmark, one table: parse times, orchestration overhead per task, crash trials (serial
+and parallel), makespan against the lower bound on four DAG shapes, and the worktree chores.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--crash-trials N] [--task-seconds S]
+
+The default run takes about three minutes on a 2-core machine; --quick about one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import crash_bench, makespan_bench, overhead_bench, parse_bench
+
+Row = tuple[str, str, str, str, str]
+"""section, measure, value, target, verdict"""
+
+
+def _quietly(call: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A benchmark's rows, without its own printout."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return call()
+
+
+def _verdict(ok: object) -> str:
+    return "" if ok is None else ("ok" if ok else "MISSED")
+
+
+def parse_rows(repeat: int) -> list[Row]:
+    rows: list[Row] = []
+    for r in _quietly(lambda: parse_bench.main(repeat)):
+        name = str(r["benchmark"]).removeprefix("parse ")
+        value = f"{r['ms']} ms"
+        if "us_per_line" in r:
+            value += f" ({r['us_per_line']} us/line)"
+        target = f"< {r['target_ms']} ms" if "target_ms" in r else ""
+        rows.append(("parse", f"{name} ({r.get('tasks', '?')} tasks)", value, target, _verdict(r.get("ok"))))
+    return rows
+
+
+def overhead_rows(tasks: int) -> list[Row]:
+    found = {
+        str(r["measure"]): r["value"] for r in _quietly(lambda: overhead_bench.main(["--tasks", str(tasks)]))
+    }
+    per_task = float(found["overhead per task (ms)"])
+    target = float(found["target (ms)"])
+    return [
+        (
+            "overhead",
+            f"per task, serial, {tasks} tasks (no-op agent, `true` check)",
+            f"{per_task:.1f} ms",
+            f"< {target:.0f} ms",
+            _verdict(per_task < target),
+        )
+    ]
+
+
+def crash_rows(trials: int, parallel: int) -> list[Row]:
+    rows: list[Row] = []
+    for n in (1, parallel):
+        argv = ["--trials", str(trials), "--parallel", str(n), "--quiet"]
+        got = _quietly(partial(crash_bench.main, argv))
+        right = sum(1 for r in got if r["ok"])
+        mode = "serial" if n == 1 else f"--parallel {n}"
+        rows.append(
+            (
+                "crash",
+                f"random SIGKILL then resume, {mode}",
+                f"{right} of {trials} exactly right",
+                f"{trials} of {trials}",
+                _verdict(right == trials),
+            )
+        )
+    return rows
+
+
+def makespan_rows(levels: str, seconds: float) -> list[Row]:
+    rows: list[Row] = []
+    argv = ["--parallel", levels, "--task-seconds", str(seconds), "--quiet"]
+    for r in _quietly(lambda: makespan_bench.main(argv)):
+        if "shape" in r:
+            target = f"<= {r['target']:.2f}" if r["target"] is not None else ""
+            rows.append(
+                (
+                    "makespan",
+                    f"{r['shape']} ({r['tasks']} tasks x {seconds:g} s), N={r['N']}",
+                    f"{r['makespan_s']:.2f} s / bound {r['bound_s']:.2f} s = {r['ratio']:.3f}",
+                    target,
+                    _verdict(r["ok"]),
+                )
+            )
+        else:
+            rows.append(
+                (
+                    "worktrees",
+                    f"per task: {r['chore']}",
+                    f"median {r['median_ms']} ms, mean {r['mean_ms']} ms",
+                    "",
+                    "",
+                )
+            )
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    header: Row = ("section", "measure", "value", "target", "")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths).rstrip())
+    previous = ""
+    for row in rows:
+        if previous and row[0] != previous:
+            lines.append("")
+        previous = row[0]
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, trials and levels of N")
+    parser.add_argument(
+        "--crash-trials", type=int, default=None, help="trials per crash mode (default 10; quick 3)"
+    )
+    parser.add_argument("--crash-parallel", type=int, default=3, help="N of the parallel crash trials")
+    parser.add_argument(
+        "--task-seconds", type=float, default=None, help="each makespan task's sleep (default 0.5)"
+    )
+    parser.add_argument("--parallel", default=None, help="levels of N for the makespan (default 1,2,4,8)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    trials = args.crash_trials if args.crash_trials is not None else (3 if quick else 10)
+    seconds = args.task_seconds if args.task_seconds is not None else (0.3 if quick else 0.5)
+    levels = args.parallel or ("1,4" if quick else "1,2,4,8")
+    started = time.monotonic()
+    rows: list[Row] = []
+    steps: list[tuple[str, Callable[[], list[Row]]]] = [
+        ("parse", lambda: parse_rows(3 if quick else 15)),
+        ("overhead", lambda: overhead_rows(50 if quick else 200)),
+        ("crash", lambda: crash_rows(trials, args.crash_parallel)),
+        ("makespan", lambda: makespan_rows(levels, seconds)),
+    ]
+    for name, step in steps:
+        print(f"running the {name} benchmark...", file=sys.stderr, flush=True)
+        rows.extend(step())
+    print(render(rows))
+    print(f"\n({time.monotonic() - started:.0f} s on {_cores()} core(s))")
+    return rows
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    main()
