@@ -69,16 +69,11 @@ class Scheduler:
         return {t.id for t in self.plan.tasks if t.settled} | self.done
 
     def ready(self, in_flight: Iterable[str] = ()) -> list[Task]:
-        """Selected tasks whose dependencies are all settled, not yet run, not blocked; those on
-        the longest remaining path first (critical path), then plan order."""
-        settled = self.settled()
-        exclude = settled | self.failed | self.skipped | set(in_flight)
+        """Selected tasks whose ancestors are all settled, not yet run, not blocked; those on the
+        longest remaining path first (critical path), then plan order."""
         chosen = set(self.selection)
-        ready = [
-            t
-            for t in self.plan.tasks
-            if t.id in chosen and t.id not in exclude and all(d in settled for d in t.depends_on)
-        ]
+        exclude = self.failed | self.skipped | set(in_flight)
+        ready = [t for t in dag.ready(self.plan, self.done, exclude) if t.id in chosen]
         return sorted(ready, key=lambda t: self._priority.get(t.id, (0.0, 0)))
 
     def remaining(self) -> list[str]:
