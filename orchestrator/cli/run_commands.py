@@ -124,13 +124,27 @@ def _run_summary(state: RunState) -> dict[str, Any]:
     }
 
 
+AgentCommandOpt = Annotated[
+    str | None,
+    typer.Option(help="For --agent command: the command to run, with {prompt_file}, {workspace}, {task_id}."),
+]
+MaxTurnsOpt = Annotated[int | None, typer.Option(help="Model turns per task attempt (default 50).", min=1)]
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         plan: Annotated[Path, typer.Argument(help="The markdown plan to carry out.")],
-        agent: Annotated[str | None, typer.Option(help="Agent backend (scripted, anthropic, ...).")] = None,
+        agent: Annotated[
+            str | None,
+            typer.Option(
+                help="Agent backend: anthropic (default), scripted, claude-code, command, a plugin."
+            ),
+        ] = None,
         model: Annotated[str | None, typer.Option(help="Model id for backends that take one.")] = None,
         script: Annotated[Path | None, typer.Option(help="JSON script for the scripted agent.")] = None,
+        agent_command: AgentCommandOpt = None,
+        max_turns: MaxTurnsOpt = None,
         repo: RepoOpt = None,
         branch: Annotated[
             str | None, typer.Option(help="Create or switch to this work branch first.")
@@ -158,6 +172,8 @@ def register(app: typer.Typer) -> None:
             "agent": agent,
             "model": model,
             "script": script.resolve() if script else None,
+            "agent_command": agent_command,
+            "max_turns": max_turns,
             "branch": branch,
             "allow_dirty": allow_dirty or None,
             "max_attempts": max_attempts,
@@ -195,6 +211,8 @@ def register(app: typer.Typer) -> None:
         agent: Annotated[str | None, typer.Option(help="Switch the agent backend.")] = None,
         model: Annotated[str | None, typer.Option(help="Switch the model.")] = None,
         script: Annotated[Path | None, typer.Option(help="JSON script for the scripted agent.")] = None,
+        agent_command: AgentCommandOpt = None,
+        max_turns: MaxTurnsOpt = None,
         timeout: Annotated[float | None, typer.Option(help="Seconds per verification command.")] = None,
         allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Accept other changes.")] = False,
         json_output: JsonOpt = False,
@@ -206,6 +224,8 @@ def register(app: typer.Typer) -> None:
             "agent": agent,
             "model": model,
             "script": str(script.resolve()) if script else None,
+            "agent_command": agent_command,
+            "max_turns": max_turns,
             "timeout": timeout,
             "allow_dirty": allow_dirty or None,
         }

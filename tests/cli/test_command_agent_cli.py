@@ -1,0 +1,70 @@
+"""`orchestrate run --agent command --agent-command ...` as typed, with a real script as the agent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import git, make_repo
+
+ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
+
+PLAN = """\
+# Plan
+
+## Phase 1: Notes
+
+- [ ] T001 Write `notes/T001.txt`
+  - Verify: `grep -q T001 notes/T001.txt`
+- [ ] T002 Write `notes/T002.txt`
+  - Verify: `grep -q T002 notes/T002.txt`
+"""
+
+# An "agent" that proves it got the prompt file and the workspace: it writes the task id it was
+# given into notes/<id>.txt, but only if the prompt file mentions that task.
+AGENT = """\
+import pathlib, sys
+prompt_file, workspace, task_id = sys.argv[1:4]
+assert task_id in pathlib.Path(prompt_file).read_text(), "task id not in the prompt"
+notes = pathlib.Path(workspace) / "notes"
+notes.mkdir(exist_ok=True)
+(notes / f"{task_id}.txt").write_text(task_id + "\\n")
+print(f"wrote notes/{task_id}.txt")
+"""
+
+
+def test_a_command_agent_carries_a_plan_to_completion(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"plan.md": PLAN})
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    template = f"{sys.executable} {agent} {{prompt_file}} {{workspace}} {{task_id}}"
+    done = subprocess.run(
+        [str(ORCHESTRATE), "run", "plan.md", "--agent", "command", "--agent-command", template],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (repo / "notes" / "T002.txt").read_text() == "T002\n"
+    assert "- [ ]" not in (repo / "plan.md").read_text()
+    trailers = git(repo, "log", "--reverse", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
+    assert trailers == ["T001", "T002"]
+
+
+def test_command_agent_without_a_command_is_a_usage_error(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"plan.md": PLAN})
+    done = subprocess.run(
+        [str(ORCHESTRATE), "run", "plan.md", "--agent", "command"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "agent-command" in done.stderr or "agent_command" in done.stderr
+    assert git(repo, "log", "--oneline").count("\n") == 0
