@@ -65,7 +65,7 @@ class Executor(Protocol):
 
     @property
     def lock(self) -> AbstractContextManager[Any]:
-        """Held around every git operation on the main repository."""
+        """Held around every git operation on the run's work tree and branch (merge, tick, commit)."""
         ...
 
     def start(self, task: Task, work: Work) -> None: ...
@@ -81,6 +81,11 @@ class Executor(Protocol):
 
     def free(self) -> int:
         """Slots free for another task now."""
+        ...
+
+    def checks_passed(self, task_id: str) -> None:
+        """Said from the task's work: its checks passed, what is left of it is bookkeeping, so its
+        slot may take another task."""
         ...
 
     def integrate(self, result: TaskResult) -> Merge:
@@ -134,6 +139,9 @@ class InlineExecutor:
             return [work(self.repo.root)]
         finally:
             self._pending.pop(0)
+
+    def checks_passed(self, task_id: str) -> None:
+        del task_id  # the next task needs this work tree, landed: it waits anyway
 
     def integrate(self, result: TaskResult) -> Merge:
         del result  # the work is already in the run's work tree

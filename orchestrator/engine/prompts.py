@@ -104,9 +104,11 @@ class PromptRenderer:
         max_attempts: int = 1,
         failure: str = "",
         workspace: Path | None = None,
+        changes_kept: bool = True,
     ) -> RenderedPrompt:
         """The prompts for one attempt; `workspace` is where the agent works when it is not the
-        repository itself (a worktree)."""
+        repository itself (a worktree); `changes_kept` says whether the previous attempt's changes
+        are still in it (not after a merge conflict, or when a resume had to set them aside)."""
         phase = plan.phase(task.phase)
         phase_text, _ = truncate_middle(_phase_context(plan, task), PHASE_TEXT_LIMIT)
         done = [d for d in task.depends_on if (dep := plan.task(d)) is not None and dep.checked]
@@ -125,6 +127,7 @@ class PromptRenderer:
             "attempt": attempt,
             "max_attempts": max_attempts,
             "failure": failure,
+            "changes_kept": changes_kept,
         }
         system = self._render("system.md.j2", **context)
         prompt = self._render("task.md.j2", **context)

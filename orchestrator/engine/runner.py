@@ -168,7 +168,13 @@ class Runner:
             on_added=self._worktree_added,
             on_removed=self._worktree_removed,
             on_slot_free=self._top_up,
+            unstarted=self._unstarted,
         )
+
+    def _unstarted(self) -> int:
+        """Tasks of the selection still to start (for the spare worktrees made ahead of time)."""
+        with self._lock:
+            return len(self.scheduler.remaining()) - len(self._open)
 
     def _worktree_added(self, task: Task, worktree: Worktree) -> None:
         fields: dict[str, Any] = worktree.as_record()
@@ -480,6 +486,10 @@ class Runner:
             return result
         ws_repo = self.repo if workspace == self.repo.root else GitRepo(workspace)
         failure = self._last_failure(task.id)
+        # Whether the previous attempt's edits are in the workspace: after a failed attempt of
+        # this loop, or when resume found them intact; not in a fresh worktree (after a merge
+        # conflict) nor after resume set them aside.
+        changes_kept = point == "retry"
         while True:
             if point == "verify":
                 attempt = record.attempt
@@ -493,8 +503,11 @@ class Runner:
                     return result
                 self._check_budget()
                 attempt = record.attempt + 1
-                if not self._agent_attempt(task, attempt, workspace, ws_repo, commands, failure):
+                if not self._agent_attempt(
+                    task, attempt, workspace, ws_repo, commands, failure, changes_kept
+                ):
                     failure = self._last_failure(task.id)
+                    changes_kept = True
                     if record.attempts_since_reset < self.settings.max_attempts:
                         self.emit(
                             TaskRetrying(
@@ -509,6 +522,9 @@ class Runner:
             outcome = self._verify(task, attempt, commands, workspace)
             crash_point("after_verify", task.id)
             if outcome.passed:
+                # What is left (the snapshot, the branch commit) is not the task's work: its slot
+                # may take the next task meanwhile.
+                self.executor.checks_passed(task.id)
                 tree = ws_repo.snapshot_tree()
                 self.record(
                     "task_verified", task=task.id, attempt=attempt, tree=tree, unverified=not commands
@@ -517,6 +533,7 @@ class Runner:
                 result.passed, result.unverified, result.tree = True, not commands, tree
                 return result
             failure = outcome.failure_report()
+            changes_kept = True
             self.record(
                 "attempt_failed", task=task.id, attempt=attempt, reason=failure, tree=ws_repo.snapshot_tree()
             )
@@ -527,7 +544,14 @@ class Runner:
                 self.emit(TaskRetrying(task_id=task.id, next_attempt=attempt + 1, reason=why))
 
     def _agent_attempt(
-        self, task: Task, attempt: int, workspace: Path, ws_repo: GitRepo, commands: list[str], failure: str
+        self,
+        task: Task,
+        attempt: int,
+        workspace: Path,
+        ws_repo: GitRepo,
+        commands: list[str],
+        failure: str,
+        changes_kept: bool,
     ) -> bool:
         """One agent call; False (attempt journaled as failed) when the agent did not finish cleanly
         or touched what it may not."""
@@ -540,6 +564,7 @@ class Runner:
             max_attempts=self.settings.max_attempts,
             failure=failure,
             workspace=workspace,
+            changes_kept=changes_kept,
         )
         prompt_file = f"prompts/{_REF_UNSAFE.sub('_', task.id)}.attempt-{attempt}.md"
         self.ctx.journal.write_artifact(prompt_file, rendered.as_text())
@@ -725,13 +750,8 @@ class Runner:
             attempt=record.attempt,
             files=files,
             reason=reason,
-            # What the next prompt shows the agent: unlike after a failed check, its previous
-            # changes are not in the fresh worktree.
-            failure=(
-                f"{reason}.\nThis attempt starts from a fresh copy of the run's current branch, "
-                "which includes the other tasks' work: your previous changes are NOT in the work "
-                f"tree; redo the task on top of the current code.\n{output[-4000:]}"
-            ).strip(),
+            # What the next prompt shows the agent (the retry template says where it starts from).
+            failure=f"{reason}.\n{output[-4000:]}".strip(),
             rerun=not final,
         )
         if final:

@@ -9,6 +9,7 @@ what to do. Resume first reconciles the journal with the branch's commits and th
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -502,6 +503,7 @@ def _reconcile_worktrees(runner: Runner, committed: dict[str, str]) -> set[str]:
         git.restore_head(changed)
         runner.notice("its merge into the work tree was cut short; merging it again", task_id=merging[0].id)
     claimed: set[str] = set()
+    kept: set[Path] = set()
     for record in list(state.tasks.values()):
         if not (record.branch and record.worktree and record.base):
             continue
@@ -512,6 +514,7 @@ def _reconcile_worktrees(runner: Runner, committed: dict[str, str]) -> set[str]:
             executor.adopt(record.id, worktree)
             runner.resume_at(record.id, point)
             claimed.add(worktree.branch)
+            kept.add(worktree.path.resolve())
             runner.notice(f"{_SAID[point]} (worktree {worktree.path})", task_id=record.id)
             continue
         if record.id not in committed:
@@ -530,7 +533,7 @@ def _reconcile_worktrees(runner: Runner, committed: dict[str, str]) -> set[str]:
                 runner.record("attempt_interrupted", task=record.id, attempt=record.attempt)
         remove_worktree(git, worktree.path, worktree.branch)
         runner.record("worktree_removed", task=record.id)
-    _remove_leftovers(runner, claimed)
+    _remove_leftovers(runner, claimed, kept)
     return handled
 
 
@@ -550,9 +553,11 @@ def _worktree_point(git: GitRepo, record: TaskRecord, worktree: Worktree) -> str
     return _pick_up_at(record, tree)
 
 
-def _remove_leftovers(runner: Runner, claimed: set[str]) -> None:
-    """Worktrees and branches of this run that no task claims (a kill between `git worktree add`
-    and its journal record): whatever they hold is kept in a ref, then they go."""
+def _remove_leftovers(runner: Runner, claimed: set[str], kept: set[Path]) -> None:
+    """Worktrees and branches of this run that no task claims (spares made ahead of time, a kill
+    between `git worktree add` and its journal record): whatever they hold is kept in a ref, then
+    they go; and so do directories under the run's worktree folder that git never registered (a
+    kill early in `git worktree add`)."""
     git = runner.repo
     run_id = runner.ctx.run_id
     root = worktrees_root(runner.ctx.journal.directory.parent, run_id).resolve()
@@ -560,11 +565,16 @@ def _remove_leftovers(runner: Runner, claimed: set[str]) -> None:
     for entry in git.worktrees():
         inside = entry.path.resolve().is_relative_to(root)
         ours = entry.branch is not None and entry.branch.startswith(prefix + "/")
-        if (inside or ours) and entry.branch not in claimed:
+        if (inside or ours) and entry.branch not in claimed and entry.path.resolve() not in kept:
             _drop_leftover(runner, entry.path, entry.branch or "", entry.head)
     for branch in git.branches(prefix):
         if branch not in claimed:
             _drop_leftover(runner, root / branch.rsplit("/", 1)[-1], branch, None)
+    strays = [p for p in root.iterdir() if p.resolve() not in kept] if root.is_dir() else []
+    for stray in strays:
+        shutil.rmtree(stray, ignore_errors=True)
+    if strays:
+        git.git("worktree", "prune")
 
 
 def _drop_leftover(runner: Runner, path: Path, branch: str, head: str | None) -> None:

@@ -1,25 +1,37 @@
 """Parallel tasks: each on a thread of its own, in its own git worktree on its own branch.
 
-    start(task)      a thread: `git worktree add` (cut from the run branch's head), the task's
-                     attempts in it (agent + verification), then its work committed on its branch
+    start(task)      a thread: a worktree cut from the run branch's head (a spare one made ahead
+                     of time, or a new one), the task's attempts in it (agent + verification),
+                     its slot freed for the next task, then its verified work committed on its
+                     own branch
     wait()           the tasks that finished
     integrate(task)  on the main thread: the task branch's commit merged onto the run's current
                      head (`git merge-tree`, nothing touched on conflict) and checked out in the
                      run's work tree, where the runner re-verifies it, ticks the box and commits
     release(task)    the worktree and its branch removed once the task's commit is on the run branch
 
-Agents and verification in different worktrees run at once; every git operation that touches the
-main repository (worktree add and remove, commits, the merge) holds one lock, and the journal has a
-single writer (the runner, under its own lock). The plan file is never ticked in a worktree: only
-on the run's branch, at merge time, so parallel tasks cannot conflict over it.
+Agents and verification in different worktrees run at once. A caretaker thread keeps spare
+worktrees (detached at the run's head, at most one per slot and no more than tasks left to start)
+and removes finished ones, off the tasks' critical path: a task starting takes a spare, moved to
+the head (`git reset --hard`) only when the head moved since it was made; this is what keeps the
+gap between two tasks of a slot short.
+
+Two locks. `git worktree add` and `remove` (and `branch -D`) read every worktree's
+administrative files and may find another's half written, so those run one at a time on the
+admin lock, where a task waiting to start goes first. The run's work tree and branch (merge,
+tick, commit) are the main thread's alone, on `lock`. The journal has a single writer (the runner,
+under its own lock). The plan file is never ticked in a worktree: only on the run's branch, at
+merge time, so parallel tasks cannot conflict over it.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +45,13 @@ from orchestrator.persistence.repo import GitError, GitRepo
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 WORKTREES_DIR = ".worktrees"
 """Under the checkpoints directory (kept out of git): <checkpoints>/.worktrees/<run>/<task>."""
+
+
+QUIET = 0.05
+"""Seconds without a task starting, finishing or landing before the caretaker does a chore: its git
+processes would compete for the CPU with those on the tasks' path (a machine may have two cores)."""
+PATIENCE = 0.3
+"""Seconds a chore waits for such a lull at most."""
 
 
 def safe_name(task_id: str) -> str:
@@ -58,6 +77,7 @@ def worktrees_root(checkpoints_root: Path, run_id: str) -> Path:
 class Worktree:
     path: Path
     branch: str
+    """Where the task's verified work is committed (made then: the worktree itself is detached)."""
     base: str
     """The run branch's commit it was cut from."""
 
@@ -67,21 +87,35 @@ class Worktree:
 
 @dataclass
 class Timings:
-    """Seconds spent on each worktree chore, one entry per task (for the benchmarks)."""
+    """Seconds spent on each worktree chore (for the benchmarks)."""
 
     add: list[float] = field(default_factory=list)
+    """A task's wait for its worktree: claiming a spare, or making one when none is ready."""
+    spare: list[float] = field(default_factory=list)
+    """Making a spare worktree, in the background."""
     commit: list[float] = field(default_factory=list)
     merge: list[float] = field(default_factory=list)
     remove: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Spare:
+    """A worktree made ahead of time, detached at `base`, that no task has claimed yet."""
+
+    path: Path
+    base: str
 
 
 def _ignore(*args: object) -> None:
     del args
 
 
+def _none() -> int:
+    return 0
+
+
 class GitLock:
-    """One lock for the main repository's git operations, where creating a worktree (a task
-    waiting to start) goes before merges, commits and removals (work already done)."""
+    """A lock where urgent holders (a task waiting to start) go before the others (chores)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -128,17 +162,22 @@ class WorktreeExecutor:
         on_added: Callable[[Task, Worktree], None] | None = None,
         on_removed: Callable[[str], None] | None = None,
         on_slot_free: Callable[[], None] | None = None,
+        unstarted: Callable[[], int] | None = None,
     ):
         self.repo = repo
         self.slots = slots
         self.root = root
         self.run_id = run_id
-        self.lock = GitLock()
-        """Held for every git operation on the main repository."""
+        self.lock = threading.Lock()
+        """The run's work tree and branch: merges, ticks, commits."""
         self.timings = Timings()
+        self._admin = GitLock()
+        """`git worktree add` and `remove`, `branch -D`: one at a time (see the module's docstring)."""
         self._on_added = on_added or _ignore
         self._on_removed = on_removed or _ignore
         self._on_slot_free = on_slot_free or _ignore
+        self._unstarted = unstarted or _none
+        """How many tasks may still start: no more spares than that."""
         self._mutex = threading.Lock()
         self._active: set[str] = set()
         """Tasks whose thread still works (a subset of _running, which also holds finished ones
@@ -146,16 +185,31 @@ class WorktreeExecutor:
         self._running: dict[str, threading.Thread] = {}
         self._finished: queue.Queue[tuple[str, TaskResult | BaseException]] = queue.Queue()
         self._adopted: dict[str, Worktree] = {}
-        self._janitor: queue.Queue[tuple[str, dict[str, str]] | None] = queue.Queue()
-        self._janitor_thread: threading.Thread | None = None
+        self._names = itertools.count(1)
+        self._care = threading.Condition()
+        """Guards what the caretaker works from: spares, removals, closing, poked."""
+        self._spares: list[Spare] = []
+        self._making = 0
+        self._removals: deque[tuple[str, dict[str, str]]] = deque()
+        self._closing = False
+        self._poked = False
+        self._caretaker: threading.Thread | None = None
+        self._last_busy = 0.0
+        """When a task last started, finished or landed (time.monotonic())."""
 
     # -- naming ----------------------------------------------------------------------------
 
-    def path_for(self, task_id: str) -> Path:
-        return self.root / safe_name(task_id)
-
     def branch_for(self, task_id: str) -> str:
         return task_branch(self.run_id, task_id)
+
+    def _new_path(self) -> Path:
+        """A worktree directory no worktree of the run uses (names are not reused: a resumed run
+        may still hold an adopted one)."""
+        taken = {w.path for w in self._adopted.values()}
+        while True:
+            path = self.root / f"wt-{next(self._names)}"
+            if path not in taken and not path.exists():
+                return path
 
     def adopt(self, task_id: str, worktree: Worktree) -> None:
         """Resume: run the task's next step in the worktree a killed run left (its work is intact)."""
@@ -217,12 +271,11 @@ class WorktreeExecutor:
     def integrate(self, result: TaskResult) -> Merge:
         extra = result.extra
         base = extra["base"]
-        # Committed here rather than on the worker, so that its slot frees up sooner.
-        head_of_task = extra["head"] = self._commit(result.task, extra, result.tree)
-        crash_point("after_branch_commit", result.task.id)
+        head_of_task = extra.get("head") or base
+        self._busy()
         started = time.perf_counter()
         with self.lock:
-            head = self.repo.head() or base
+            head = self.repo.head_now() or base
             moved = head != base
             if head_of_task == base:
                 return Merge(moved=moved)
@@ -246,23 +299,20 @@ class WorktreeExecutor:
 
     def release(self, result: TaskResult) -> None:
         """Removed in the background: nothing waits for it (resume removes what a kill left)."""
-        if self._janitor_thread is None:
-            self._janitor_thread = threading.Thread(
-                target=self._tidy, name="orchestrate-janitor", daemon=True
-            )
-            self._janitor_thread.start()
-        self._janitor.put((result.task.id, dict(result.extra)))
-
-    def _tidy(self) -> None:
-        while (item := self._janitor.get()) is not None:
-            self._remove(*item)
+        if "worktree" not in result.extra:
+            return
+        with self._care:
+            self._removals.append((result.task.id, dict(result.extra)))
+        self._poke()
 
     def discard(self, result: TaskResult, keep_ref: str, message: str) -> str | None:
         extra = result.extra
         if not extra:
             return None
-        kept = self.keep(Path(extra["worktree"]), extra["branch"], extra["base"], keep_ref, message)
-        self._remove(result.task.id, extra)
+        kept = keep_worktree(
+            self.repo, Path(extra["worktree"]), extra["branch"], extra["base"], keep_ref, message
+        )
+        self._remove(result.task.id, extra, urgent=True)
         return kept
 
     def close(self, wait: bool = True) -> None:
@@ -277,11 +327,14 @@ class WorktreeExecutor:
                     thread.join()
         with self._mutex:
             self._running.clear()
-        if self._janitor_thread is not None:
-            self._janitor.put(None)
-            if wait:
-                self._janitor_thread.join()
-            self._janitor_thread = None
+        with self._care:
+            self._closing = True
+            self._care.notify_all()
+            caretaker, self._caretaker = self._caretaker, None
+        if caretaker is not None and wait:
+            caretaker.join()
+        if wait:
+            self._drop_spares()  # those the caretaker did not get to (it may never have started)
         try:
             self.root.rmdir()  # only when every worktree of the run is gone
             self.root.parent.rmdir()
@@ -295,37 +348,77 @@ class WorktreeExecutor:
             outcome: TaskResult | BaseException = self._attempts(task, work)
         except BaseException as exc:  # delivered to the main thread by wait()
             outcome = exc
+        if isinstance(outcome, TaskResult) and outcome.passed:
+            self.checks_passed(task.id)  # unless the work said so already
+            try:
+                outcome.extra["head"] = self._commit(task, outcome.extra, outcome.tree)
+                crash_point("after_branch_commit", task.id)
+            except BaseException as exc:
+                outcome = exc
+            self._finished.put((task.id, outcome))
+            return
         with self._mutex:
             self._active.discard(task.id)
         self._finished.put((task.id, outcome))
         if not isinstance(outcome, BaseException):
-            try:
-                self._on_slot_free()  # start the next task from here, not after the main thread's merges
-            except BaseException as exc:
-                self._finished.put((f"{task.id} (starting the next task)", exc))
+            self._free_slot(task.id)
+
+    def checks_passed(self, task_id: str) -> None:
+        self._busy()
+        with self._mutex:
+            if task_id not in self._active:
+                return
+            self._active.discard(task_id)
+        # The next task starts from this thread, before this one's snapshot, branch commit and
+        # merge: none of them is on the next task's path.
+        self._free_slot(task_id)
+
+    def _free_slot(self, task_id: str) -> None:
+        try:
+            self._on_slot_free()
+        except BaseException as exc:
+            self._finished.put((f"{task_id} (starting the next task)", exc))
 
     def _attempts(self, task: Task, work: Work) -> TaskResult:
         worktree = self._adopted.pop(task.id, None) or self._add(task)
         result = work(worktree.path)
         result.extra.update(worktree.as_record())
         if result.stopped and result.attempts == 0:
-            self._remove(task.id, result.extra)  # stopped before it began: nothing to keep
+            self._remove(task.id, result.extra, urgent=True)  # stopped before it began: nothing to keep
         return result
 
     def _add(self, task: Task) -> Worktree:
+        self._busy()
         started = time.perf_counter()
-        path, branch = self.path_for(task.id), self.branch_for(task.id)
-        with self.lock.urgent():
-            base = self.repo.head()
-            assert base is not None  # pre-flight refuses a repository without commits
-            if path.exists() or self.repo.branch_exists(branch):  # a leftover resume did not claim
-                remove_worktree(self.repo, path, branch)
-            self.repo.worktree_add(path, branch, base)
+        branch = self.branch_for(task.id)
+        worktree = self._claim(branch) or self._make(branch)
         self.timings.add.append(time.perf_counter() - started)
+        self._poke()  # the caretaker makes the next spare
         crash_point("after_worktree", task.id)
-        worktree = Worktree(path, branch, base)
         self._on_added(task, worktree)
         return worktree
+
+    def _claim(self, branch: str) -> Worktree | None:
+        """A spare, moved to the run's head when the head moved since it was made, or None when
+        no spare is ready. It stays detached: the task's branch is made when its work is
+        committed (see _commit), which spares a git process at the start of every task."""
+        with self._care:
+            if not self._spares:
+                return None
+            spare = self._spares.pop(0)
+        base = self.repo.head_now()
+        assert base is not None  # pre-flight refuses a repository without commits
+        if spare.base != base:
+            self.repo.move_worktree_to(spare.path, base)
+        return Worktree(spare.path, branch, base)
+
+    def _make(self, branch: str) -> Worktree:
+        path = self._new_path()
+        with self._admin.urgent():
+            base = self.repo.head_now()
+            assert base is not None
+            self.repo.worktree_add_detached(path, base)
+        return Worktree(path, branch, base)
 
     def _commit(self, task: Task, extra: dict[str, str], tree: str | None) -> str:
         """The task's work, the tree it was verified with, as one commit on its branch, its parent
@@ -333,32 +426,132 @@ class WorktreeExecutor:
         after the merge."""
         started = time.perf_counter()
         path, branch, base = Path(extra["worktree"]), extra["branch"], extra["base"]
-        with self.lock:
-            if tree is None:  # resumed: the verified work is on its branch, or in its worktree
-                tip = self.repo.rev(f"refs/heads/{branch}")
-                tree = GitRepo(path).snapshot_tree() if is_worktree(path) else None
-                if tip is not None and (tree is None or tree == self.repo.rev(f"{tip}^{{tree}}")):
-                    return tip
-                if tree is None:
-                    return base
-            message = f"orchestrate: work of task {task.id} (run {self.run_id})"
-            sha = self.repo.git("commit-tree", tree, "-p", base, "-m", message).strip()
-            self.repo.update_ref(f"refs/heads/{branch}", sha)
+        if tree is None:  # resumed: the verified work is on its branch, or in its worktree
+            tip = self.repo.rev(f"refs/heads/{branch}")
+            tree = GitRepo(path).snapshot_tree() if is_worktree(path) else None
+            if tip is not None and (tree is None or tree == self.repo.rev(f"{tip}^{{tree}}")):
+                return tip
+            if tree is None:
+                return base
+        message = f"orchestrate: work of task {task.id} (run {self.run_id})"
+        sha = self.repo.git("commit-tree", tree, "-p", base, "-m", message).strip()
+        self.repo.update_ref(f"refs/heads/{branch}", sha)
         self.timings.commit.append(time.perf_counter() - started)
         return sha
 
+    # -- the caretaker: spares ahead of time, removals after --------------------------------
+
+    def _poke(self) -> None:
+        with self._care:
+            if self._closing:
+                return
+            self._poked = True
+            if self._caretaker is None:
+                self._caretaker = threading.Thread(
+                    target=self._take_care, name="orchestrate-worktrees", daemon=True
+                )
+                self._caretaker.start()
+            self._care.notify_all()
+
+    def _spare_wanted(self) -> bool:
+        with self._care:
+            if self._closing:
+                return False
+            ready = len(self._spares) + self._making
+        if ready >= self.slots:
+            return False
+        # Asked without holding _care: the runner answers under its own lock, which it may hold
+        # while it calls start().
+        return ready < min(self.slots, self._unstarted())
+
+    def _busy(self) -> None:
+        self._last_busy = time.monotonic()
+
+    def _lull(self) -> None:
+        """Wait for a lull in the tasks' own git work (see QUIET), unless the run is closing."""
+        began = time.monotonic()
+        with self._care:
+            while not self._closing:
+                now = time.monotonic()
+                calm, waited = now - self._last_busy, now - began
+                if calm >= QUIET or waited >= PATIENCE:
+                    return
+                self._care.wait(min(QUIET - calm, PATIENCE - waited))
+
+    def _take_care(self) -> None:
+        while True:
+            if self._spare_wanted():
+                self._lull()
+                self._make_spare()
+                continue
+            with self._care:
+                jobs = list(self._removals)
+                self._removals.clear()
+                closing = self._closing
+                spares: list[Spare] = []
+                if closing:
+                    spares, self._spares = self._spares, []
+                elif not jobs:
+                    if not self._poked:
+                        self._care.wait()
+                    self._poked = False
+                    continue
+            if not closing:
+                self._lull()
+            self._remove_all(jobs, [s.path for s in spares])
+            if closing:
+                return
+
+    def _remove_all(self, jobs: list[tuple[str, dict[str, str]]], spares: list[Path]) -> None:
+        """Finished tasks' worktrees and branches, and spares, all at once (a few git processes
+        whatever their number)."""
+        jobs = [(task_id, extra) for task_id, extra in jobs if "worktree" in extra]
+        if not jobs and not spares:
+            return
+        started = time.perf_counter()
+        with self._admin:
+            self.repo.remove_worktrees(
+                [Path(extra["worktree"]) for _, extra in jobs] + spares,
+                [extra["branch"] for _, extra in jobs],
+            )
+        each = (time.perf_counter() - started) / (len(jobs) + len(spares))
+        for task_id, _ in jobs:
+            self.timings.remove.append(each)
+            self._on_removed(task_id)
+
+    def _make_spare(self) -> None:
+        started = time.perf_counter()
+        with self._care:
+            self._making += 1
+        try:
+            with self._admin:
+                base = self.repo.head_now()
+                assert base is not None
+                path = self._new_path()
+                self.repo.worktree_add_detached(path, base)
+            with self._care:
+                self._spares.append(Spare(path, base))
+        finally:
+            with self._care:
+                self._making -= 1
+        self.timings.spare.append(time.perf_counter() - started)
+
+    def _drop_spares(self) -> None:
+        with self._care:
+            spares, self._spares = self._spares, []
+        self._remove_all([], [spare.path for spare in spares])
+
     # -- shared ----------------------------------------------------------------------------
 
-    def keep(self, path: Path, branch: str, base: str, keep_ref: str, message: str) -> str | None:
-        with self.lock:
-            return keep_worktree(self.repo, path, branch, base, keep_ref, message)
-
-    def _remove(self, task_id: str, extra: dict[str, str]) -> None:
+    def _remove(self, task_id: str, extra: dict[str, str], urgent: bool = False) -> None:
         if "worktree" not in extra:
             return
         started = time.perf_counter()
-        with self.lock:
+        self._admin.acquire(urgent)
+        try:
             remove_worktree(self.repo, Path(extra["worktree"]), extra["branch"])
+        finally:
+            self._admin.release()
         self.timings.remove.append(time.perf_counter() - started)
         self._on_removed(task_id)
 
@@ -383,7 +576,8 @@ def keep_worktree(repo: GitRepo, path: Path, branch: str, base: str, ref: str, m
 
 def remove_worktree(repo: GitRepo, path: Path, branch: str) -> None:
     repo.worktree_remove(path)
-    repo.delete_branch(branch)
+    if branch:
+        repo.delete_branch(branch)
 
 
 def is_worktree(path: Path) -> bool:

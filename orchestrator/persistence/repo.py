@@ -8,6 +8,7 @@ interrupted edits, commits with trailers, and finding a task's commit again by i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from orchestrator.errors import PreflightError
 
 TASK_TRAILER = "Orchestrate-Task"
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 RUN_TRAILER = "Orchestrate-Run"
 
 
@@ -108,8 +110,24 @@ class GitRepo:
     @property
     def git_dir(self) -> Path:
         if self._git_dir is None:
-            self._git_dir = self._rev_parse_path("--git-dir")
+            self._git_dir = self._linked_git_dir() or self._rev_parse_path("--git-dir")
         return self._git_dir
+
+    def _linked_git_dir(self) -> Path | None:
+        """A linked worktree's git directory, read from its `.git` file: one git process less for
+        each task of a parallel run."""
+        dot_git = self.root / ".git"
+        if "GIT_DIR" in os.environ or not dot_git.is_file():
+            return None
+        try:
+            text = dot_git.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        if not text.startswith("gitdir: "):
+            return None
+        found = Path(text.removeprefix("gitdir: "))
+        found = (found if found.is_absolute() else self.root / found).resolve()
+        return found if found.is_dir() else None
 
     @property
     def common_dir(self) -> Path:
@@ -129,6 +147,17 @@ class GitRepo:
         """The sha HEAD points at, or None in a repository without commits."""
         out = self.git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).strip()
         return out or None
+
+    def head_now(self) -> str | None:
+        """HEAD's commit like head(), read from the ref file itself when it is a plain one (git
+        replaces ref files atomically): no git process on the hot path of a parallel run."""
+        try:
+            text = (self.git_dir / "HEAD").read_text(encoding="ascii").strip()
+            if text.startswith("ref: refs/"):
+                text = (self.common_dir / text.removeprefix("ref: ")).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        return text if _SHA.fullmatch(text) else self.head()
 
     def branch_exists(self, name: str) -> bool:
         out = self.git("rev-parse", "--verify", "--quiet", f"refs/heads/{name}", check=False)
@@ -271,8 +300,16 @@ class GitRepo:
         if exclude:
             self.git("reset", "-q", "--", *exclude)
         body = message.rstrip() + "\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
-        self.git("commit", "-q", "--no-verify", "--allow-empty", "-F", "-", input_text=body)
-        return self.git("rev-parse", "HEAD").strip()
+        # No automatic maintenance after each commit (one git process more per task): the user's
+        # next git command runs it.
+        self.git(
+            "-c", "maintenance.auto=false",
+            "commit", "-q", "--no-verify", "--allow-empty", "-F", "-",
+            input_text=body,
+        )  # fmt: skip
+        sha = self.head_now()
+        assert sha is not None  # just committed
+        return sha
 
     def trailer_commits(self, run_id: str | None = None, since: str | None = None) -> list[TrailerCommit]:
         """Commits reachable from HEAD that carry an Orchestrate-Task trailer, oldest first;
@@ -333,6 +370,19 @@ class GitRepo:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.git("worktree", "add", "-q", "-b", branch, str(path), base)
 
+    def worktree_add_detached(self, path: Path, base: str) -> None:
+        """A new work tree at `path`, its HEAD detached at `base` (a spare, for a task to claim)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.git("worktree", "add", "-q", "--detach", str(path), base)
+
+    def move_worktree_to(self, path: Path, base: str) -> None:
+        """Move the detached work tree at `path` (its HEAD, index and files) to `base`.
+
+        Unlike `checkout` and `switch`, `reset` reads no other worktree's administrative files,
+        which a `git worktree add` or `remove` running beside it may have half written; so this
+        needs no lock against them."""
+        self.git("reset", "-q", "--hard", base, cwd=path)
+
     def worktree_remove(self, path: Path) -> None:
         """Remove a work tree and its administrative files, whatever state it was left in."""
         # Twice forced: a kill during `git worktree add` leaves it locked ("initializing"),
@@ -376,6 +426,20 @@ class GitRepo:
     def delete_branch(self, branch: str) -> None:
         """Delete a branch if it exists."""
         self.git("branch", "-q", "-D", branch, check=False)
+
+    def remove_worktrees(self, paths: Sequence[Path], branches: Sequence[str]) -> None:
+        """Remove several work trees and branches with two git processes in all: the directories
+        go first, then `git worktree prune` drops every worktree whose directory is missing.
+        Nothing may be adding a worktree meanwhile (prune would take it for a dead one)."""
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+        if paths:
+            self.git("worktree", "prune")
+        if branches:
+            self.git("branch", "-q", "-D", *branches, check=False)
+        for path in paths:
+            if path.exists():  # something in it could not be deleted: git's own way, forced
+                self.worktree_remove(path)
 
     def merge_tree(self, ours: str, theirs: str) -> MergedTree:
         """Three-way merge of two commits (their merge base as the base), written as a tree

@@ -189,7 +189,9 @@ def test_a_task_whose_edit_conflicts_runs_again_on_the_new_head_and_lands(tmp_pa
     # The rerun's prompt tells the agent its earlier changes are not in the fresh worktree.
     prompt = (repo / "checkpoints" / result.run_id / "prompts" / "T003.attempt-2.md").read_text()
     assert "conflicting files: shared.txt" in prompt
-    assert "NOT in the work tree" in prompt
+    assert "your previous changes are NOT in the work tree" in prompt
+    assert "still in the work tree" not in prompt
+    assert prompt.count("NOT in the work tree") == 1  # the template says it, the failure does not
     # The work that did not merge is kept, not lost.
     assert any("unmerged" in ref for ref in record.saved_refs)
     assert git(repo, "show", f"{record.saved_refs[0]}:shared.txt") == "C"

@@ -34,6 +34,28 @@ def test_a_task_prompt_has_only_its_own_context(project: tuple[Path, Path, Path]
     assert "Do not edit the plan file `plan.md`" in rendered.system
 
 
+@pytest.mark.parametrize(
+    ("kept", "says", "never"),
+    [
+        (True, "Your previous changes are still in the work tree", "NOT in the work tree"),
+        (False, "your previous changes are NOT in the work tree", "still in the work tree"),
+    ],
+)
+def test_a_retry_prompt_says_whether_the_previous_changes_are_still_there(
+    project: tuple[Path, Path, Path], kept: bool, says: str, never: str
+) -> None:
+    repo, plan_path, _ = project
+    plan = parse_plan(plan_path)
+    task = plan.task("T003")
+    assert task is not None
+    rendered = PromptRenderer(repo, plan_path).render(
+        plan, task, [], attempt=2, max_attempts=3, failure="it broke", changes_kept=kept
+    )
+    assert "it broke" in rendered.prompt
+    assert says in rendered.prompt
+    assert never not in rendered.prompt
+
+
 def test_the_repository_can_override_a_template_and_mistakes_name_the_file(
     project: tuple[Path, Path, Path],
 ) -> None:

@@ -97,6 +97,8 @@ def test_failed_verification_is_retried_with_its_output_in_the_prompt(tmp_path: 
     retry_prompt = (repo / "checkpoints" / result.run_id / "prompts" / "T003.attempt-2.md").read_text()
     assert "AssertionError" in retry_prompt
     assert "Attempt 2 of 3" in retry_prompt
+    assert "Your previous changes are still in the work tree" in retry_prompt
+    assert "NOT in the work tree" not in retry_prompt
     assert [c[1] for c in _commits(repo)].count("T003") == 1
     assert result.state.tasks["T003"].attempt == 2
 
