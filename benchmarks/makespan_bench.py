@@ -13,8 +13,10 @@ when the branch moved meanwhile, verified again. Four shapes of DAG:
 
 For each shape and N the makespan (the run's first event to its last) is compared with the lower
 bound max(critical path, total work / N), both counting the sleeps alone. The worktree chores are
-timed separately: creating a task's worktree, committing its work on its branch, merging it onto
-the run's branch, removing the worktree; and landing (merge, re-verification, tick and commit).
+timed separately: what a starting task waits for its worktree (claiming a spare made ahead of
+time, or making one), making spares in the background, committing a task's work on its branch,
+merging it onto the run's branch, removing worktrees (batched: the time of a batch shared by its
+worktrees); and landing (merge, re-verification, tick and commit).
 Target: a ratio of at most 1.10 at N = 4 on the wide and layered DAGs.
 """
 
@@ -129,7 +131,7 @@ def run_once(root: Path, shape: str, graph: dict[str, list[str]], seconds: float
     executor = runners[0].executor
     if isinstance(executor, WorktreeExecutor):
         t = executor.timings
-        chores = {"add": t.add, "commit": t.commit, "merge": t.merge, "remove": t.remove}
+        chores = {"add": t.add, "spare": t.spare, "commit": t.commit, "merge": t.merge, "remove": t.remove}
     records = RunStore(repo / "checkpoints").records(result.run_id)
     committing = {r["task"]: float(r["at"]) for r in records if r["type"] == "task_committing"}
     chores["land"] = [float(r["at"]) - committing[r["task"]] for r in records if r["type"] == "task_done"]
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 if args.keep is None:
                     shutil.rmtree(base / f"{shape}-{n}", ignore_errors=True)
         labels = {
-            "add": "worktree creation",
+            "add": "worktree creation, as the task waits (a spare claimed, or a new one)",
+            "spare": "spare worktree creation (in the background)",
             "commit": "commit on the task branch",
             "merge": "merge onto the run branch",
             "remove": "worktree removal",

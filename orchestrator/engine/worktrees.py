@@ -27,8 +27,10 @@ merge time, so parallel tasks cannot conflict over it.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -370,7 +372,7 @@ class WorktreeExecutor:
                 return
             self._active.discard(task_id)
         # The next task starts from this thread, before this one's snapshot, branch commit and
-        # merge: none of them is on the next task's path.
+        # merge: none of them is on the next task's path, so they also give way to what is.
         self._free_slot(task_id)
 
     def _free_slot(self, task_id: str) -> None:
@@ -418,6 +420,7 @@ class WorktreeExecutor:
             base = self.repo.head_now()
             assert base is not None
             self.repo.worktree_add_detached(path, base)
+        self.repo.populate_worktree(path)
         return Worktree(path, branch, base)
 
     def _commit(self, task: Task, extra: dict[str, str], tree: str | None) -> str:
@@ -479,25 +482,27 @@ class WorktreeExecutor:
                 self._care.wait(min(QUIET - calm, PATIENCE - waited))
 
     def _take_care(self) -> None:
+        lower_priority()
         while True:
             if self._spare_wanted():
                 self._lull()
                 self._make_spare()
                 continue
             with self._care:
+                idle = not self._removals and not self._closing
+                if idle:
+                    if not self._poked:
+                        self._care.wait()
+                    self._poked = False
+                    continue
+            self._lull()
+            with self._care:  # after the lull: what was released meanwhile goes in the same batch
                 jobs = list(self._removals)
                 self._removals.clear()
                 closing = self._closing
                 spares: list[Spare] = []
                 if closing:
                     spares, self._spares = self._spares, []
-                elif not jobs:
-                    if not self._poked:
-                        self._care.wait()
-                    self._poked = False
-                    continue
-            if not closing:
-                self._lull()
             self._remove_all(jobs, [s.path for s in spares])
             if closing:
                 return
@@ -529,6 +534,7 @@ class WorktreeExecutor:
                 assert base is not None
                 path = self._new_path()
                 self.repo.worktree_add_detached(path, base)
+            self.repo.populate_worktree(path)
             with self._care:
                 self._spares.append(Spare(path, base))
         finally:
@@ -554,6 +560,21 @@ class WorktreeExecutor:
             self._admin.release()
         self.timings.remove.append(time.perf_counter() - started)
         self._on_removed(task_id)
+
+
+BACKGROUND_NICENESS = 10
+
+
+def lower_priority() -> None:
+    """Make the calling thread, and the git processes it starts (they inherit it), give way to
+    the others for the CPU. Linux only (elsewhere a thread cannot have a priority of its own);
+    a thread cannot raise its priority again, so only threads that do background work call it."""
+    if sys.platform != "linux":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+    except OSError:
+        pass
 
 
 def keep_worktree(repo: GitRepo, path: Path, branch: str, base: str, ref: str, message: str) -> str | None:

@@ -371,9 +371,16 @@ class GitRepo:
         self.git("worktree", "add", "-q", "-b", branch, str(path), base)
 
     def worktree_add_detached(self, path: Path, base: str) -> None:
-        """A new work tree at `path`, its HEAD detached at `base` (a spare, for a task to claim)."""
+        """A new work tree at `path`, its HEAD detached at `base`, its files not checked out yet
+        (see populate_worktree): what must not run beside another `git worktree` command is
+        over sooner."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.git("worktree", "add", "-q", "--detach", str(path), base)
+        self.git("worktree", "add", "-q", "--detach", "--no-checkout", str(path), base)
+
+    def populate_worktree(self, path: Path) -> None:
+        """Check out the files (and write the index) of a work tree made with --no-checkout; like
+        move_worktree_to, it reads no other worktree's files."""
+        self.git("read-tree", "-u", "--reset", "HEAD", cwd=path)
 
     def move_worktree_to(self, path: Path, base: str) -> None:
         """Move the detached work tree at `path` (its HEAD, index and files) to `base`.

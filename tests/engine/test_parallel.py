@@ -301,3 +301,26 @@ def test_a_stop_lets_the_tasks_in_flight_finish_and_land_then_resume_completes(t
     finished = resumed.state.status
     assert finished is RunStatus.COMPLETE
     assert isinstance(reporter.events[-1], RunFinished)
+
+
+def test_resume_removes_spare_worktrees_and_half_made_directories_a_kill_left(tmp_path: Path) -> None:
+    repo, plan, script = write_project(tmp_path, plan=FAN_PLAN, script=FAN_SCRIPT)
+    reporter = _StopWhenStarted("T002")
+
+    def hook(runner: Runner) -> None:
+        reporter.runner = runner
+
+    result = start_run(
+        plan, {"agent": "scripted", "script": script, "parallel": 3}, reporter, runner_hook=hook
+    )
+    assert result.status is RunStatus.STOPPED
+    # What a kill at the wrong moment leaves: a spare (detached, no task's) and a directory
+    # `git worktree add` made before it registered the worktree.
+    root = repo / "checkpoints" / ".worktrees" / result.run_id
+    git(repo, "worktree", "add", "-q", "--detach", str(root / "wt-90"), "HEAD")
+    (root / "wt-91" / "sub").mkdir(parents=True)
+
+    resumed = resume_run(None, {}, ListReporter(), repo=repo)
+    assert resumed.exit_code == 0
+    assert sorted(_commits(repo)) == ["T001", "T002", "T003", "T004", "T005"]
+    _nothing_left_behind(repo)

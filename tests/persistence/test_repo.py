@@ -172,3 +172,66 @@ def test_merge_tree_merges_or_names_the_conflicted_paths_without_touching_the_tr
     assert clash.tree is None
     assert clash.conflicts == ["a.txt"]
     assert repo.is_clean()
+
+
+def test_a_spare_worktree_is_made_detached_then_filled_then_moved_to_a_new_head(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    repo = GitRepo(git_repo)
+    base = repo.head()
+    assert base is not None
+    path = tmp_path / "wt" / "spare"
+    repo.worktree_add_detached(path, base)
+    assert not (path / "README.md").exists()  # not checked out yet
+    repo.populate_worktree(path)
+    assert (path / "README.md").read_text() == "# test repo\n"
+    listed = {e.path.resolve(): e for e in repo.worktrees()}
+    assert listed[path.resolve()].branch is None
+    assert listed[path.resolve()].head == base
+    assert GitRepo(path).snapshot_tree() == repo.head_tree()
+    assert GitRepo(path).git_dir == Path(git(path, "rev-parse", "--absolute-git-dir").strip()).resolve()
+
+    (git_repo / "README.md").write_text("# moved on\n")
+    git(git_repo, "commit", "-q", "-am", "move on")
+    head = repo.head()
+    assert head is not None
+    repo.move_worktree_to(path, head)
+    assert (path / "README.md").read_text() == "# moved on\n"
+    assert git(path, "rev-parse", "HEAD").strip() == head
+    assert git(path, "status", "--porcelain") == ""
+
+
+def test_a_same_size_edit_in_a_filled_spare_is_seen(git_repo: Path, tmp_path: Path) -> None:
+    repo = GitRepo(git_repo)
+    path = tmp_path / "wt" / "spare"
+    repo.worktree_add_detached(path, repo.head() or "")
+    repo.populate_worktree(path)
+    (path / "README.md").write_text("# TEST REPO\n")
+    time.sleep(1.05)  # the snapshot index is made in a later second than the edit
+    assert GitRepo(path).snapshot_tree() != repo.head_tree()
+
+
+def test_head_now_agrees_with_git_for_loose_and_packed_refs_and_a_detached_head(git_repo: Path) -> None:
+    repo = GitRepo(git_repo)
+    assert repo.head_now() == repo.head()
+    (git_repo / "README.md").write_text("next\n")
+    git(git_repo, "commit", "-q", "-am", "next")
+    assert repo.head_now() == repo.head() == git(git_repo, "rev-parse", "HEAD").strip()
+    git(git_repo, "pack-refs", "--all")  # no loose ref file any more: git answers
+    assert repo.head_now() == repo.head()
+    git(git_repo, "switch", "-q", "--detach", "HEAD~1")
+    assert repo.head_now() == repo.head() == git(git_repo, "rev-parse", "HEAD").strip()
+
+
+def test_several_worktrees_and_their_branches_are_removed_at_once(git_repo: Path, tmp_path: Path) -> None:
+    repo = GitRepo(git_repo)
+    base = repo.head() or ""
+    paths = [tmp_path / "wt" / f"T{n}" for n in range(3)]
+    for n, path in enumerate(paths[:2]):
+        repo.worktree_add(path, f"orchestrate/r1/T{n}", base)
+    repo.worktree_add_detached(paths[2], base)
+    repo.remove_worktrees(paths, ["orchestrate/r1/T0", "orchestrate/r1/T1", "orchestrate/r1/gone"])
+    assert not any(path.exists() for path in paths)
+    assert len(repo.worktrees()) == 1
+    assert repo.branches("orchestrate/r1") == []
+    assert not (repo.common_dir / "worktrees").exists() or not any((repo.common_dir / "worktrees").iterdir())
