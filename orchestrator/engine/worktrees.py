@@ -187,6 +187,8 @@ class WorktreeExecutor:
         self._running: dict[str, threading.Thread] = {}
         self._finished: queue.Queue[tuple[str, TaskResult | BaseException]] = queue.Queue()
         self._adopted: dict[str, Worktree] = {}
+        self._taken: set[Path] = set()
+        """Paths of adopted worktrees (set before the run starts)."""
         self._names = itertools.count(1)
         self._care = threading.Condition()
         """Guards what the caretaker works from: spares, removals, closing, poked."""
@@ -198,6 +200,8 @@ class WorktreeExecutor:
         self._caretaker: threading.Thread | None = None
         self._last_busy = 0.0
         """When a task last started, finished or landed (time.monotonic())."""
+        self._spares_broken = False
+        """Making a spare failed once: no more tries."""
 
     # -- naming ----------------------------------------------------------------------------
 
@@ -207,15 +211,15 @@ class WorktreeExecutor:
     def _new_path(self) -> Path:
         """A worktree directory no worktree of the run uses (names are not reused: a resumed run
         may still hold an adopted one)."""
-        taken = {w.path for w in self._adopted.values()}
         while True:
             path = self.root / f"wt-{next(self._names)}"
-            if path not in taken and not path.exists():
+            if path not in self._taken and not path.exists():
                 return path
 
     def adopt(self, task_id: str, worktree: Worktree) -> None:
         """Resume: run the task's next step in the worktree a killed run left (its work is intact)."""
         self._adopted[task_id] = worktree
+        self._taken.add(worktree.path)
 
     # -- the protocol ----------------------------------------------------------------------
 
@@ -411,7 +415,11 @@ class WorktreeExecutor:
         base = self.repo.head_now()
         assert base is not None  # pre-flight refuses a repository without commits
         if spare.base != base:
-            self.repo.move_worktree_to(spare.path, base)
+            try:
+                self.repo.move_worktree_to(spare.path, base)
+            except GitError:  # a spare gone bad is not worth a task: make a new worktree
+                self._remove_all([], [spare.path], urgent=True)
+                return None
         return Worktree(spare.path, branch, base)
 
     def _make(self, branch: str) -> Worktree:
@@ -458,7 +466,7 @@ class WorktreeExecutor:
 
     def _spare_wanted(self) -> bool:
         with self._care:
-            if self._closing:
+            if self._closing or self._spares_broken:
                 return False
             ready = len(self._spares) + self._making
         if ready >= self.slots:
@@ -486,7 +494,12 @@ class WorktreeExecutor:
         while True:
             if self._spare_wanted():
                 self._lull()
-                self._make_spare()
+                try:
+                    self._make_spare()
+                except GitError:
+                    # No spares then: each task makes its own worktree, as it would have to
+                    # anyway if this failure is not a passing one (and then it says why).
+                    self._spares_broken = True
                 continue
             with self._care:
                 idle = not self._removals and not self._closing
@@ -507,18 +520,25 @@ class WorktreeExecutor:
             if closing:
                 return
 
-    def _remove_all(self, jobs: list[tuple[str, dict[str, str]]], spares: list[Path]) -> None:
+    def _remove_all(
+        self, jobs: list[tuple[str, dict[str, str]]], spares: list[Path], urgent: bool = False
+    ) -> None:
         """Finished tasks' worktrees and branches, and spares, all at once (a few git processes
-        whatever their number)."""
+        whatever their number); when that fails, one by one."""
         jobs = [(task_id, extra) for task_id, extra in jobs if "worktree" in extra]
         if not jobs and not spares:
             return
         started = time.perf_counter()
-        with self._admin:
-            self.repo.remove_worktrees(
-                [Path(extra["worktree"]) for _, extra in jobs] + spares,
-                [extra["branch"] for _, extra in jobs],
-            )
+        paths = [Path(extra["worktree"]) for _, extra in jobs] + spares
+        branches = [extra["branch"] for _, extra in jobs] + [""] * len(spares)
+        self._admin.acquire(urgent)
+        try:
+            self.repo.remove_worktrees(paths, [b for b in branches if b])
+        except GitError:
+            for path, branch in zip(paths, branches, strict=True):
+                remove_worktree(self.repo, path, branch)
+        finally:
+            self._admin.release()
         each = (time.perf_counter() - started) / (len(jobs) + len(spares))
         for task_id, _ in jobs:
             self.timings.remove.append(each)
