@@ -443,7 +443,12 @@ class GitRepo:
         if paths:
             self.git("worktree", "prune")
         if branches:
+            # `branch -D` goes on past a branch it cannot delete (or one that is gone): those
+            # still there are deleted one by one, so that a failure says why.
             self.git("branch", "-q", "-D", *branches, check=False)
+            for branch in branches:
+                if (self.common_dir / "refs" / "heads" / branch).is_file():  # its loose ref: no git process
+                    self.git("update-ref", "-d", f"refs/heads/{branch}")
         for path in paths:
             if path.exists():  # something in it could not be deleted: git's own way, forced
                 self.worktree_remove(path)
