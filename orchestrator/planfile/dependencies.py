@@ -10,7 +10,7 @@ phases) and writes nothing back but diagnostics.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -67,13 +67,7 @@ class DependencyBuilder:
             return [task.id]
         if name.lower().startswith("phase-"):
             return None
-        for glue in ("-", "–"):
-            if glue in name:
-                first, _, last = name.partition(glue)
-                span = self._range(first, last)
-                if span is not None:
-                    return span
-        return None
+        return _span(name, self._range)
 
     def _range(self, first: str, last: str) -> list[str] | None:
         start = self.by_id.get(first) or self.by_lower.get(first.lower())
@@ -87,13 +81,7 @@ class DependencyBuilder:
         info = self.phase_by_id.get(name.lower())
         if info is not None:
             return self._exit_of_phase(info)
-        for glue in ("-", "–"):
-            if glue in name:
-                first, _, last = name.partition(glue)
-                span = self._phase_range(first, last)
-                if span is not None:
-                    return span
-        return None
+        return _span(name, self._phase_range)
 
     def _phase_range(self, first: str, last: str) -> list[str] | None:
         """ "Phases 14-16": every phase from the first to the last, in plan order."""
@@ -496,3 +484,14 @@ def _looks_like_id(ref: refs.Reference) -> bool:
 
 def dedupe(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+def _span(name: str, between: Callable[[str, str], list[str] | None]) -> list[str] | None:
+    """ "T003-T010a" or "14–16": the ids `between` finds from the first end to the last, if any."""
+    for glue in ("-", "–"):
+        if glue in name:
+            first, _, last = name.partition(glue)
+            span = between(first, last)
+            if span is not None:
+                return span
+    return None
