@@ -180,8 +180,9 @@ def parallel_with(text: str) -> list[Reference]:
 
 def starts_with_verify_label(line: str) -> bool:
     """A line that opens with "Verify:", "**Run:**" and the like."""
-    match = _VERIFY_LABEL.search(line.replace("*", "").replace("_", " "))
-    return bool(match and not line.replace("*", "").replace("_", " ")[: match.start()].strip())
+    plain = line.replace("*", "").replace("_", " ")
+    match = _VERIFY_LABEL.search(plain)
+    return bool(match and not plain[: match.start()].strip())
 
 
 def verify_commands(text: str) -> list[str]:
