@@ -2,12 +2,12 @@
 
 Each task walks a durable state machine, each step recorded before the action it announces:
 
-    pending -> running(attempt) -> agent_done(tree) -> verified(tree) -> committing -> done(sha)
-                    ^                  |                                    |
-                    +---- retry -------+  (attempt failed)                  +-> failed / skipped
+    pending -> running(attempt) -> agent_done -> verified(tree) -> committing -> done(sha)
+                    ^                |                                 |
+                    +---- retry -----+  (attempt failed, with its tree)  +-> failed / skipped
 
 The journal is the record of what was attempted; the commits' trailers are the truth of what was
-finished. Resume reconciles the two (see orchestrator/engine/reconcile.py).
+finished. Resume reconciles the two (see orchestrator/engine/session.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class TaskStatus(StrEnum):
     RUNNING = "running"
     """An attempt started; the agent may have left partial edits."""
     AGENT_DONE = "agent_done"
-    """The agent finished; its work tree's hash is recorded; verification is under way."""
+    """The agent finished; verification is under way (resume verifies again)."""
     VERIFIED = "verified"
     """Verification passed on the recorded tree; the commit has not started."""
     COMMITTING = "committing"
@@ -103,7 +103,8 @@ class TaskRecord(BaseModel):
     """Attempts counted against max_attempts: a resume gives a failed task a fresh allowance."""
     usage: Usage = Field(default_factory=Usage)
     tree: str | None = None
-    """The work tree's hash after the agent (agent_done) or as verified (verified, committing)."""
+    """The work tree's hash as verified (verified, committing), or as a failed attempt left it
+    (pending, between attempts)."""
     commit: str | None = None
     unverified: bool = False
     reason: str = ""

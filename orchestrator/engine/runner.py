@@ -586,7 +586,8 @@ class Runner:
         outcome = self.agent.run(request, self._listener(task.id, attempt))
         crash_point("after_agent", task.id)
         restored = self._guard(ws_repo, plan_bytes)
-        tree = ws_repo.snapshot_tree()
+        # No snapshot of the tree here: the verification that follows decides (a kill before it
+        # ends is resumed by verifying again), and the tree is recorded as verified or as failed.
         self.record(
             "agent_finished",
             task=task.id,
@@ -594,7 +595,6 @@ class Runner:
             status=outcome.status.value,
             summary=redact(outcome.summary[:4000]),
             turns=outcome.turns,
-            tree=tree,
             **usage_to_record(outcome.usage),
         )
         self.emit(
@@ -619,6 +619,7 @@ class Runner:
                 f"the agent reported {outcome.status.value}: {outcome.summary.strip() or 'no reason given'}"
             )
         if reason:
+            tree = ws_repo.snapshot_tree()
             self.record("attempt_failed", task=task.id, attempt=attempt, reason=reason, tree=tree)
             crash_point("after_failed_attempt", task.id)
             return False

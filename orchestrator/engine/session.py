@@ -458,12 +458,11 @@ def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
 def _pick_up_at(record: TaskRecord, tree: str) -> str | None:
     """Where a task caught after its agent finished goes on, given its work tree's hash now:
     'commit' (its verified work is intact), 'verify' (verified work whose tree moved, or an
-    agent's work whose check was cut short), or None (run it again)."""
+    agent's work whose check was cut short: the check decides, on the tree as it is), or None
+    (run it again)."""
     if record.status in (TaskStatus.VERIFIED, TaskStatus.COMMITTING) and tree == record.tree:
         return "commit"
-    if record.status in (TaskStatus.AGENT_DONE, TaskStatus.VERIFIED, TaskStatus.COMMITTING) and (
-        tree == record.tree or record.status is not TaskStatus.AGENT_DONE
-    ):
+    if record.status in (TaskStatus.AGENT_DONE, TaskStatus.VERIFIED, TaskStatus.COMMITTING):
         return "verify"
     return None
 
