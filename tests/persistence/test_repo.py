@@ -201,6 +201,55 @@ def test_a_spare_worktree_is_made_detached_then_filled_then_moved_to_a_new_head(
     assert git(path, "status", "--porcelain") == ""
 
 
+def test_a_worktree_written_by_hand_is_one_git_itself_works_with(git_repo: Path, tmp_path: Path) -> None:
+    repo = GitRepo(git_repo)
+    base = repo.head() or ""
+    path = tmp_path / "wt" / "hand"
+    repo.worktree_add_detached(path, base)
+    repo.populate_worktree(path)
+    admin = Path(git(path, "rev-parse", "--absolute-git-dir").strip())
+    assert admin.parent == (repo.common_dir / "worktrees")
+    assert not (admin / "logs").exists()  # written here, not by `git worktree add` (it keeps a reflog)
+    assert git(path, "status", "--porcelain") == ""
+    assert git(path, "rev-parse", "HEAD").strip() == base
+    git(git_repo, "worktree", "prune")  # a sound worktree: prune keeps it
+    assert path.resolve() in {e.path.resolve() for e in repo.worktrees()}
+    (path / "new.txt").write_text("x\n")
+    git(path, "add", "new.txt")
+    git(path, "commit", "-q", "-m", "in the worktree")
+    made = git(path, "rev-parse", "HEAD").strip()
+    assert git(git_repo, "log", "-1", "--format=%s", made).strip() == "in the worktree"
+    git(git_repo, "worktree", "remove", "--force", str(path))
+    assert not path.exists()
+    assert not admin.exists()
+
+
+def test_a_repository_with_extensions_gets_its_worktrees_from_git(git_repo: Path, tmp_path: Path) -> None:
+    git(git_repo, "config", "extensions.worktreeConfig", "true")
+    repo = GitRepo(git_repo)
+    path = tmp_path / "wt" / "by-git"
+    repo.worktree_add_detached(path, repo.head() or "")
+    repo.populate_worktree(path)
+    admin = Path(git(path, "rev-parse", "--absolute-git-dir").strip())
+    assert (admin / "logs" / "HEAD").is_file()  # git's own `worktree add` keeps a reflog
+    assert git(path, "status", "--porcelain") == ""
+
+
+def test_removing_our_worktrees_leaves_a_users_missing_worktree_to_git(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    repo = GitRepo(git_repo)
+    theirs = tmp_path / "theirs"
+    git(git_repo, "worktree", "add", "-q", "--detach", str(theirs))
+    shutil.rmtree(theirs)  # the user deleted it by hand; git would prune it, we do not
+    ours = tmp_path / "wt" / "ours"
+    repo.worktree_add_detached(ours, repo.head() or "")
+    repo.remove_worktrees([ours], [])
+    listed = {e.path.resolve() for e in repo.worktrees()}
+    assert theirs.resolve() in listed
+    assert ours.resolve() not in listed
+
+
 def test_a_same_size_edit_in_a_filled_spare_is_seen(git_repo: Path, tmp_path: Path) -> None:
     repo = GitRepo(git_repo)
     path = tmp_path / "wt" / "spare"
