@@ -87,6 +87,19 @@ class PromptRenderer:
         text, _ = truncate_middle(text, RULES_LIMIT)
         return text, ", ".join(name for name, _ in found)
 
+    def load(self) -> PromptRenderer:
+        """Compile every template now: a mistake in one is reported before a run begins (naming
+        the file and line), and no task pays for the compiling."""
+        for name in TEMPLATES:
+            try:
+                self.env.get_template(name)
+            except jinja2.TemplateError as exc:
+                where = getattr(exc, "filename", None) or name
+                raise ConfigError(
+                    f"prompt template: {exc}", path=where, line=getattr(exc, "lineno", None)
+                ) from exc
+        return self
+
     def _render(self, name: str, **context: object) -> str:
         try:
             return self.env.get_template(name).render(**context)

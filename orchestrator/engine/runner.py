@@ -129,6 +129,7 @@ class Runner:
         reporter: Reporter,
         plan: Plan,
         executor: Executor | None = None,
+        renderer: PromptRenderer | None = None,
     ):
         self.ctx = ctx
         self.settings = ctx.settings
@@ -139,12 +140,7 @@ class Runner:
         self.state = ctx.state
         self.scheduler = Scheduler(plan, ctx.selection)
         self.executor: Executor = executor or self._default_executor()
-        self.renderer = PromptRenderer(
-            self.repo.root,
-            ctx.plan_path,
-            override_dir=self.settings.prompts_dir,
-            protected_paths=self.settings.protected_paths,
-        )
+        self.renderer = renderer or prompt_renderer(self.repo, ctx.plan_path, self.settings)
         self._lock = threading.RLock()
         self._stop_requested = False
         self._halt = False
@@ -800,6 +796,13 @@ class Runner:
             with self._lock:
                 self.scheduler.skipped.add(blocked)
             self.emit(TaskFinished(task_id=blocked, status="skipped", reason=reason))
+
+
+def prompt_renderer(repo: GitRepo, plan_path: Path, settings: Settings) -> PromptRenderer:
+    """The run's templates, compiled (a mistake in one is a ConfigError)."""
+    return PromptRenderer(
+        repo.root, plan_path, override_dir=settings.prompts_dir, protected_paths=settings.protected_paths
+    ).load()
 
 
 def reparse(plan_path: Path) -> Plan:

@@ -22,7 +22,7 @@ from orchestrator.config import Settings, load_settings
 from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, RunStatus, TaskRecord, TaskStatus
-from orchestrator.engine.runner import RunContext, Runner, RunResult, ref_name
+from orchestrator.engine.runner import RunContext, Runner, RunResult, prompt_renderer, ref_name
 from orchestrator.engine.scheduler import Scheduler, select_tasks
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.engine.worktrees import (
@@ -200,6 +200,7 @@ def start_run(
     selection = select_tasks(plan, phase=phase, task=task)
     agent = build_agent(settings, plan)
     check_programs(plan, selection, settings)
+    renderer = prompt_renderer(git, located.plan_path, settings)
     dirty = git.status()
     if dirty and not settings.allow_dirty:
         hint = _unfinished_run_hint(git, settings)
@@ -232,7 +233,7 @@ def start_run(
             selection=selection,
             preexisting=preexisting,
         )
-        runner = Runner(ctx, agent, reporter, plan)
+        runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
         runner.record(
             "run_started",
             run_id=run_id,
@@ -335,6 +336,7 @@ def resume_run(
                 t.id for t in plan.tasks
             ]
             check_programs(plan, selection, settings)
+            renderer = prompt_renderer(git, plan_path, settings)
             ctx = RunContext(
                 repo=git,
                 plan_path=plan_path,
@@ -347,7 +349,7 @@ def resume_run(
                 selection=selection,
                 preexisting=dict(state.preexisting),
             )
-            runner = Runner(ctx, agent, reporter, plan)
+            runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
             changed = {k: v for k, v in remembered(settings).items() if state.settings.get(k) != v}
             runner.record("run_resumed", overrides=changed, pid=os.getpid())
             plan, in_place = reconcile(runner, plan)
@@ -569,6 +571,7 @@ def _remove_leftovers(runner: Runner, claimed: set[str], kept: set[Path]) -> Non
     for branch in git.branches(prefix):
         if branch not in claimed:
             _drop_leftover(runner, root / branch.rsplit("/", 1)[-1], branch, None)
+    git.clear_worktree_staging()
     strays = [p for p in root.iterdir() if p.resolve() not in kept] if root.is_dir() else []
     for stray in strays:
         shutil.rmtree(stray, ignore_errors=True)

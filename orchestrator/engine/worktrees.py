@@ -603,7 +603,9 @@ def keep_worktree(repo: GitRepo, path: Path, branch: str, base: str, ref: str, m
     tree: str | None = None
     if is_worktree(path):
         try:
-            tree = GitRepo(path).snapshot_tree()
+            worktree = GitRepo(path)
+            # Without an index its files were never checked out: nothing in it is anyone's work.
+            tree = worktree.snapshot_tree() if (worktree.git_dir / "index").is_file() else None
         except GitError:  # not a work tree any more (a kill cut its creation or removal short)
             tree = None
     if tree is None:

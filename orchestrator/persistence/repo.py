@@ -7,7 +7,7 @@ interrupted edits, commits with trailers, and finding a task's commit again by i
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
 import re
 import shutil
@@ -22,6 +22,8 @@ from orchestrator.errors import PreflightError
 TASK_TRAILER = "Orchestrate-Task"
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 RUN_TRAILER = "Orchestrate-Run"
+WORKTREE_STAGING = "orchestrate-worktrees"
+"""Under the common git directory: worktree administrative directories being written."""
 _SECTION = re.compile(r"^\s*\[\s*([A-Za-z0-9.-]+)", re.MULTILINE)
 
 
@@ -402,31 +404,43 @@ class GitRepo:
         return self._plain
 
     def _write_worktree(self, path: Path, base: str) -> None:
-        """git's own order: the admin directory claimed and locked ("initializing", so that no
-        prune takes it for a dead one), its gitdir, the worktree's .git file, commondir and HEAD,
-        then unlocked. A kill part way leaves a locked worktree, as one in `git worktree add` does
-        (worktree_remove forces twice)."""
+        """The administrative directory is written aside and renamed into worktrees/ whole, after
+        the worktree's .git file: git never sees a half-written one, and a kill leaves either a
+        staging directory (see clear_worktree_staging) or a directory git does not know (which the
+        caller removes as any stray), never a worktree git lists but cannot remove."""
         admin_root = self.common_dir / "worktrees"
         admin_root.mkdir(exist_ok=True)
         target = path.resolve()
-        for n in itertools.count(1):
-            admin = admin_root / (target.name if n == 1 else f"{target.name}{n}")
-            try:
-                admin.mkdir()
-                break
-            except FileExistsError:
-                continue
+        name = target.name
+        n = 1
+        while (admin_root / name).exists():
+            n += 1
+            name = f"{target.name}{n}"
+        admin = admin_root / name
+        staging = self.common_dir / WORKTREE_STAGING / name
+        made = False
         try:
-            (admin / "locked").write_text("initializing\n", encoding="utf-8")
-            (admin / "gitdir").write_text(f"{target / '.git'}\n", encoding="utf-8")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            (staging / "gitdir").write_text(f"{target / '.git'}\n", encoding="utf-8")
+            (staging / "commondir").write_text("../..\n", encoding="utf-8")
+            (staging / "HEAD").write_text(f"{base}\n", encoding="ascii")
             target.mkdir()
+            made = True
             (target / ".git").write_text(f"gitdir: {admin}\n", encoding="utf-8")
-            (admin / "commondir").write_text("../..\n", encoding="utf-8")
-            (admin / "HEAD").write_text(f"{base}\n", encoding="ascii")
-            (admin / "locked").unlink()
+            staging.rename(admin)
         except OSError as exc:
-            shutil.rmtree(admin, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            if made:
+                shutil.rmtree(target, ignore_errors=True)
             raise GitError(f"cannot make a worktree at {path}: {exc.strerror or exc}") from exc
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()  # empty unless a kill left something there: no litter in .git
+
+    def clear_worktree_staging(self) -> None:
+        """What a kill in _write_worktree left aside (only a run holding the repository's run lock
+        writes there)."""
+        shutil.rmtree(self.common_dir / WORKTREE_STAGING, ignore_errors=True)
 
     def populate_worktree(self, path: Path) -> None:
         """Check out the files (and write the index) of a work tree made with --no-checkout; like

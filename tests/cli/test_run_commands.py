@@ -157,6 +157,18 @@ def test_missing_verification_program_is_refused_before_anything_changes(tmp_pat
     assert _snapshot(repo) == before
 
 
+def test_a_broken_prompt_template_is_refused_before_the_run_begins(tmp_path: Path) -> None:
+    template = "Task {{ task.id }}\n\n{% if attempt > 1 %}\nretry\n"  # the if is never closed
+    repo = make_repo(tmp_path / "repo", {"plan.md": PLAN, "prompts/task.md.j2": template})
+    before = _snapshot(repo)
+    done = _cli(["run", str(repo / "plan.md")], cwd=repo, extra=["--script", str(_empty_script(tmp_path))])
+    assert done.returncode == 2
+    assert "prompts/task.md.j2:4:" in done.stderr  # where jinja found the template ended unclosed
+    assert "endif" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _snapshot(repo) == before  # no run directory, no commit
+
+
 def test_plan_outside_any_repository_is_refused(tmp_path: Path) -> None:
     plan = tmp_path / "loose" / "plan.md"
     plan.parent.mkdir()

@@ -18,6 +18,7 @@ from orchestrator.domain.state import RunStatus, TaskStatus
 from orchestrator.engine.runner import Runner
 from orchestrator.engine.session import resume_run, start_run
 from orchestrator.persistence.checkpoints import RunStore
+from orchestrator.persistence.repo import GitRepo
 from orchestrator.planfile import parse_plan
 from tests.conftest import git
 from tests.engine.conftest import write_project
@@ -319,8 +320,16 @@ def test_resume_removes_spare_worktrees_and_half_made_directories_a_kill_left(tm
     root = repo / "checkpoints" / ".worktrees" / result.run_id
     git(repo, "worktree", "add", "-q", "--detach", str(root / "wt-90"), "HEAD")
     (root / "wt-91" / "sub").mkdir(parents=True)
+    # ... and of a worktree written by hand: its admin directory still aside, its .git file
+    # naming an admin directory that never arrived, and one made but never checked out.
+    (repo / ".git" / "orchestrate-worktrees" / "wt-92").mkdir(parents=True)
+    (root / "wt-92").mkdir()
+    (root / "wt-92" / ".git").write_text(f"gitdir: {repo / '.git' / 'worktrees' / 'wt-92'}\n")
+    GitRepo(repo).worktree_add_detached(root / "wt-93", git(repo, "rev-parse", "HEAD").strip())
 
     resumed = resume_run(None, {}, ListReporter(), repo=repo)
     assert resumed.exit_code == 0
     assert sorted(_commits(repo)) == ["T001", "T002", "T003", "T004", "T005"]
     _nothing_left_behind(repo)
+    assert not (repo / ".git" / "orchestrate-worktrees").exists()
+    assert not git(repo, "for-each-ref", "refs/orchestrate/")  # an empty worktree held no one's edits
