@@ -183,8 +183,10 @@ class Runner:
 
     def record(self, type_: str, *, durable: bool = True, **fields: Any) -> None:
         with self._lock:
-            rec = self.ctx.journal.append(type_, durable=durable, **fields)
+            rec = self.ctx.journal.append(type_, durable=False, **fields)
             self.state.apply(rec)
+        if durable:
+            self.ctx.journal.sync()  # outside the lock: parallel tasks do not queue behind it
 
     def emit(self, event: Any) -> None:
         with self._lock:

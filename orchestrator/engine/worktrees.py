@@ -446,7 +446,7 @@ class WorktreeExecutor:
                 return base
         message = f"orchestrate: work of task {task.id} (run {self.run_id})"
         sha = self.repo.git("commit-tree", tree, "-p", base, "-m", message).strip()
-        self.repo.update_ref(f"refs/heads/{branch}", sha)
+        self.repo.set_branch(branch, sha)
         self.timings.commit.append(time.perf_counter() - started)
         return sha
 

@@ -499,10 +499,70 @@ class GitRepo:
         """Delete a branch if it exists."""
         self.git("branch", "-q", "-D", branch, check=False)
 
+    def set_branch(self, branch: str, sha: str) -> None:
+        """Point `branch` at `sha`, making it if need be. In a plain repository (see
+        _plain_worktrees: the files ref backend) the loose ref is written as git writes one, under
+        `<ref>.lock` taken exclusively and renamed over the ref, with no reflog: one git process
+        fewer for each task of a parallel run. Elsewhere, or when that fails, `git update-ref`."""
+        ref = f"refs/heads/{branch}"
+        if self._plain_worktrees() and _SHA.fullmatch(sha):
+            loose = self.common_dir / ref
+            lock = loose.with_name(loose.name + ".lock")
+            # Only this run writes its branches (it holds the run lock), one thread each: a lock
+            # file here was left by a kill.
+            lock.unlink(missing_ok=True)
+            try:
+                loose.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except OSError:
+                pass  # a branch named like a folder on the way: git says why
+            else:
+                try:
+                    os.write(fd, f"{sha}\n".encode("ascii"))
+                finally:
+                    os.close(fd)
+                lock.replace(loose)
+                return
+        self.git("update-ref", ref, sha)
+
+    def _delete_branches(self, branches: Sequence[str]) -> None:
+        """Delete branches of ours: loose refs that are in no packed-refs file are unlinked (with
+        any reflog git kept), the rest go through `git branch -D`."""
+        packed_file = self.common_dir / "packed-refs"
+        packed = packed_file.read_text(encoding="utf-8", errors="replace") if packed_file.is_file() else ""
+        left: list[str] = []
+        for branch in branches:
+            ref = f"refs/heads/{branch}"
+            loose = self.common_dir / ref
+            loose.with_name(loose.name + ".lock").unlink(missing_ok=True)  # a kill's (see set_branch)
+            if not self._plain_worktrees() or f" {ref}\n" in packed:
+                left.append(branch)
+                continue
+            loose.unlink(missing_ok=True)
+            (self.common_dir / "logs" / ref).unlink(missing_ok=True)
+            for top, folder in (
+                (self.common_dir / "refs" / "heads", loose.parent),
+                (self.common_dir / "logs" / "refs" / "heads", (self.common_dir / "logs" / ref).parent),
+            ):
+                while folder != top and folder.is_relative_to(top):
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+                    folder = folder.parent
+        if left:
+            # `branch -D` goes on past a branch it cannot delete (or one that is gone): those
+            # still there are deleted one by one, so that a failure says why.
+            self.git("branch", "-q", "-D", *left, check=False)
+            for branch in left:
+                if (self.common_dir / "refs" / "heads" / branch).is_file():  # its loose ref: no git process
+                    self.git("update-ref", "-d", f"refs/heads/{branch}")
+
     def remove_worktrees(self, paths: Sequence[Path], branches: Sequence[str]) -> None:
-        """Remove several work trees and branches with two git processes in all: the directories
-        go first, then `git worktree prune` drops every worktree whose directory is missing.
-        Nothing may be adding a worktree meanwhile (prune would take it for a dead one)."""
+        """Remove several work trees and branches with few git processes, if any: the directories
+        go first, then their administrative directories (or, when one cannot be told, `git
+        worktree prune` drops every worktree whose directory is missing; nothing may be adding a
+        worktree meanwhile, as prune would take it for a dead one), then the branches."""
         admins = [self._admin_dir_of(path) for path in paths]
         for path in paths:
             shutil.rmtree(path, ignore_errors=True)
@@ -513,12 +573,7 @@ class GitRepo:
                 assert admin is not None
                 shutil.rmtree(admin, ignore_errors=True)
         if branches:
-            # `branch -D` goes on past a branch it cannot delete (or one that is gone): those
-            # still there are deleted one by one, so that a failure says why.
-            self.git("branch", "-q", "-D", *branches, check=False)
-            for branch in branches:
-                if (self.common_dir / "refs" / "heads" / branch).is_file():  # its loose ref: no git process
-                    self.git("update-ref", "-d", f"refs/heads/{branch}")
+            self._delete_branches(branches)
         for path in paths:
             if path.exists():  # something in it could not be deleted: git's own way, forced
                 self.worktree_remove(path)

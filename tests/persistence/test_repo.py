@@ -284,3 +284,41 @@ def test_several_worktrees_and_their_branches_are_removed_at_once(git_repo: Path
     assert len(repo.worktrees()) == 1
     assert repo.branches("orchestrate/r1") == []
     assert not (repo.common_dir / "worktrees").exists() or not any((repo.common_dir / "worktrees").iterdir())
+
+
+def test_task_branches_written_and_deleted_by_hand_are_what_git_sees(git_repo: Path) -> None:
+    repo = GitRepo(git_repo)
+    base = repo.head() or ""
+    repo.set_branch("orchestrate/r1/T1", base)
+    assert git(git_repo, "rev-parse", "orchestrate/r1/T1").strip() == base
+    listed = git(git_repo, "for-each-ref", "--format=%(refname)", "refs/heads/orchestrate/")
+    assert listed.split() == ["refs/heads/orchestrate/r1/T1"]
+    (git_repo / "README.md").write_text("next\n")
+    git(git_repo, "commit", "-q", "-am", "next")
+    head = repo.head() or ""
+    repo.set_branch("orchestrate/r1/T1", head)  # moved
+    assert git(git_repo, "rev-parse", "orchestrate/r1/T1").strip() == head
+    git(git_repo, "branch", "-q", "orchestrate/r1/T2", base)  # made by git, with a reflog
+    git(git_repo, "branch", "-q", "orchestrate/r1/T3", base)
+    git(git_repo, "pack-refs", "--all")  # packed: git must delete it
+    repo.set_branch("orchestrate/r1/T4", base)
+    git(git_repo, "update-ref", "refs/heads/orchestrate/r1/T4", head)  # git takes it over
+    repo.remove_worktrees(
+        [], ["orchestrate/r1/T1", "orchestrate/r1/T2", "orchestrate/r1/T3", "orchestrate/r1/T4"]
+    )
+    assert repo.branches("orchestrate") == []
+    assert git(git_repo, "for-each-ref", "refs/heads/orchestrate/") == ""
+    assert not (repo.common_dir / "refs" / "heads" / "orchestrate").exists()
+    assert not (repo.common_dir / "logs" / "refs" / "heads" / "orchestrate").exists()
+    assert git(git_repo, "fsck", "--no-progress").strip() == ""
+
+
+def test_a_lock_a_kill_left_on_a_task_branch_does_not_stop_the_next_write(git_repo: Path) -> None:
+    repo = GitRepo(git_repo)
+    base = repo.head() or ""
+    lock = repo.common_dir / "refs" / "heads" / "orchestrate" / "r1" / "T1.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("half")
+    repo.set_branch("orchestrate/r1/T1", base)
+    assert git(git_repo, "rev-parse", "orchestrate/r1/T1").strip() == base
+    assert not lock.exists()
