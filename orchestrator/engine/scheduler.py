@@ -56,11 +56,21 @@ class Scheduler:
         self.done: set[str] = set()
         self.plan = plan
         self._priority: dict[str, tuple[float, int]] = {}
+        self._shape: object = None
         self.update_plan(plan)
 
     def update_plan(self, plan: Plan) -> None:
-        """After a tick the plan is re-read; priorities follow the remaining work."""
+        """After a tick the plan is re-read; priorities follow the remaining work. A tick of the
+        run's own changes no priority: they are worked out again (a walk of the whole DAG) only
+        when the plan's tasks, their dependencies or what is settled outside the run changed."""
         self.plan = plan
+        shape = (
+            tuple((t.id, tuple(t.depends_on)) for t in plan.tasks),
+            frozenset(t.id for t in plan.tasks if t.settled and t.id not in self.done),
+        )
+        if shape == self._shape:
+            return
+        self._shape = shape
         order = {task_id: i for i, task_id in enumerate(dag.execution_order(plan))}
         lengths = dag.remaining_path_length(plan, self.settled())
         self._priority = {t.id: (-lengths.get(t.id, 0), order.get(t.id, 0)) for t in plan.tasks}

@@ -8,6 +8,7 @@ interrupted edits, commits with trailers, and finding a task's commit again by i
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -55,13 +56,19 @@ class MergedTree:
     conflicts: list[str]
 
 
+@functools.cache
+def git_program() -> str:
+    """git's full path, looked up once: a bare name makes every spawn try each PATH entry."""
+    return shutil.which("git") or "git"
+
+
 def find_repo_root(start: Path) -> Path | None:
     """The top of the work tree holding `start` (a file or a directory), or None."""
     here = start if start.is_dir() else start.parent
     if not here.exists():
         return None
     done = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"],
+        [git_program(), "rev-parse", "--show-toplevel"],
         cwd=here,
         capture_output=True,
         text=True,
@@ -94,7 +101,7 @@ class GitRepo:
             full_env = dict(os.environ)
             full_env.update(env)
         done = subprocess.run(
-            ["git", *args],
+            [git_program(), *args],
             cwd=cwd or self.root,
             capture_output=True,
             text=True,
@@ -342,7 +349,7 @@ class GitRepo:
 
     def is_ancestor(self, sha: str, of: str = "HEAD") -> bool:
         done = subprocess.run(
-            ["git", "merge-base", "--is-ancestor", sha, of],
+            [git_program(), "merge-base", "--is-ancestor", sha, of],
             cwd=self.root,
             capture_output=True,
             check=False,
@@ -460,7 +467,7 @@ class GitRepo:
         # Twice forced: a kill during `git worktree add` leaves it locked ("initializing"),
         # perhaps with its directory missing.
         done = subprocess.run(
-            ["git", "worktree", "remove", "--force", "--force", str(path)],
+            [git_program(), "worktree", "remove", "--force", "--force", str(path)],
             cwd=self.root,
             capture_output=True,
             check=False,
@@ -595,7 +602,7 @@ class GitRepo:
         """Three-way merge of two commits (their merge base as the base), written as a tree
         without touching the index or any work tree; the conflicted paths when it does not merge."""
         done = subprocess.run(
-            ["git", "merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", ours, theirs],
+            [git_program(), "merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", ours, theirs],
             cwd=self.root,
             capture_output=True,
             text=True,
