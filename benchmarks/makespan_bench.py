@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             path = critical_path(graph) * seconds
             work = len(graph) * seconds
             for n in levels:
+                os.sync()  # the previous run's writes are flushed now, not during this one's fsyncs
                 measured = run_once(base / f"{shape}-{n}", shape, graph, seconds, n)
                 bound = max(path, work / n)
                 ratio = measured.makespan / bound

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ]
     for name, step in steps:
         print(f"running the {name} benchmark...", file=sys.stderr, flush=True)
+        os.sync()  # the previous benchmark's writes are flushed now, not in the middle of this one
         rows.extend(step())
     print(render(rows))
     print(f"\n({time.monotonic() - started:.0f} s on {_cores()} core(s))")
@@ -160,8 +162,6 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

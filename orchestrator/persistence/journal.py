@@ -18,6 +18,11 @@ JOURNAL_NAME = "journal.jsonl"
 _TMP_PREFIX = ".tmp-"
 
 
+_datasync = getattr(os, "fdatasync", os.fsync)
+"""For the journal, an append-only file: fdatasync flushes its data and the size that reading it
+back needs, without the timestamps fsync also writes (as databases do with their write-ahead logs)."""
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -121,7 +126,7 @@ class Journal:
         self._file.write(line.encode("utf-8"))
         self._file.flush()
         if self.sync_enabled and durable:
-            os.fsync(self._file.fileno())
+            _datasync(self._file.fileno())
         return record
 
     def sync(self) -> None:
@@ -133,7 +138,7 @@ class Journal:
         if not self.sync_enabled or file is None:
             return
         try:
-            os.fsync(file.fileno())
+            _datasync(file.fileno())
         except ValueError:  # closed meanwhile (an aborted run): nothing more is written
             pass
 
