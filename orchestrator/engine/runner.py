@@ -174,7 +174,9 @@ class Runner:
 
     def _worktree_added(self, task: Task, worktree: Worktree) -> None:
         fields: dict[str, Any] = worktree.as_record()
-        self.record("worktree_added", task=task.id, **fields)
+        # Not synced on its own: task_running follows at once and its sync covers this record (a
+        # worktree whose record a power cut lost is a leftover, which resume removes).
+        self.record("worktree_added", durable=False, task=task.id, **fields)
 
     def _worktree_removed(self, task_id: str) -> None:
         self.record("worktree_removed", durable=False, task=task_id)
@@ -419,8 +421,11 @@ class Runner:
 
     def _verify(self, task: Task, attempt: int, commands: list[str], workspace: Path) -> VerificationOutcome:
         def heard(result: CommandResult) -> None:
+            # The evidence, synced with the verdict that follows (task_verified, attempt_failed);
+            # without a verdict resume verifies again anyway.
             self.record(
                 "verification",
+                durable=False,
                 task=task.id,
                 attempt=attempt,
                 command=result.command,
