@@ -116,9 +116,17 @@ def ref_name(run_id: str, task_id: str, label: str) -> str:
     return f"refs/orchestrate/{run_id}/{safe}/{label}"
 
 
-def commit_message(task: Task) -> str:
+def commit_message(plan: Plan, task: Task) -> str:
+    """`Phase 2: <task title>` for a numbered phase; `<heading>: <task title>` for a phase the plan
+    names otherwise (`## High Priority`); the title alone in a plan without phases."""
     title = " ".join(task.title.split()) or task.id
-    return f"Phase {task.phase}: {title}"
+    phase = plan.phase(task.phase)
+    if phase is None or phase.line is None:  # the implicit phase of a plain list
+        return title
+    if task.phase[:1].isdigit():
+        return f"Phase {task.phase}: {title}"
+    heading = " ".join(phase.title.split())
+    return f"{heading}: {title}" if heading else title
 
 
 class Runner:
@@ -684,7 +692,7 @@ class Runner:
             plan = self._tick(task)
             crash_point("after_tick", task.id)
             sha = self.repo.commit_all(
-                commit_message(task),
+                commit_message(self.plan, task),
                 {TASK_TRAILER: task.id, RUN_TRAILER: self.ctx.run_id},
                 exclude=self._untouched_preexisting(),
             )

@@ -330,7 +330,8 @@ def test_run_parallel_json_shows_tasks_side_by_side_in_their_worktrees(tmp_path:
     # All three were running before the first one finished.
     first_done = min(e["at"] for e in events if e["event"] == "task_finished")
     assert all(e["at"] < first_done for e in started)
-    assert git(repo, "log", "--format=%s").count("Phase") == 3
+    landed = git(repo, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
+    assert sorted(landed) == ["T001", "T002", "T003"]
 
     shown = runner.invoke(app, ["show", "--repo", str(repo)])
     assert "merged from" in shown.output

@@ -296,3 +296,20 @@ def test_refusals_change_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert git(repo, "branch", "--show-current") == "feature"
     assert git(repo, "rev-parse", "main") == head
+
+
+def test_commit_subjects_name_the_phase_as_the_plan_does(tmp_path: Path) -> None:
+    plan = (
+        "# Fix plan\n\n## High Priority\n\n- [ ] Fix the login\n  - Verify: `true`\n\n"
+        "## Phase 2: Build\n\n- [ ] T010 Build it\n  - Verify: `true`\n"
+    )
+    repo, plan_path, script = write_project(tmp_path / "named", plan=plan, script={})
+    result, _ = _run(plan_path, script)
+    assert result.exit_code == 0
+    assert [c[0] for c in _commits(repo)] == ["High Priority: Fix the login", "Phase 2: Build it"]
+
+    plain = "# Todo\n\n- [ ] One thing\n  - Verify: `true`\n"
+    repo, plan_path, script = write_project(tmp_path / "plain", plan=plain, script={})
+    result, _ = _run(plan_path, script)
+    assert result.exit_code == 0
+    assert [c[0] for c in _commits(repo)] == ["One thing"]  # no phase to name
