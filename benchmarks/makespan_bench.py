@@ -1,6 +1,6 @@
 """Makespan of parallel runs against the lower bound, for fixed-latency scripted tasks.
 
-    python benchmarks/makespan_bench.py [--task-seconds 0.5] [--parallel 1,2,4,8] [--shapes ...]
+    python benchmarks/makespan_bench.py [--task-seconds 0.5] [--parallel 1,2,4,8] [--shapes ...] [--repeats 3]
 
 Each task of the plan writes one small file and sleeps (standing in for the model), and its
 verification checks that file; so every task is a real commit, merged back from its worktree and,
@@ -11,8 +11,9 @@ when the branch moved meanwhile, verified again. Four shapes of DAG:
     diamond   one task, 4 that wait for it, one that waits for those 4
     layered   4 layers of 8 tasks, each waiting for 1 or 2 random tasks of the layer above (seeded)
 
-For each shape and N the makespan (the run's first event to its last) is compared with the lower
-bound max(critical path, total work / N), both counting the sleeps alone. The worktree chores are
+For each shape and N the makespan (the run's first event to its last; with --repeats R, the median
+of R runs, their range shown) is compared with the lower bound max(critical path, total work / N),
+both counting the sleeps alone. The worktree chores are
 timed separately: what a starting task waits for its worktree (claiming a spare made ahead of
 time, or making one), making spares in the background, committing a task's work on its branch,
 merging it onto the run's branch, removing worktrees (batched: the time of a batch shared by its
@@ -143,6 +144,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--task-seconds", type=float, default=0.5)
     parser.add_argument("--parallel", default="1,2,4,8", help="comma-separated values of N")
     parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each shape and N; the median is reported (with the range)",
+    )
     parser.add_argument("--keep", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -159,34 +166,46 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             path = critical_path(graph) * seconds
             work = len(graph) * seconds
             for n in levels:
-                os.sync()  # the previous run's writes are flushed now, not during this one's fsyncs
-                measured = run_once(base / f"{shape}-{n}", shape, graph, seconds, n)
+                spans: list[float] = []
+                for repeat in range(max(args.repeats, 1)):
+                    where = base / f"{shape}-{n}-{repeat + 1}"
+                    os.sync()  # the previous run's writes are flushed now, not during this one's fsyncs
+                    measured = run_once(where, shape, graph, seconds, n)
+                    spans.append(measured.makespan)
+                    if n > 1:
+                        for name, values in measured.chores.items():
+                            chores.setdefault(name, []).extend(values)
+                    if args.keep is None:
+                        shutil.rmtree(where, ignore_errors=True)
+                makespan = statistics.median(spans)
                 bound = max(path, work / n)
-                ratio = measured.makespan / bound
+                ratio = makespan / bound
                 target = TARGET_RATIO if n == 4 and shape in ("wide", "layered") else None
                 rows.append(
                     {
                         "shape": shape,
                         "tasks": len(graph),
                         "N": n,
-                        "makespan_s": round(measured.makespan, 3),
+                        "runs": len(spans),
+                        "makespan_s": round(makespan, 3),
                         "bound_s": round(bound, 3),
                         "ratio": round(ratio, 3),
+                        "ratio_range": [round(min(spans) / bound, 3), round(max(spans) / bound, 3)],
                         "target": target,
                         "ok": None if target is None else ratio <= target,
                     }
                 )
-                if n > 1:
-                    for name, values in measured.chores.items():
-                        chores.setdefault(name, []).extend(values)
                 if not args.quiet:
                     flag = "" if target is None else f"  (target <= {target:.2f})"
-                    print(
-                        f"{shape:<8} {len(graph):>3} tasks  N={n}  makespan {measured.makespan:6.2f}s  "
-                        f"bound {bound:5.2f}s  ratio {ratio:.3f}{flag}"
+                    spread = (
+                        f" (runs {min(spans) / bound:.3f}-{max(spans) / bound:.3f}, median of {len(spans)})"
+                        if len(spans) > 1
+                        else ""
                     )
-                if args.keep is None:
-                    shutil.rmtree(base / f"{shape}-{n}", ignore_errors=True)
+                    print(
+                        f"{shape:<8} {len(graph):>3} tasks  N={n}  makespan {makespan:6.2f}s  "
+                        f"bound {bound:5.2f}s  ratio {ratio:.3f}{spread}{flag}"
+                    )
         labels = {
             "add": "worktree creation, as the task waits (a spare claimed, or a new one)",
             "spare": "spare worktree creation (in the background)",

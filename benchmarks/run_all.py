@@ -1,9 +1,11 @@
 """Every benchmark, one table: parse times, orchestration overhead per task, crash trials (serial
 and parallel), makespan against the lower bound on four DAG shapes, and the worktree chores.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--crash-trials N] [--task-seconds S]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--crash-trials N] [--task-seconds S] [--repeats R]
 
-The default run takes about three minutes on a 2-core machine; --quick about one.
+Each makespan figure is the median of R full runs (default 3), with their range: a 2-core virtual
+machine has moments when a run stalls on the disk or the host. The default run takes about five
+minutes on a 2-core machine; --quick about one.
 """
 
 from __future__ import annotations
@@ -86,17 +88,19 @@ def crash_rows(trials: int, parallel: int) -> list[Row]:
     return rows
 
 
-def makespan_rows(levels: str, seconds: float) -> list[Row]:
+def makespan_rows(levels: str, seconds: float, repeats: int) -> list[Row]:
     rows: list[Row] = []
-    argv = ["--parallel", levels, "--task-seconds", str(seconds), "--quiet"]
+    argv = ["--parallel", levels, "--task-seconds", str(seconds), "--repeats", str(repeats), "--quiet"]
     for r in _quietly(lambda: makespan_bench.main(argv)):
         if "shape" in r:
             target = f"<= {r['target']:.2f}" if r["target"] is not None else ""
+            low, high = r["ratio_range"]
+            spread = f" (runs {low:.3f}-{high:.3f})" if r["runs"] > 1 else ""
             rows.append(
                 (
                     "makespan",
                     f"{r['shape']} ({r['tasks']} tasks x {seconds:g} s), N={r['N']}",
-                    f"{r['makespan_s']:.2f} s / bound {r['bound_s']:.2f} s = {r['ratio']:.3f}",
+                    f"{r['makespan_s']:.2f} s / bound {r['bound_s']:.2f} s = {r['ratio']:.3f}{spread}",
                     target,
                     _verdict(r["ok"]),
                 )
@@ -139,18 +143,25 @@ def main(argv: list[str] | None = None) -> list[Row]:
         "--task-seconds", type=float, default=None, help="each makespan task's sleep (default 0.5)"
     )
     parser.add_argument("--parallel", default=None, help="levels of N for the makespan (default 1,2,4,8)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs of each makespan shape and N, median shown (default 3; quick 1)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     trials = args.crash_trials if args.crash_trials is not None else (3 if quick else 10)
     seconds = args.task_seconds if args.task_seconds is not None else (0.3 if quick else 0.5)
     levels = args.parallel or ("1,4" if quick else "1,2,4,8")
+    repeats = args.repeats if args.repeats is not None else (1 if quick else 3)
     started = time.monotonic()
     rows: list[Row] = []
     steps: list[tuple[str, Callable[[], list[Row]]]] = [
         ("parse", lambda: parse_rows(3 if quick else 15)),
         ("overhead", lambda: overhead_rows(50 if quick else 200)),
         ("crash", lambda: crash_rows(trials, args.crash_parallel)),
-        ("makespan", lambda: makespan_rows(levels, seconds)),
+        ("makespan", lambda: makespan_rows(levels, seconds, repeats)),
     ]
     for name, step in steps:
         print(f"running the {name} benchmark...", file=sys.stderr, flush=True)
