@@ -579,7 +579,11 @@ class Runner:
         )
         prompt_file = f"prompts/{_REF_UNSAFE.sub('_', task.id)}.attempt-{attempt}.md"
         self.ctx.journal.write_artifact(prompt_file, rendered.as_text())
-        self.record("task_running", task=task.id, attempt=attempt, prompt_file=prompt_file)
+        # In place, an fsync before the agent edits: a resume after a power cut must know whose
+        # edits the work tree holds. In a worktree the edits are the worktree's (a leftover one is
+        # kept in a ref), so the record is synced with the next one.
+        in_place = workspace == self.repo.root
+        self.record("task_running", durable=in_place, task=task.id, attempt=attempt, prompt_file=prompt_file)
         self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
         crash_point("after_start", task.id)
         plan_file = workspace / self.ctx.plan_rel
@@ -599,8 +603,11 @@ class Runner:
         restored = self._guard(ws_repo, plan_bytes)
         # No snapshot of the tree here: the verification that follows decides (a kill before it
         # ends is resumed by verifying again), and the tree is recorded as verified or as failed.
+        # Synced with the verdict that follows (task_verified, attempt_failed): lost to a power
+        # cut, the attempt is merely run again.
         self.record(
             "agent_finished",
+            durable=False,
             task=task.id,
             attempt=attempt,
             status=outcome.status.value,
