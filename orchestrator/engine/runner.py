@@ -3,8 +3,10 @@
     while slots free: start ready tasks         (scheduler + executor)
     for each finished task: land it or fail it  (merge, re-verify, tick + commit, one at a time)
 
-Every transition is journaled (fsync'd) before the action it announces, and the in-memory RunState
-is the fold of exactly those records, so what `show` and `resume` read is what happened.
+Every transition is journaled before the action it announces (and fsync'd, unless a power cut that
+lost it would only run an attempt again: then the next synced record carries it), and the
+in-memory RunState is the fold of exactly those records, so what `show` and `resume` read is what
+happened.
 
 With --parallel N the tasks' attempts run on worker threads, each in its own git worktree; the
 journal, the events and everything that touches the run's branch stay on this module's lock and

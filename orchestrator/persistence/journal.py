@@ -1,5 +1,6 @@
-"""The run journal: an append-only JSONL file, each record flushed and fsync'd before the action it
-announces, plus the run's artifacts (rendered prompts, verification output) beside it.
+"""The run journal: an append-only JSONL file, each record flushed (and, when durable, fsync'd)
+before the action it announces, plus the run's artifacts (rendered prompts, verification output)
+beside it.
 
 A kill can tear at most the last line; readers skip it and the next writer cuts it off, so the
 journal always reads as the sequence of transitions that really completed.
