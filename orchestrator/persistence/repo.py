@@ -407,7 +407,9 @@ class GitRepo:
             except OSError:
                 config = "[extensions]"  # unknown: let git decide
             sections = {m.group(1).lower() for m in _SECTION.finditer(config)}
-            self._plain = "extensions" not in sections and not (self.common_dir / "reftable").exists()
+            # An included file could set an extension too: then git decides as well.
+            unknown = sections & {"extensions", "include", "includeif"}
+            self._plain = not unknown and not (self.common_dir / "reftable").exists()
         return self._plain
 
     def _write_worktree(self, path: Path, base: str) -> None:
@@ -525,11 +527,14 @@ class GitRepo:
                 pass  # a branch named like a folder on the way: git says why
             else:
                 try:
-                    os.write(fd, f"{sha}\n".encode("ascii"))
-                finally:
-                    os.close(fd)
-                lock.replace(loose)
-                return
+                    try:
+                        os.write(fd, f"{sha}\n".encode("ascii"))
+                    finally:
+                        os.close(fd)
+                    lock.replace(loose)
+                    return
+                except OSError:  # a full disk, say: git tries, and says why if it cannot
+                    lock.unlink(missing_ok=True)
         self.git("update-ref", ref, sha)
 
     def _delete_branches(self, branches: Sequence[str]) -> None:
@@ -545,8 +550,12 @@ class GitRepo:
             if not self._plain_worktrees() or f" {ref}\n" in packed:
                 left.append(branch)
                 continue
-            loose.unlink(missing_ok=True)
-            (self.common_dir / "logs" / ref).unlink(missing_ok=True)
+            try:
+                loose.unlink(missing_ok=True)
+                (self.common_dir / "logs" / ref).unlink(missing_ok=True)
+            except OSError:
+                left.append(branch)
+                continue
             for top, folder in (
                 (self.common_dir / "refs" / "heads", loose.parent),
                 (self.common_dir / "logs" / "refs" / "heads", (self.common_dir / "logs" / ref).parent),
