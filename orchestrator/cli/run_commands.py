@@ -324,6 +324,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--dir", help="Where to create the scratch repository (default: a temp dir)."),
         ] = None,
+        parallel: Annotated[
+            int | None, typer.Option(help="Tasks at once, each in its own git worktree.", min=1)
+        ] = None,
         json_output: JsonOpt = False,
     ) -> None:
         """Run the built-in demo plan in a scratch git repository and show the commits it made."""
@@ -332,6 +335,8 @@ def register(app: typer.Typer) -> None:
         chosen = agent or ("anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "scripted")
         scratch = _make_demo_repo(directory)
         overrides: dict[str, Any] = {"agent": chosen, "branch": "orchestrate-demo"}
+        if parallel is not None:
+            overrides["parallel"] = parallel
         if chosen == "scripted":
             overrides["script"] = data_dir("plans") / "demo.script.json"
         reporter_box: list[int] = []

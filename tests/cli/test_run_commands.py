@@ -203,10 +203,13 @@ def test_resume_after_a_crash_finishes_the_run(project: tuple[Path, Path, Path])
     assert "is complete; nothing to resume" in again.stderr
 
 
-def test_demo_runs_the_shipped_plan_to_completion(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [[], ["--parallel", "3"]], ids=["serial", "parallel"])
+def test_demo_runs_the_shipped_plan_to_completion(tmp_path: Path, parallel: list[str]) -> None:
     target = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--agent", "scripted", "--dir", str(target)])
+    result = runner.invoke(app, ["demo", "--agent", "scripted", "--dir", str(target), *parallel])
     assert result.exit_code == 0, result.output
+    landed = git(target, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
+    assert sorted(landed) == ["T001", "T002", "T003", "T004", "T005", "T006"]  # each once
     assert f"scratch repository: {target}" in result.output
     log = git(target, "log", "--format=%s%n%(trailers:key=Orchestrate-Task,valueonly)")
     assert "Phase 3: Document the command line in `docs/usage.md`" in log
