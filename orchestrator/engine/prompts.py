@@ -48,6 +48,12 @@ def _phase_context(plan: Plan, task: Task) -> str:
     return "\n".join(line for line in lines).strip()
 
 
+def _template_error(exc: jinja2.TemplateError, name: str) -> ConfigError:
+    """A template's mistake as the error a user sees: the file and line jinja found it at."""
+    where = getattr(exc, "filename", None) or name
+    return ConfigError(f"prompt template: {exc}", path=where, line=getattr(exc, "lineno", None))
+
+
 class PromptRenderer:
     def __init__(
         self,
@@ -94,19 +100,14 @@ class PromptRenderer:
             try:
                 self.env.get_template(name)
             except jinja2.TemplateError as exc:
-                where = getattr(exc, "filename", None) or name
-                raise ConfigError(
-                    f"prompt template: {exc}", path=where, line=getattr(exc, "lineno", None)
-                ) from exc
+                raise _template_error(exc, name) from exc
         return self
 
     def _render(self, name: str, **context: object) -> str:
         try:
             return self.env.get_template(name).render(**context)
         except jinja2.TemplateError as exc:
-            where = getattr(exc, "filename", None) or name
-            line = getattr(exc, "lineno", None)
-            raise ConfigError(f"prompt template: {exc}", path=where, line=line) from exc
+            raise _template_error(exc, name) from exc
 
     def render(
         self,

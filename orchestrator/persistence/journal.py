@@ -126,8 +126,8 @@ class Journal:
             self.open()
         self._file.write(line.encode("utf-8"))
         self._file.flush()
-        if self.sync_enabled and durable:
-            _datasync(self._file.fileno())
+        if durable:
+            self.sync()
         return record
 
     def sync(self) -> None:
