@@ -8,6 +8,7 @@ and the caller is told so in words it must show the user.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 import subprocess
@@ -27,6 +28,13 @@ class Sandbox:
     kind: Literal["bubblewrap", "none"]
     warning: str = ""
     """Non-empty when commands will run unconfined although confinement was wanted."""
+    hidden: tuple[Path, ...] = ()
+    """Paths the agent may neither read nor write, whatever the kind (the run's own state): the
+    agent's file tools refuse them and, under bubblewrap, they are masked."""
+
+    def hiding(self, *paths: Path) -> Sandbox:
+        """This sandbox, also hiding `paths`."""
+        return dataclasses.replace(self, hidden=(*self.hidden, *(p.resolve() for p in paths)))
 
     def wrap(self, argv: list[str], workspace: Path) -> list[str]:
         if self.kind == "none":
