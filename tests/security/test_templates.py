@@ -47,8 +47,7 @@ def payloads(marker: Path) -> dict[str, str]:
             "{% endfor %}"
         ),
         "context": (
-            "{{ self._TemplateReference__context.cycler.__init__.__globals__"
-            f".os.system('{shell}') }}}}"
+            f"{{{{ self._TemplateReference__context.cycler.__init__.__globals__.os.system('{shell}') }}}}"
         ),
         "environ": (
             "{{ cycler.__init__.__globals__.os.environ['ANTHROPIC_API_KEY'] }}"
@@ -57,7 +56,9 @@ def payloads(marker: Path) -> dict[str, str]:
     }
 
 
-def orchestrate(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def orchestrate(
+    repo: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(ORCHESTRATE), *args],
         cwd=repo,
@@ -215,7 +216,9 @@ def test_a_hostile_committed_override_fails_cleanly_before_anything_runs(tmp_pat
     the file and line, exit 2, and no run begins (no journal, no commit, no branch)."""
     marker = tmp_path / "MARKER"
     template = f"# Plan: {{{{ plan_title }}}}\n\nTask {{{{ task.id }}}}\n{payloads(marker)[kind]}\n"
-    repo = make_repo(tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN, "prompts/task.md.j2": template})
+    repo = make_repo(
+        tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN, "prompts/task.md.j2": template}
+    )
     before = snapshot(repo)
     done = orchestrate(repo, "run", "plan.md", "--script", str(script(tmp_path, {})), "--branch", "attempt")
     assert_one_line_error(done, "prompts/task.md.j2:4:")
@@ -229,8 +232,12 @@ def test_a_payload_on_a_path_the_first_task_does_not_take_still_cannot_run(tmp_p
     """A payload only T002's prompt reaches (a run renders it in pre-flight or at T002): one line
     naming the file and line, exit 2; the payload never runs."""
     marker = tmp_path / "MARKER"
-    template = "Task {{ task.id }}\n{% if task.id == 'T002' %}\n" + payloads(marker)["cycler"] + "\n{% endif %}\n"
-    repo = make_repo(tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN, "prompts/task.md.j2": template})
+    template = (
+        "Task {{ task.id }}\n{% if task.id == 'T002' %}\n" + payloads(marker)["cycler"] + "\n{% endif %}\n"
+    )
+    repo = make_repo(
+        tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN, "prompts/task.md.j2": template}
+    )
     steps = {"T001": [{"write": "a.txt", "content": "a\n"}], "T002": [{"write": "b.txt", "content": "b\n"}]}
     done = orchestrate(repo, "run", "plan.md", "--script", str(script(tmp_path, steps)))
     assert not marker.exists()
@@ -245,7 +252,9 @@ def test_dry_run_show_prompts_renders_sandboxed(tmp_path: Path) -> None:
     when it refused; a dry run without --show-prompts refuses the same template (a run would)."""
     marker = tmp_path / "MARKER"
     template = "Task {{ task.id }}\n\n" + payloads(marker)["subclasses"] + "\n"
-    repo = make_repo(tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN, "prompts/system.md.j2": template})
+    repo = make_repo(
+        tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN, "prompts/system.md.j2": template}
+    )
     before = snapshot(repo)
     for args in (["--show-prompts"], [], ["--show-prompts", "--json"]):
         done = orchestrate(repo, "run", "plan.md", "--dry-run", *args)
