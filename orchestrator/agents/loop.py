@@ -6,6 +6,7 @@ model behind the `Model` protocol does the calling, retrying and pricing, the To
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from orchestrator.agents.base import AgentEvent, AgentListener, AgentOutcome, Ag
 from orchestrator.domain.usage import Usage
 from orchestrator.tools.sandbox import Sandbox
 from orchestrator.tools.shell import redact
-from orchestrator.tools.toolset import Toolset, ToolSpec
+from orchestrator.tools.toolset import ToolResult, Toolset, ToolSpec
 
 Block = dict[str, Any]
 Message = dict[str, Any]
@@ -42,6 +43,7 @@ KEEP_RECENT_MESSAGES = 4
 """Compaction leaves the last two exchanges (assistant + tool results) as they are."""
 MAX_CUT_OFFS = 3
 SUMMARY_LIMIT = 4000
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ModelCallFailed(Exception):
@@ -82,6 +84,38 @@ class LoopLimits:
     compact_at_tokens: int
     """Compact the conversation once a call's input (cache included) passes this."""
     max_tokens: int
+
+
+def valid_unicode(value: Any) -> Any:
+    """`value` (a string, or lists and dicts of them) with each lone surrogate made visible: a byte of
+    a file name that is not UTF-8 (os.fsdecode's U+DC80..U+DCFF) as `\\xNN`, any other as U+FFFD.
+
+    JSON can carry a lone surrogate (`"\\ud800"`), UTF-8 cannot: the SDK could not send such a
+    conversation back, and nothing downstream (journal, terminal) could write it."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub(_shown, value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [valid_unicode(item) for item in value]
+    if isinstance(value, dict):
+        return {valid_unicode(key): valid_unicode(item) for key, item in value.items()}
+    return value
+
+
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "\ufffd"
+
+
+def _lone_surrogate_at(value: Any, where: str = "input") -> str | None:
+    """Where in a tool's input a lone surrogate is (`input.path`), or None."""
+    if isinstance(value, str):
+        return where if _LONE_SURROGATE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _lone_surrogate_at(key, where) or _lone_surrogate_at(item, f"{where}.{key}")
+        if found:
+            return found
+    return None
 
 
 def _text_of(content: list[Block]) -> str:
@@ -159,10 +193,11 @@ class _Run:
         self.model = model
         self.tools = tools
         self.limits = limits
-        self.system = request.system_prompt + FINISH_INSTRUCTIONS
+        # The prompt may name files whose names are not UTF-8 (what a dependency changed).
+        self.system = valid_unicode(request.system_prompt + FINISH_INSTRUCTIONS)
         self.specs = [*tools.specs, FINISH]
         self.messages: list[Message] = [
-            {"role": "user", "content": [{"type": "text", "text": request.prompt}]}
+            {"role": "user", "content": [{"type": "text", "text": valid_unicode(request.prompt)}]}
         ]
         self.usage = Usage()
         self.turns = 0
@@ -192,11 +227,19 @@ class _Run:
             self.turns += 1
             self.usage = self.usage + reply.usage
             self.listener(AgentEvent(kind="model_call", usage=reply.usage, detail=self._call_detail(reply)))
-            said = _text_of(reply.content)
+            # A tool call whose input is not valid Unicode is answered with an error (what it would
+            # write or run is not what the model meant); everything else is kept, made valid.
+            refused = {
+                str(block.get("id")): where
+                for block in reply.content
+                if block.get("type") == "tool_use" and (where := _lone_surrogate_at(block.get("input")))
+            }
+            content: list[Block] = valid_unicode(reply.content)
+            said = _text_of(content)
             if said:
                 self.listener(AgentEvent(kind="message", detail=redact(said)[:500]))
-            self.messages.append({"role": "assistant", "content": _history(reply.content)})
-            calls = [b for b in reply.content if b.get("type") == "tool_use"]
+            self.messages.append({"role": "assistant", "content": _history(content)})
+            calls = [b for b in content if b.get("type") == "tool_use"]
 
             # Refusal-terminated turns are terminal: running their tool calls would fire side
             # effects the model never confirmed.
@@ -235,7 +278,7 @@ class _Run:
                     )
                 self._user_note("You ended your turn without a report. Continue the task, or call `finish`.")
                 continue
-            finished = self._run_tools(calls)
+            finished = self._run_tools(calls, refused)
             if finished is not None:
                 return finished
             self._maybe_compact(reply)
@@ -266,22 +309,33 @@ class _Run:
             not_run,
         )
 
-    def _run_tools(self, calls: list[Block]) -> AgentOutcome | None:
+    def _run_tools(self, calls: list[Block], refused: dict[str, str]) -> AgentOutcome | None:
         results: list[Block] = []
         final: AgentOutcome | None = None
         for call in calls:
             call_id, name, args = str(call.get("id")), str(call.get("name")), call.get("input")
-            if name == FINISH.name:
+            if name == FINISH.name:  # its report is words only: kept with the surrogate made visible
                 final, error = self._finish(args)
                 if error:
                     results.append(_tool_result(call_id, error, True))
                 continue
-            result = self.tools.call(name, args)
-            self.labels[call_id] = result.summary or name
+            if call_id in refused:
+                result = ToolResult(
+                    f"not run: {refused[call_id]} holds a lone surrogate, which is not valid Unicode; "
+                    "send valid UTF-8 text (a file name that is not UTF-8 can be given to run_command "
+                    "with a shell escape such as $'\\xff')",
+                    True,
+                    f"{name}: refused, input not valid Unicode",
+                )
+            else:
+                result = self.tools.call(name, args)
+            summary = valid_unicode(result.summary)
+            self.labels[call_id] = summary or name
             self.listener(
-                AgentEvent(kind="tool_call", detail=result.summary + (" (error)" if result.is_error else ""))
+                AgentEvent(kind="tool_call", detail=summary + (" (error)" if result.is_error else ""))
             )
-            results.append(_tool_result(call_id, result.text, result.is_error))
+            # Tool output can name files whose names are not UTF-8 (list_dir, search, a command's).
+            results.append(_tool_result(call_id, valid_unicode(result.text), result.is_error))
         if final is not None:
             return final
         self.messages.append({"role": "user", "content": results})

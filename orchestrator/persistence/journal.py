@@ -124,7 +124,9 @@ class Journal:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
         if self._file is None:
             self.open()
-        self._file.write(line.encode("utf-8"))
+        # A lone surrogate (a file name that is not UTF-8, decoded as os.fsdecode does, or a
+        # model's bad text) becomes its JSON escape, which reads back as the same string.
+        self._file.write(line.encode("utf-8", "backslashreplace"))
         self._file.flush()
         if durable:
             self.sync()
@@ -150,5 +152,5 @@ class Journal:
         """A file under the run's directory (a prompt, an output), written atomically."""
         target = self.directory / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, text.encode("utf-8"), durable=False)
+        atomic_write(target, text.encode("utf-8", "backslashreplace"), durable=False)
         return target

@@ -71,7 +71,8 @@ def find_repo_root(start: Path) -> Path | None:
         [git_program(), "rev-parse", "--show-toplevel"],
         cwd=here,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="surrogateescape",
         check=False,
     )
     if done.returncode != 0:
@@ -104,7 +105,10 @@ class GitRepo:
             [git_program(), *args],
             cwd=cwd or self.root,
             capture_output=True,
-            text=True,
+            # Paths are bytes to git: decoded as os.fsdecode does (so that a file name that is not
+            # UTF-8 survives), they go back to git unchanged as arguments (os.fsencode).
+            encoding="utf-8",
+            errors="surrogateescape",
             check=False,
             env=full_env,
             input=input_text,
@@ -614,7 +618,8 @@ class GitRepo:
             [git_program(), "merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", ours, theirs],
             cwd=self.root,
             capture_output=True,
-            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",
             check=False,
         )
         if done.returncode not in (0, 1):

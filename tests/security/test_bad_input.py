@@ -1,0 +1,297 @@
+"""Bad input from the tree and from the model: file names that are not UTF-8, lone surrogates.
+
+A file name is bytes to git and to the kernel; orchestrate keeps it as such (decoded with
+surrogateescape) through status, snapshots, saved refs, resets, commits and the journal. A lone
+surrogate in a model's tool input is not text: the call gets an error result and the run goes on.
+Everything runs the real CLI in a subprocess (with a timeout, so a hang fails) in a real repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import git, make_repo
+from tests.fakes.messages_server import (
+    TEST_KEY,
+    TEST_MODEL,
+    FakeMessagesServer,
+    Message,
+    RecordedRequest,
+    Response,
+    finish,
+    tool_calls,
+)
+
+ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
+BAD_NAME = b"bad\xff.txt"
+"""Not UTF-8: 0xff never appears in UTF-8."""
+SHELL_BAD_NAME = "$'bad\\xff.txt'"
+
+PLAN = """\
+# Plan: bad names
+
+## Phase 1: Files
+
+- [ ] T001 Make the odd file
+  - Verify: `test -f notes.txt`
+- [ ] T002 Make another file
+  - Verify: `test -f two.txt`
+"""
+
+
+def orchestrate(
+    repo: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ORCHESTRATE), *args],
+        cwd=repo,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_clean_failure(done: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "UnicodeDecodeError" not in done.stderr + done.stdout
+    assert "UnicodeEncodeError" not in done.stderr + done.stdout
+
+
+def tree_names(repo: Path, rev: str = "HEAD") -> set[bytes]:
+    raw = subprocess.run(
+        ["git", "ls-tree", "-r", "-z", "--name-only", rev], cwd=repo, capture_output=True, check=True
+    ).stdout
+    return {name for name in raw.split(b"\0") if name}
+
+
+def untracked(repo: Path) -> list[bytes]:
+    raw = subprocess.run(
+        ["git", "status", "--porcelain=v1", "-z", "--untracked-files=all"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return [entry for entry in raw.split(b"\0") if entry]
+
+
+def task_commits(repo: Path) -> list[str]:
+    return git(repo, "log", "--reverse", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"README.md": "# bad names\n", "plan.md": PLAN})
+
+
+def write_script(path: Path, script: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(script))
+    return path
+
+
+MAKES_BAD_NAME = {
+    "T001": [{"run": f"touch {SHELL_BAD_NAME} && echo one > notes.txt"}],
+    "T002": [{"write": "two.txt", "content": "two\n"}],
+}
+
+
+# -- file names that are not UTF-8 -------------------------------------------------------------
+
+
+def test_a_dirty_tree_with_a_non_utf8_name_is_refused_in_one_line(repo: Path, tmp_path: Path) -> None:
+    (repo / os.fsdecode(BAD_NAME)).write_text("mine\n")
+    script = write_script(tmp_path / "script.json", MAKES_BAD_NAME)
+    done = orchestrate(repo, "run", "plan.md", "--agent", "scripted", "--script", str(script))
+    assert done.returncode == 2, done.stderr
+    assert_clean_failure(done)
+    assert "uncommitted changes" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert (repo / os.fsdecode(BAD_NAME)).read_text() == "mine\n"
+
+
+def test_allow_dirty_keeps_a_users_non_utf8_file_out_of_the_commits(repo: Path, tmp_path: Path) -> None:
+    (repo / os.fsdecode(BAD_NAME)).write_text("mine\n")
+    script = write_script(
+        tmp_path / "script.json",
+        {
+            "T001": [{"write": "notes.txt", "content": "1\n"}],
+            "T002": [{"write": "two.txt", "content": "2\n"}],
+        },
+    )
+    done = orchestrate(
+        repo, "run", "plan.md", "--agent", "scripted", "--script", str(script), "--allow-dirty"
+    )
+    assert done.returncode == 0, done.stderr
+    assert_clean_failure(done)
+    assert task_commits(repo) == ["T001", "T002"]
+    assert BAD_NAME not in tree_names(repo)
+    assert (repo / os.fsdecode(BAD_NAME)).read_text() == "mine\n"
+    shown = orchestrate(repo, "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    json.loads(shown.stdout)
+
+
+def test_a_task_whose_agent_made_a_non_utf8_name_commits_it(repo: Path, tmp_path: Path) -> None:
+    script = write_script(tmp_path / "script.json", MAKES_BAD_NAME)
+    done = orchestrate(repo, "run", "plan.md", "--agent", "scripted", "--script", str(script))
+    assert done.returncode == 0, done.stderr
+    assert_clean_failure(done)
+    assert task_commits(repo) == ["T001", "T002"]
+    assert BAD_NAME in tree_names(repo, "HEAD~1")
+    assert untracked(repo) == []
+    for command in (["show"], ["show", "--json"], ["runs"]):
+        shown = orchestrate(repo, *command)
+        assert shown.returncode == 0, shown.stderr
+        assert_clean_failure(shown)
+
+
+def test_a_failed_attempt_with_a_non_utf8_name_is_saved_and_reset_then_resumed(
+    repo: Path, tmp_path: Path
+) -> None:
+    failing = {"T001": [{"run": f"touch {SHELL_BAD_NAME}"}, {"fail": "could not do it"}]}
+    script = write_script(tmp_path / "script.json", failing)
+    done = orchestrate(repo, "run", "plan.md", "--agent", "scripted", "--script", str(script))
+    assert done.returncode == 1, done.stderr
+    assert_clean_failure(done)
+    assert untracked(repo) == []  # the failed attempt's file was taken out of the tree ...
+    saved = git(repo, "for-each-ref", "--format=%(refname)", "refs/orchestrate/")
+    assert saved, "the failed attempt's edits were saved in a ref"
+    assert any(BAD_NAME in tree_names(repo, ref) for ref in saved.split())  # ... and kept in a ref
+
+    write_script(script, MAKES_BAD_NAME)
+    resumed = orchestrate(repo, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_clean_failure(resumed)
+    assert task_commits(repo) == ["T001", "T002"]
+    assert BAD_NAME in tree_names(repo)
+
+
+@pytest.mark.parametrize("parallel", [[], ["--parallel", "2"]], ids=["serial", "parallel"])
+@pytest.mark.parametrize("point", ["after_agent", "after_verified", "after_tick"])
+def test_resume_after_a_kill_with_a_non_utf8_name_in_the_tree(
+    repo: Path, tmp_path: Path, point: str, parallel: list[str]
+) -> None:
+    script = write_script(tmp_path / "script.json", MAKES_BAD_NAME)
+    killed = orchestrate(
+        repo,
+        "run", "plan.md", "--agent", "scripted", "--script", str(script), *parallel,
+        env={"ORCHESTRATE_CRASH_AT": f"{point}:T001"},
+    )  # fmt: skip
+    assert killed.returncode == 137, killed.stderr
+    resumed = orchestrate(repo, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_clean_failure(resumed)
+    assert sorted(task_commits(repo)) == ["T001", "T002"]
+    assert BAD_NAME in tree_names(repo)
+    assert untracked(repo) == []
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+# -- lone surrogates from the model ------------------------------------------------------------
+
+SURROGATE = "\ud800"
+
+
+def surrogate_model(request: RecordedRequest) -> Response:
+    """Turn 1 sends lone surrogates in every kind of tool input; turn 2 writes the file properly;
+    turn 3 reports done with a surrogate in its words too."""
+    messages = request.body["messages"]
+    turn = (len(messages) + 1) // 2
+    if turn == 1:
+        return tool_calls(
+            ("write_file", {"path": f"odd{SURROGATE}.txt", "content": "x\n"}),
+            ("write_file", {"path": "notes.txt", "content": f"one{SURROGATE}\n"}),
+            ("edit_file", {"path": "README.md", "old_string": "bad", "new_string": SURROGATE}),
+            ("run_command", {"command": f"echo {SURROGATE} > shell.txt"}),
+            ("search", {"pattern": SURROGATE}),
+            ("list_dir", {"path": SURROGATE}),
+        )
+    if turn == 2:
+        return Message(
+            [
+                {"type": "text", "text": f"Trying again {SURROGATE}."},
+                {"type": "tool_use", "id": "toolu_fix", "name": "write_file",
+                 "input": {"path": "notes.txt", "content": "one\n"}},
+            ],
+            "tool_use",
+        )  # fmt: skip
+    return finish("done", f"wrote notes.txt {SURROGATE}")
+
+
+def test_lone_surrogates_in_tool_input_get_error_results_and_the_run_goes_on(repo: Path) -> None:
+    single = PLAN.split("- [ ] T002")[0]
+    (repo / "plan.md").write_text(single)
+    git(repo, "commit", "-qam", "one task")
+    with FakeMessagesServer() as api:
+        api.respond_with(surrogate_model)
+        env = {"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": TEST_KEY, "ORCHESTRATE_MAX_RETRIES": "0"}
+        done = orchestrate(repo, "run", "plan.md", "--agent", "anthropic", "--model", TEST_MODEL, env=env)
+        assert_clean_failure(done)
+        assert done.returncode == 0, done.stderr
+        requests = api.message_requests
+    assert len(requests) == 3
+    results = [b for b in requests[1].body["messages"][-1]["content"] if b["type"] == "tool_result"]
+    assert len(results) == 6
+    for result in results:
+        assert result.get("is_error") is True, result
+        assert re.search(r"not valid Unicode", str(result["content"])), result
+    # Nothing the refused calls asked for happened.
+    assert (repo / "README.md").read_text() == "# bad names\n"
+    assert not (repo / "shell.txt").exists()
+    assert not [path for path in repo.iterdir() if path.name.startswith("odd")]
+    assert (repo / "notes.txt").read_text() == "one\n"
+    assert task_commits(repo) == ["T001"]
+    # What the model said is kept (its surrogate made visible) and the journal reads back.
+    shown = orchestrate(repo, "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert_clean_failure(shown)
+    report = json.loads(shown.stdout)
+    assert "wrote notes.txt" in json.dumps(report)
+
+
+def naming_model(request: RecordedRequest) -> Response:
+    """T001 makes a file whose name is not UTF-8 from the shell; T002 lists and searches the tree."""
+    messages = request.body["messages"]
+    task = re.search(r"## Your task: (\S+)", messages[0]["content"][0]["text"])
+    assert task is not None
+    turn = (len(messages) + 1) // 2
+    if task.group(1) == "T001":
+        if turn == 1:
+            return tool_calls(
+                ("run_command", {"command": f"echo odd > {SHELL_BAD_NAME} && ls && echo one > notes.txt"})
+            )
+        return finish("done", "made it")
+    if turn == 1:
+        return tool_calls(
+            ("list_dir", {"path": ".", "recursive": True}),
+            ("search", {"pattern": "odd"}),
+            ("write_file", {"path": "two.txt", "content": "two\n"}),
+        )
+    return finish("done", "listed it")
+
+
+def test_a_non_utf8_name_reaches_the_model_as_escaped_text(repo: Path) -> None:
+    with FakeMessagesServer() as api:
+        api.respond_with(naming_model)
+        env = {"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": TEST_KEY, "ORCHESTRATE_MAX_RETRIES": "0"}
+        done = orchestrate(repo, "run", "plan.md", "--agent", "anthropic", "--model", TEST_MODEL, env=env)
+        assert_clean_failure(done)
+        assert done.returncode == 0, done.stderr
+        requests = api.message_requests
+    assert task_commits(repo) == ["T001", "T002"]
+    assert BAD_NAME in tree_names(repo)
+    shell = str(requests[1].body["messages"][-1]["content"][0]["content"])
+    assert re.search(r"bad(\ufffd|\\xff)\.txt", shell)  # a command's output: decoded, never raw
+    listed = requests[3].body["messages"][-1]["content"]
+    assert "bad\\xff.txt" in str(listed[0]["content"])
+    assert "bad\\xff.txt" in str(listed[1]["content"])
