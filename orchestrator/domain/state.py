@@ -193,6 +193,8 @@ class RunState(BaseModel):
             self.status = RunStatus.RUNNING
             self.message = ""
             self.settings.update(record.get("overrides", {}))
+            if isinstance(record.get("selection"), dict):  # tasks the user added since join the run
+                self.selection = dict(record["selection"])
             return
         if kind in ("run_stopped", "run_finished"):
             self.status = RunStatus(record.get("status", "stopped"))

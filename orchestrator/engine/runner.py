@@ -62,11 +62,17 @@ from orchestrator.engine.verification import (
 from orchestrator.engine.worktrees import Worktree, WorktreeExecutor, worktrees_root
 from orchestrator.errors import OrchestrateError
 from orchestrator.persistence.journal import Journal, atomic_write
-from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitRepo
+from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitError, GitRepo
 from orchestrator.planfile import parse_plan
 from orchestrator.planfile.writer import atomic_write as write_plan
 from orchestrator.planfile.writer import set_box, with_box
 from orchestrator.tools.shell import redact
+
+IDENTITY_HINT = (
+    'set one with `git config user.name "Your Name"` and `git config user.email you@example.com` '
+    "(add --global for every repository)"
+)
+"""What to do when git has no identity to commit with (the pre-flight and a stop mid-run say it)."""
 
 
 class BudgetExceeded(Exception):  # noqa: N818 - reads as the event it is
@@ -294,10 +300,11 @@ class Runner:
             hint = f"orchestrate resume {self.ctx.run_id}"
             message = "aborted (second Ctrl-C); the interrupted task is picked up on resume"
         except OrchestrateError as exc:
-            self._finish(
-                RunStatus.STOPPED, f"stopped: {exc.render()}", f"orchestrate resume {self.ctx.run_id}"
-            )
-            raise
+            # Work may have been done by now: whatever stops the run (a commit git refused, the
+            # plan changed under it) is a resumable stop once its cause is fixed, exit 1, not 2.
+            status = RunStatus.STOPPED
+            hint = f"orchestrate resume {self.ctx.run_id}"
+            message = f"stopped: {self._explain(exc)}; put that right, then resume"
         except BaseException as exc:
             self._finish(RunStatus.STOPPED, f"stopped by an internal error: {exc!r}", "")
             raise
@@ -319,6 +326,15 @@ class Runner:
             else:
                 message = "every task done"
         return self._finish(status, message, hint)
+
+    def _explain(self, exc: OrchestrateError) -> str:
+        """What stopped the run, in words that say what to do: a commit refused for want of a git
+        identity (removed since the pre-flight checked it) says how to set one."""
+        if isinstance(exc, GitError):
+            problem = self.repo.identity_problem()
+            if problem is not None:
+                return f"git has no identity to commit with ({problem}); {IDENTITY_HINT}"
+        return exc.render()
 
     def _finish(self, status: RunStatus, message: str, hint: str) -> RunResult:
         kind = "run_stopped" if status is RunStatus.STOPPED else "run_finished"
@@ -822,11 +838,12 @@ class Runner:
             self.emit(TaskFinished(task_id=blocked, status="skipped", reason=reason))
 
 
-def prompt_renderer(repo: GitRepo, plan_path: Path, settings: Settings) -> PromptRenderer:
-    """The run's templates, compiled (a mistake in one is a ConfigError)."""
-    return PromptRenderer(
-        repo.root, plan_path, override_dir=settings.prompts_dir, protected_paths=settings.protected_paths
-    ).load()
+def prompt_renderer(
+    repo: GitRepo, plan_path: Path, settings: Settings, *, plan: Plan | None = None, selection: list[str] | None = None
+) -> PromptRenderer:
+    """The run's templates, read once from the commit the run starts from, compiled, and tried on
+    the open tasks of `selection` (a mistake or an unsafe access in one is a ConfigError)."""
+    return PromptRenderer.for_run(repo, plan_path, settings, plan=plan, selection=selection or [])
 
 
 def reparse(plan_path: Path) -> Plan:

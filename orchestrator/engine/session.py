@@ -22,7 +22,14 @@ from orchestrator.config import Settings, load_settings
 from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, RunStatus, TaskRecord, TaskStatus
-from orchestrator.engine.runner import RunContext, Runner, RunResult, prompt_renderer, ref_name
+from orchestrator.engine.runner import (
+    IDENTITY_HINT,
+    RunContext,
+    Runner,
+    RunResult,
+    prompt_renderer,
+    ref_name,
+)
 from orchestrator.engine.scheduler import Scheduler, select_tasks
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.engine.worktrees import (
@@ -133,6 +140,13 @@ def check_programs(plan: Plan, selection: list[str], settings: Settings) -> None
         )
 
 
+def check_identity(repo: GitRepo) -> None:
+    """Commits need an author and a committer: refuse now rather than after a paid agent call."""
+    problem = repo.identity_problem()
+    if problem is not None:
+        raise PreflightError(f"git has no identity to commit with ({problem}); {IDENTITY_HINT}")
+
+
 def _check_branch(repo: GitRepo, settings: Settings) -> str:
     """The branch the run commits on; switches to (or creates) --branch."""
     if settings.branch:
@@ -190,34 +204,37 @@ def start_run(
     located = locate(plan_path, repo)
     git = located.repo
     settings = load_settings(git.root, overrides)
-    plan = load_plan(located.plan_path)
-    if not plan.tasks:
-        raise PlanError("the plan has no checkbox tasks; nothing to run", path=located.plan_path)
-    if phase is not None and plan.phase(phase) is None:
-        raise UsageError(f"no phase '{phase}' in the plan; `orchestrate status PLAN` lists them")
-    if task is not None and plan.task(task) is None:
-        raise UsageError(f"no task '{task}' in the plan; `orchestrate next PLAN` lists them")
-    selection = select_tasks(plan, phase=phase, task=task)
-    agent = build_agent(settings, plan)
-    check_programs(plan, selection, settings)
-    renderer = prompt_renderer(git, located.plan_path, settings)
-    dirty = git.status()
-    if dirty and not settings.allow_dirty:
-        hint = _unfinished_run_hint(git, settings)
-        raise PreflightError(
-            f"the work tree has uncommitted changes ({len(dirty)} path(s), e.g. {dirty[0][1]}); "
-            f"commit or stash them, or pass --allow-dirty{hint}"
-        )
-    if git.head() is None:
-        raise PreflightError("the repository has no commits yet; make an initial commit first")
-    with RunLock(git):
+    run_id = new_run_id()
+    # The lock first: what is read below (the plan, the tree) is read by one run at a time, so two
+    # runs started together cannot both set out on a task the plan shows open.
+    with RunLock(git, "run", run_id):
+        plan = load_plan(located.plan_path)
+        if not plan.tasks:
+            raise PlanError("the plan has no checkbox tasks; nothing to run", path=located.plan_path)
+        if phase is not None and plan.phase(phase) is None:
+            raise UsageError(f"no phase '{phase}' in the plan; `orchestrate status PLAN` lists them")
+        if task is not None and plan.task(task) is None:
+            raise UsageError(f"no task '{task}' in the plan; `orchestrate next PLAN` lists them")
+        selection = select_tasks(plan, phase=phase, task=task)
+        agent = build_agent(settings, plan)
+        check_programs(plan, selection, settings)
+        renderer = prompt_renderer(git, located.plan_path, settings)
+        dirty = git.status()
+        if dirty and not settings.allow_dirty:
+            hint = _unfinished_run_hint(git, settings)
+            raise PreflightError(
+                f"the work tree has uncommitted changes ({len(dirty)} path(s), e.g. {dirty[0][1]}); "
+                f"commit or stash them, or pass --allow-dirty{hint}"
+            )
+        if git.head() is None:
+            raise PreflightError("the repository has no commits yet; make an initial commit first")
+        check_identity(git)
         branch = _check_branch(git, settings)
         if all(t.settled for t in plan.tasks if t.id in set(selection)):
             _emit_nothing_to_do(reporter, plan, located.plan_rel, branch, settings)
             return RunResult("-", RunStatus.COMPLETE, "nothing to do", RunState())
         store = RunStore.for_repo(git.root, settings.checkpoints_dir)
         store.ensure_excluded(git)
-        run_id = new_run_id()
         journal = store.journal(run_id).open()
         preexisting = {path: git.hash_file(path) for _, path in git.status()}
         state = RunState()
@@ -307,20 +324,21 @@ def resume_run(
     base_settings = load_settings(git.root, {})
     store = RunStore.for_repo(git.root, base_settings.checkpoints_dir)
     run_id = store.resolve(run_id)
-    state = RunState.from_records(store.records(run_id))
-    if not state.run_id:
-        raise UsageError(f"run {run_id} has no readable start record in {store.run_dir(run_id)}")
-    if state.status is RunStatus.COMPLETE:
-        raise UsageError(
-            f"run {run_id} is complete; nothing to resume (start a new one with `orchestrate run`)"
-        )
-    run_overrides = {**state.settings, **{k: v for k, v in overrides.items() if v is not None}}
-    run_overrides.pop("branch", None)
-    settings = load_settings(git.root, run_overrides)
-    plan_path = git.root / state.plan
-    if not plan_path.is_file():
-        raise PlanError("the run's plan file is gone", path=plan_path)
-    with RunLock(git):
+    # The lock before the journal, the plan or the tree is read (see start_run).
+    with RunLock(git, "resume", run_id):
+        state = RunState.from_records(store.records(run_id))
+        if not state.run_id:
+            raise UsageError(f"run {run_id} has no readable start record in {store.run_dir(run_id)}")
+        if state.status is RunStatus.COMPLETE:
+            raise UsageError(
+                f"run {run_id} is complete; nothing to resume (start a new one with `orchestrate run`)"
+            )
+        run_overrides = {**state.settings, **{k: v for k, v in overrides.items() if v is not None}}
+        run_overrides.pop("branch", None)
+        settings = load_settings(git.root, run_overrides)
+        plan_path = git.root / state.plan
+        if not plan_path.is_file():
+            raise PlanError("the run's plan file is gone", path=plan_path)
         _wait_for_index_lock(git, reporter, state.branch, run_id)
         branch = git.current_branch()
         if branch != state.branch:
@@ -328,13 +346,12 @@ def resume_run(
                 f"run {run_id} commits on branch '{state.branch}' but HEAD is on '{branch}'; "
                 f"`git switch {state.branch}` and resume again"
             )
+        check_identity(git)
         journal = store.journal(run_id).open()
         try:
             plan = load_plan(plan_path)
             agent = build_agent(settings, plan)
-            selection = [i for i in state.selection.get("ids", []) if plan.task(i) is not None] or [
-                t.id for t in plan.tasks
-            ]
+            selection = resumed_selection(plan, state.selection)
             check_programs(plan, selection, settings)
             renderer = prompt_renderer(git, plan_path, settings)
             ctx = RunContext(
@@ -351,15 +368,25 @@ def resume_run(
             )
             runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
             changed = {k: v for k, v in remembered(settings).items() if state.settings.get(k) != v}
-            runner.record("run_resumed", overrides=changed, pid=os.getpid())
+            runner.record(
+                "run_resumed",
+                overrides=changed,
+                pid=os.getpid(),
+                selection={**state.selection, "ids": selection},
+            )
             plan, in_place = reconcile(runner, plan)
-            # A task picked up mid-way owns the tree's changes; otherwise they are someone else's.
-            leftover = [] if in_place else runner.ours(git.changed_paths())
+            # A task picked up mid-way owns the tree's changes; otherwise they are someone else's,
+            # but for the plan's: the user's edits to it are read and kept (committed with the
+            # next task's tick).
+            leftover = [] if in_place else [p for p in runner.ours(git.changed_paths()) if p != state.plan]
             if leftover and not settings.allow_dirty:
                 raise PreflightError(
                     f"the work tree has changes the run did not make ({leftover[0]}, ...); "
-                    "commit or stash them, or pass --allow-dirty"
+                    "commit or stash them, or pass --allow-dirty to leave them out of the run's commits"
                 )
+            # With --allow-dirty they stay as they are, out of every commit of the run (as a
+            # new run's are), unless a task changes them.
+            ctx.preexisting.update({path: git.hash_file(path) for path in leftover})
             if runner_hook is not None:
                 runner_hook(runner)
             return runner.run(resumed=True)
@@ -367,16 +394,48 @@ def resume_run(
             journal.close()
 
 
+def resumed_selection(plan: Plan, selection: Mapping[str, Any]) -> list[str]:
+    """The run's tasks in the plan as it is now. Tasks the user added since join: any of them in a
+    run of the whole plan; with --phase, those of that phase; with --task, those the task now waits
+    for; and with either, the unticked tasks that the selection now waits for. Tasks the user
+    removed are gone."""
+    phase = selection.get("phase") if isinstance(selection.get("phase"), str) else None
+    task = selection.get("task") if isinstance(selection.get("task"), str) else None
+    gone = (phase is not None and plan.phase(phase) is None) or (task is not None and plan.task(task) is None)
+    # A phase or task the user took out of the plan: the run keeps what it had, nothing more.
+    fresh = [] if gone else select_tasks(plan, phase=phase, task=task)
+    had = selection.get("ids")
+    chosen = set(fresh) | (set(had) if isinstance(had, list) else set())
+    return [t.id for t in plan.tasks if t.id in chosen]
+
+
 def _keep_and_reset(runner: Runner, task_id: str, attempt: int, why: str) -> None:
-    """Keep the tree's uncommitted edits in a named ref, then reset the tree to the branch head."""
+    """Keep the tree's uncommitted edits in a named ref, then put the tree back to the branch head:
+    all of it but the plan, whose edits (a task the user added meanwhile) are kept and read; the
+    run's own tick in it, which no commit carries, the caller has undone.
+
+    A parallel run's tasks work in worktrees: its work tree holds no task's edits, only the user's
+    (the dirty-tree check decides about those), so nothing is reset there."""
+    if isinstance(runner.executor, WorktreeExecutor):
+        return
     git = runner.repo
     run_id = runner.ctx.run_id
-    ref = ref_name(run_id, task_id, f"attempt-{attempt}")
+    ref = unused_ref(git, ref_name(run_id, task_id, f"attempt-{attempt}"))
     sha = git.save_snapshot(ref, f"orchestrate: edits of {why} task {task_id} (run {run_id})")
     if sha:
         runner.record("edits_saved", task=task_id, attempt=attempt, ref=ref)
         runner.notice(f"its {why} edits are kept in {ref}", task_id=task_id)
-    git.reset_paths(runner.ours(git.changed_paths()))
+    git.restore_head([p for p in runner.ours(git.changed_paths()) if p != runner.ctx.plan_rel])
+
+
+def unused_ref(git: GitRepo, ref: str) -> str:
+    """`ref`, or `ref-2`, `ref-3`, ... when an earlier resume already kept something there: a ref
+    that keeps someone's edits is never overwritten."""
+    candidate, n = ref, 1
+    while git.ref_exists(candidate):
+        n += 1
+        candidate = f"{ref}-{n}"
+    return candidate
 
 
 def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
@@ -449,8 +508,14 @@ def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
             _keep_and_reset(runner, task_id, record.attempt, "interrupted")
             runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
     plan = parse_plan(runner.ctx.plan_path)
+    runner.ctx.selection = resumed_selection(plan, state.selection)
     runner.plan = plan
     runner.scheduler = Scheduler(plan, runner.ctx.selection)
+    if runner.ctx.plan_rel in git.changed_paths():
+        runner.notice(
+            f"{runner.ctx.plan_rel} has changes no commit carries; resume reads the plan as it is now "
+            "and commits them with the next task"
+        )
     for record in state.tasks.values():
         if record.status is TaskStatus.DONE:
             runner.scheduler.done.add(record.id)
@@ -499,10 +564,8 @@ def _reconcile_worktrees(runner: Runner, committed: dict[str, str]) -> set[str]:
         for r in state.tasks.values()
         if r.branch and r.status is TaskStatus.COMMITTING and r.id not in committed
     ]
-    changed = runner.ours(git.changed_paths()) if merging else []
-    if changed:
-        git.restore_head(changed)
-        runner.notice("its merge into the work tree was cut short; merging it again", task_id=merging[0].id)
+    if merging:
+        _undo_merge(runner, merging)
     claimed: set[str] = set()
     kept: set[Path] = set()
     for record in list(state.tasks.values()):
@@ -536,6 +599,63 @@ def _reconcile_worktrees(runner: Runner, committed: dict[str, str]) -> set[str]:
         runner.record("worktree_removed", task=record.id)
     _remove_leftovers(runner, claimed, kept)
     return handled
+
+
+def _undo_merge(runner: Runner, merging: list[TaskRecord]) -> None:
+    """A merge cut short in the run's work tree: the paths it wrote go back to the branch head (the
+    work is safe on the task's branch) and its tick, which no commit carries, is undone. The rest
+    of the tree stays as it is: what the user changed since the kill is theirs (the plan's edits
+    are read; the dirty-tree check decides about the others). Where the user changed a path the
+    merge wrote, the tree as it was is first kept in a named ref, which the output names."""
+    git = runner.repo
+    plan_rel = runner.ctx.plan_rel
+    head = git.head()
+    head_tree = git.head_tree()
+    now = git.snapshot_tree()
+    from_head = set(runner.ours(git.changed_between(head_tree, now))) if head_tree else set()
+    wrote: set[str] = set()
+    theirs: set[str] = set()
+    for record in merging:
+        expected = _merge_result(git, record, head)
+        if expected is None:  # what the merge wrote cannot be told: all of it, kept first
+            wrote |= from_head
+            theirs |= from_head
+            continue
+        paths = set(git.changed_between(str(head_tree), expected))
+        wrote |= paths
+        # Neither the branch head's content nor the merge's: someone wrote it after the kill.
+        theirs |= paths & from_head & set(git.changed_between(expected, now))
+    wrote.discard(plan_rel)
+    theirs.discard(plan_rel)
+    first = merging[0]
+    if theirs:
+        ref = unused_ref(git, ref_name(runner.ctx.run_id, first.id, f"interrupted-merge-{first.attempt}"))
+        if git.save_snapshot(ref, f"orchestrate: the work tree as resume found it (run {runner.ctx.run_id})"):
+            runner.record("edits_saved", task=first.id, attempt=first.attempt, ref=ref)
+            runner.notice(
+                f"its merge into the work tree was cut short, and {', '.join(sorted(theirs))} changed "
+                f"since; the work tree as it was is kept in {ref}",
+                "warning",
+                first.id,
+            )
+    git.restore_head(sorted(wrote & from_head))
+    plan = parse_plan(runner.ctx.plan_path)
+    for record in merging:
+        task = plan.task(record.id)
+        if task is not None and task.checked:
+            plan = set_box(runner.ctx.plan_path, record.id, False)
+    runner.notice("its merge into the work tree was cut short; merging it again", task_id=first.id)
+
+
+def _merge_result(git: GitRepo, record: TaskRecord, head: str | None) -> str | None:
+    """The tree the task's merge was writing into the run's work tree (see
+    WorktreeExecutor.integrate), or None when it cannot be told."""
+    tip = git.rev(f"refs/heads/{record.branch}") if record.branch else None
+    if tip is None or head is None or record.base is None:
+        return None
+    if head == record.base:
+        return git.rev(f"{tip}^{{tree}}")
+    return git.merge_tree(head, tip).tree
 
 
 def _worktree_point(git: GitRepo, record: TaskRecord, worktree: Worktree) -> str | None:

@@ -97,29 +97,80 @@ class RunStore:
 
 
 class RunLock:
-    """An exclusive lock in the repository's git directory, held for a whole run or resume."""
+    """An exclusive lock in the repository's git directory, held for a whole run or resume, taken
+    before anything is read: the plan, the journal and the tree are read by one run at a time.
 
-    def __init__(self, repo: GitRepo):
+    Beside it, `orchestrate.pid` says who holds it (pid, command, run id), so that a run refused
+    can name the one that holds the repository; the OS lock is what excludes."""
+
+    def __init__(self, repo: GitRepo, command: str = "run", run_id: str | None = None):
         self.path = repo.common_dir / "orchestrate.lock"
+        self.holder_file = repo.common_dir / "orchestrate.pid"
+        self.command = command
+        self.run_id = run_id
         self._lock = FileLock(str(self.path), timeout=0)
 
     def acquire(self) -> None:
         try:
             self._lock.acquire()
         except Timeout:
-            raise PreflightError(
-                "another orchestrate run holds this repository "
-                f"(lock {self.path}); wait for it to finish or stop it first"
-            ) from None
-        # The pid is for people reading the lock file; the OS lock is what excludes.
-        try:
-            with open(self.path.with_suffix(".pid"), "w") as f:
-                f.write(f"{os.getpid()}\n")
-        except OSError:
-            pass
+            raise PreflightError(self._refusal()) from None
+        self._write_holder()
+
+    def name_run(self, run_id: str) -> None:
+        """The run the holder carries out, once it is known (a resume of the latest run)."""
+        self.run_id = run_id
+        self._write_holder()
 
     def release(self) -> None:
+        holder = _read_holder(self.holder_file)
+        if holder is not None and holder.get("pid") == os.getpid():
+            self.holder_file.unlink(missing_ok=True)
         self._lock.release()
+
+    def _write_holder(self) -> None:
+        """Written aside and renamed over the file (a symlink there is replaced, never followed)."""
+        info = {"pid": os.getpid(), "command": self.command, "run_id": self.run_id, "since": time.time()}
+        temp = self.holder_file.with_name(f".{self.holder_file.name}.{os.getpid()}.tmp")
+        try:
+            temp.unlink(missing_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(info) + "\n")
+            temp.replace(self.holder_file)
+        except OSError:
+            temp.unlink(missing_ok=True)  # only a refused run's message is poorer for it
+
+    def _refusal(self) -> str:
+        """Who holds the repository, as its pid file says. The holder writes the file just after it
+        takes the lock, and a holder killed outright leaves its file behind: a file missing, or
+        naming a process that is gone, is read again for a moment."""
+        holder = _read_holder(self.holder_file)
+        deadline = time.monotonic() + 1.0
+        while (holder is None or not _alive(holder.get("pid"))) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            holder = _read_holder(self.holder_file)
+        pid = holder.get("pid") if holder is not None else None
+        if not isinstance(pid, int) or not _alive(pid):
+            return (
+                f"another orchestrate run holds this repository (lock {self.path}); "
+                "wait for it to finish or stop it first"
+            )
+        assert holder is not None
+        command = holder.get("command") or "run"
+        run_id = holder.get("run_id")
+        since = holder.get("since")
+        what = f"run {run_id}" if isinstance(run_id, str) and run_id else "a run"
+        when = (
+            f", since {time.strftime('%H:%M:%S', time.localtime(since))}"
+            if isinstance(since, int | float)
+            else ""
+        )
+        return (
+            f"another orchestrate run holds this repository: {what} (pid {pid}, "
+            f"`orchestrate {command}`{when}); wait for it to finish, or stop it with `kill -INT {pid}` "
+            "(it stops resumably) and try again"
+        )
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -132,3 +183,24 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _read_holder(path: Path) -> dict[str, object] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.loads(f.read(4096))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True

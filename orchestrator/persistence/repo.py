@@ -310,6 +310,16 @@ class GitRepo:
 
     # -- commits ----------------------------------------------------------------------------
 
+    def identity_problem(self) -> str | None:
+        """Why git could not commit here for want of an author or committer name and email (git's
+        own last words), or None when it can: `git var` decides as `git commit` does."""
+        for ident in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
+            try:
+                self.git("var", ident)
+            except GitError as exc:
+                return exc.message
+        return None
+
     def commit_all(self, message: str, trailers: Mapping[str, str], exclude: Sequence[str] = ()) -> str:
         """Stage every change (but `exclude`) and commit it with `trailers`; returns the sha."""
         self.git("add", "-A")
