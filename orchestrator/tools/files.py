@@ -1,7 +1,8 @@
 """File tools a sub-agent may use: read, write, edit, list, search. Every path goes through the Workspace.
 
 Each function returns the text the model sees and raises ToolError (or OutsideWorkspace) with a
-message the model can act on; the caller turns those into is_error tool results.
+message the model can act on; the caller turns those into is_error tool results. None of them
+reads, writes or walks into `.git` or the paths the workspace hides (the run's own state).
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import re
 from fnmatch import fnmatch
 from pathlib import Path
 
-from orchestrator.tools.workspace import OutsideWorkspace, Workspace
+from orchestrator.tools.workspace import HiddenPath, OutsideWorkspace, Workspace
 
 READ_LIMIT = 60_000
 """Characters one read returns; the model asks for a line range to see more."""
 LIST_LIMIT = 500
 SEARCH_LIMIT = 200
-# Version-control internals are never the agent's to touch: orchestrate owns the commits.
-_PRIVATE_DIRS = {".git"}
+# Version-control internals are never the agent's to read or touch: orchestrate owns the commits,
+# and what git runs is configured there.
+_PRIVATE_NAMES = {".git"}
 _SKIPPED_DIRS = {
     ".git",
     "node_modules",
@@ -35,7 +37,31 @@ class ToolError(ValueError):
 
 
 def _is_private(ws: Workspace, path: Path) -> bool:
-    return path != ws.root and bool(_PRIVATE_DIRS & set(path.relative_to(ws.root).parts))
+    return path != ws.root and bool(_PRIVATE_NAMES & set(path.relative_to(ws.root).parts))
+
+
+def _target(ws: Workspace, path: str) -> Path:
+    """The resolved path the agent named, refused when outside the workspace, hidden, or in .git."""
+    target = ws.resolve(path)
+    if _is_private(ws, target):
+        raise ToolError(f"{path} is inside .git, which only orchestrate reads and changes")
+    return target
+
+
+def _shown(ws: Workspace, entry: Path) -> bool:
+    """Whether a walk may show `entry` (found below a shown directory, not followed): not a name
+    in .git's place, and not a link into .git or a hidden path. A link pointing out of the
+    workspace is shown by name, and refused when opened."""
+    if entry.name in _PRIVATE_NAMES or ws.hides(entry):
+        return False
+    if not entry.is_symlink():
+        return True
+    try:
+        return not _is_private(ws, ws.resolve(entry))
+    except HiddenPath:
+        return False
+    except OutsideWorkspace:
+        return True
 
 
 def _text_of(path: Path, shown: str) -> str:
@@ -52,7 +78,7 @@ def _text_of(path: Path, shown: str) -> str:
 
 def read_file(ws: Workspace, path: str, start_line: int | None = None, end_line: int | None = None) -> str:
     """The file's lines, numbered from 1 (the numbers and the tab after them are not part of the file)."""
-    target = ws.resolve(path)
+    target = _target(ws, path)
     lines = _text_of(target, path).splitlines(keepends=True)
     if not lines:
         return f"{path} is empty"
@@ -82,9 +108,7 @@ def read_file(ws: Workspace, path: str, start_line: int | None = None, end_line:
 
 def write_file(ws: Workspace, path: str, content: str) -> str:
     """Create or overwrite a file (parent directories are created)."""
-    target = ws.resolve(path)
-    if _is_private(ws, target):
-        raise ToolError(f"{path} is inside .git, which the agent may not change")
+    target = _target(ws, path)
     if target.is_dir():
         raise ToolError(f"{path} is a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -95,9 +119,7 @@ def write_file(ws: Workspace, path: str, content: str) -> str:
 
 def edit_file(ws: Workspace, path: str, old_string: str, new_string: str, replace_all: bool = False) -> str:
     """Replace `old_string`, which must occur exactly once unless replace_all is set."""
-    target = ws.resolve(path)
-    if _is_private(ws, target):
-        raise ToolError(f"{path} is inside .git, which the agent may not change")
+    target = _target(ws, path)
     text = _text_of(target, path)
     if not old_string:
         raise ToolError("old_string is empty; use write_file to create a file")
@@ -121,15 +143,16 @@ def edit_file(ws: Workspace, path: str, old_string: str, new_string: str, replac
 
 
 def list_dir(ws: Workspace, path: str = ".", recursive: bool = False) -> str:
-    """Entries of a directory, directories with a trailing slash; .git and caches left out."""
-    target = ws.resolve(path)
+    """Entries of a directory, directories with a trailing slash; .git, caches and hidden paths left out."""
+    target = _target(ws, path)
     if not target.is_dir():
         raise ToolError(f"{path} is not a directory" if target.exists() else f"no such directory: {path}")
     entries: list[str] = []
     for current, dirs, files in os.walk(target):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
         base = Path(current)
-        for name in [*(d + "/" for d in dirs), *sorted(files)]:
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and _shown(ws, base / d))
+        shown_files = sorted(f for f in files if _shown(ws, base / f))
+        for name in [*(d + "/" for d in dirs), *shown_files]:
             # Lexically relative: a link pointing out is listed by name, and refused when opened.
             entries.append(
                 (base / name).relative_to(ws.root).as_posix() + ("/" if name.endswith("/") else "")
@@ -147,13 +170,15 @@ def _files_under(ws: Workspace, start: Path) -> list[Path]:
         return [start]
     found: list[Path] = []
     for current, dirs, files in os.walk(start):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
+        base = Path(current)
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and _shown(ws, base / d))
         for name in sorted(files):
-            candidate = Path(current) / name
             try:
-                found.append(ws.resolve(candidate))
+                resolved = ws.resolve(base / name)
             except OutsideWorkspace:
-                continue  # a symlink pointing out: its content is not ours to show
+                continue  # a symlink pointing out or into the run's state: not ours to show
+            if not _is_private(ws, resolved):
+                found.append(resolved)
     return found
 
 
@@ -163,7 +188,7 @@ def search(ws: Workspace, pattern: str, path: str = ".", glob: str | None = None
         regex = re.compile(pattern)
     except re.error as exc:
         raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from exc
-    start = ws.resolve(path)
+    start = _target(ws, path)
     if not start.exists():
         raise ToolError(f"no such file or directory: {path}")
     hits: list[str] = []
