@@ -92,7 +92,17 @@ class Settings(BaseModel):
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     """Price table per model id (prefix match), US dollars per million tokens."""
     sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
-    """Confinement of agent shell commands: bubblewrap where it works (auto), required, or none."""
+    """Confinement of agent and verification commands: bubblewrap where it works (auto), required,
+    or none (every run then warns that they run unconfined)."""
+    verify_network: bool = False
+    """Whether verification commands keep the network when they run in the sandbox (off: a check
+    the agent wrote cannot send anything anywhere; loopback still works)."""
+    pass_env: list[str] = Field(default_factory=list)
+    """Names of further environment variables that agent and verification commands get, beyond the
+    allow-list (PATH, HOME, LANG, VIRTUAL_ENV, ...). The agent can read them: never name a secret."""
+    agent_env: list[str] = Field(default_factory=list)
+    """Names of environment variables (its API key, say) that a command or claude-code agent's own
+    process gets, beyond the allow-list; the commands that agent runs can read them too."""
     allow_dirty: bool = False
     """Run even if the work tree has uncommitted changes."""
     branch: str | None = None

@@ -2,15 +2,16 @@
 
 This module owns what is particular to the API: prompt-cache breakpoints, telling faults apart
 (wait, stop the run resumably, fail the attempt, or refuse to start), and usage with cost.
-The client reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment itself; we never
-pass a base_url, so gateways and proxies configured there keep working.
+The key (ANTHROPIC_API_KEY, or ANTHROPIC_AUTH_TOKEN for a bearer token) is handed to the client
+explicitly: the CLI takes it out of the environment at start, so that no child inherits it. The
+client still reads ANTHROPIC_BASE_URL itself; we never pass a base_url, so gateways and proxies
+configured there keep working.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,8 +25,7 @@ from orchestrator.agents.loop import LoopAgent, LoopLimits, Message, Model, Mode
 from orchestrator.agents.pricing import price_for, priced
 from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
-from orchestrator.tools.sandbox import SandboxUnavailable, detect_sandbox
-from orchestrator.tools.shell import redact
+from orchestrator.tools.environment import redact, secret
 from orchestrator.tools.toolset import ToolSpec
 
 NO_KEY = (
@@ -257,7 +257,11 @@ def _model_opener(settings: Settings) -> Callable[[AgentRequest], Any]:
         # A client per attempt: attempts may run in parallel threads, and closing it frees its sockets.
         http = anthropic.DefaultHttpxClient(event_hooks={"response": [_rate_limits_are_ours]})
         with anthropic.Anthropic(
-            max_retries=settings.max_retries, timeout=settings.request_timeout, http_client=http
+            api_key=secret("ANTHROPIC_API_KEY"),
+            auth_token=secret("ANTHROPIC_AUTH_TOKEN"),
+            max_retries=settings.max_retries,
+            timeout=settings.request_timeout,
+            http_client=http,
         ) as client:
             yield AnthropicModel(client, settings, request.model or settings.model)
 
@@ -265,13 +269,9 @@ def _model_opener(settings: Settings) -> Callable[[AgentRequest], Any]:
 
 
 def create(settings: Settings) -> Agent:
-    if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+    if not (secret("ANTHROPIC_API_KEY") or secret("ANTHROPIC_AUTH_TOKEN")):
         raise AgentConfigError(NO_KEY)
-    try:
-        sandbox = detect_sandbox(settings.sandbox)
-    except SandboxUnavailable as exc:
-        raise AgentConfigError(str(exc)) from exc
     limits = LoopLimits(
         compact_at_tokens=int(settings.compact_at * settings.context_window), max_tokens=settings.max_tokens
     )
-    return LoopAgent("anthropic", _model_opener(settings), limits, sandbox)
+    return LoopAgent("anthropic", _model_opener(settings), limits)

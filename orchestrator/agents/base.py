@@ -10,6 +10,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from orchestrator.domain.usage import Usage
+from orchestrator.tools.sandbox import Sandbox
 
 
 class AgentRequest(BaseModel):
@@ -26,7 +27,10 @@ class AgentRequest(BaseModel):
     command_timeout: float = 300.0
     """Seconds any one shell command of the agent may run before its process group is killed."""
     env: dict[str, str] = Field(default_factory=dict)
-    """Extra environment for the agent's commands (already scrubbed of secrets)."""
+    """Environment for the agent's commands beyond the allow-list (the user's `pass_env`)."""
+    sandbox: Sandbox | None = None
+    """The run's confinement, for every command the agent runs (and for an agent CLI itself); None
+    only outside a run, in tests: unconfined."""
 
 
 class AgentStatus(StrEnum):

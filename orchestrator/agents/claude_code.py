@@ -3,8 +3,15 @@
     claude -p PROMPT --output-format stream-json --verbose --permission-mode MODE --max-turns N
 
 Its stream-json lines are relayed as events while it works; the final `result` line carries the
-report, total_cost_usd, usage and num_turns. CLAUDECODE is removed from the child's environment,
-since the CLI refuses to start nested inside another Claude Code session.
+report, total_cost_usd, usage and num_turns.
+
+`claude` gets the allow-listed environment, its own key (ANTHROPIC_API_KEY or a token, handed over
+explicitly: the CLI took them out of our environment) and the variables named in `agent_env`; not
+CLAUDECODE, since the CLI refuses to start nested inside another Claude Code session. The commands
+its Bash tool runs inherit that key: Claude Code does not hide it from them. Under bubblewrap the
+whole CLI runs in the run's sandbox with the network on (it must reach the API): it can write its
+workspace and its own state (~/.claude, ~/.claude.json) and nothing else, and cannot see
+orchestrate's process or the run's state.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from orchestrator.agents.base import (
 )
 from orchestrator.config import DEFAULT_MODEL, Settings
 from orchestrator.domain.usage import Usage
-from orchestrator.tools.shell import redact
+from orchestrator.tools.environment import child_env, redact
 
 REPORT_INSTRUCTIONS = (
     "\n\nWhen you have finished, end with a short report of what you did. If you cannot do the task, "
@@ -40,6 +47,14 @@ REPORT_INSTRUCTIONS = (
 ARGV_PROMPT_LIMIT = 100_000
 """Longer prompts go through stdin: one argv string may not pass 128 KiB on Linux."""
 TAIL_CHARS = 2000
+CLAUDE_ENV = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "CLAUDE_CONFIG_DIR",
+)
+"""What the CLI needs to reach the API as the user set it up, passed to it by name."""
 
 
 def _usage_of(result: dict[str, Any]) -> Usage:
@@ -78,6 +93,7 @@ class ClaudeCodeAgent:
         self.timeout = settings.agent_timeout
         # The claude CLI has its own default model; only a model the user chose is passed on.
         self.model = settings.model if settings.model != DEFAULT_MODEL else None
+        self.agent_env = list(settings.agent_env)
 
     def argv(self, request: AgentRequest) -> list[str]:
         argv = [self.executable, "-p"]
@@ -92,12 +108,18 @@ class ClaudeCodeAgent:
         return argv
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
-        env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
-        env.update(request.env)
+        env = child_env(request.env, passed=[*CLAUDE_ENV, *self.agent_env])
+        argv = self.argv(request)
+        if request.sandbox is not None:
+            home = Path.home()
+            state = [home / ".claude", home / ".claude.json"]
+            if env.get("CLAUDE_CONFIG_DIR"):
+                state.append(Path(env["CLAUDE_CONFIG_DIR"]))
+            argv = request.sandbox.with_network().writing(*state).wrap(argv, request.workspace)
         via_stdin = len(request.prompt) > ARGV_PROMPT_LIMIT
         with tempfile.TemporaryFile() as stderr:
             proc = subprocess.Popen(
-                self.argv(request),
+                argv,
                 cwd=request.workspace,
                 env=env,
                 stdin=subprocess.PIPE if via_stdin else subprocess.DEVNULL,

@@ -6,13 +6,16 @@
 the workspace, in its own process group, killed as a group after agent_timeout seconds. Exit status
 0 means the agent finished (verification then decides whether the task is done).
 
-The agent is a tool the user chose and trusts with their keys, so it inherits the environment
-(only CLAUDECODE is dropped); its output is redacted before it is reported.
+The agent is a tool the user chose, but what it runs is steered by the model and by the repository:
+it gets the allow-listed environment plus the variables named in `agent_env` (its own API key, say,
+which the commands it runs can then read too), never the rest of ours. Under bubblewrap the whole
+agent runs in the run's sandbox with the network on (it must reach its model): it can write only its
+workspace (not `.git`, not the run's state, not your home directory) and cannot see orchestrate's
+process. Its output is redacted before it is reported.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import string
 import tempfile
@@ -28,7 +31,8 @@ from orchestrator.agents.base import (
     AgentStatus,
 )
 from orchestrator.config import Settings
-from orchestrator.tools.shell import redact, run_shell
+from orchestrator.tools.environment import child_env, redact
+from orchestrator.tools.shell import run_shell
 
 FIELDS = ("prompt_file", "workspace", "task_id")
 TAIL_CHARS = 3000
@@ -58,9 +62,10 @@ def render(template: str, prompt_file: Path, workspace: Path, task_id: str) -> s
 class CommandAgent:
     name = "command"
 
-    def __init__(self, template: str, timeout: float):
+    def __init__(self, template: str, timeout: float, agent_env: list[str] | None = None):
         self.template = template
         self.timeout = timeout
+        self.agent_env = list(agent_env or [])
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
         # The prompt lives outside the workspace so that it is never committed with the work.
@@ -71,10 +76,16 @@ class CommandAgent:
             )
             command = render(self.template, prompt_file, request.workspace, request.task_id)
             listener(AgentEvent(kind="progress", detail=redact(f"running agent command: {command}")))
-            env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
-            env.update(request.env)
+            env = child_env(request.env, passed=self.agent_env)
+            # The prompt file is in our own /tmp, which the sandbox's private /tmp hides.
+            sandbox = request.sandbox.with_network().reading(Path(tmp)) if request.sandbox else None
             result = run_shell(
-                command, cwd=request.workspace, timeout=self.timeout, env=env, output_limit=50_000
+                command,
+                cwd=request.workspace,
+                timeout=self.timeout,
+                env=env,
+                output_limit=50_000,
+                sandbox=sandbox,
             )
         tail = redact(result.output[-TAIL_CHARS:].strip())
         listener(
@@ -103,4 +114,4 @@ def create(settings: Settings) -> Agent:
             "(fields: {prompt_file}, {workspace}, {task_id}), or agent_command in orchestrate.toml"
         )
     check_template(settings.agent_command)
-    return CommandAgent(settings.agent_command, settings.agent_timeout)
+    return CommandAgent(settings.agent_command, settings.agent_timeout, settings.agent_env)

@@ -14,8 +14,7 @@ from typing import Any, Protocol
 
 from orchestrator.agents.base import AgentEvent, AgentListener, AgentOutcome, AgentRequest, AgentStatus
 from orchestrator.domain.usage import Usage
-from orchestrator.tools.sandbox import Sandbox
-from orchestrator.tools.shell import redact
+from orchestrator.tools.environment import redact
 from orchestrator.tools.toolset import ToolResult, Toolset, ToolSpec
 
 Block = dict[str, Any]
@@ -167,17 +166,14 @@ class LoopAgent:
         name: str,
         open_model: Callable[[AgentRequest], AbstractContextManager[Model]],
         limits: LoopLimits,
-        sandbox: Sandbox | None = None,
     ):
         self.name = name
         self._open_model = open_model
         self._limits = limits
-        self._sandbox = sandbox
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
-        tools = Toolset(request.workspace, request.command_timeout, request.env, self._sandbox)
-        if self._sandbox is not None and self._sandbox.warning:
-            listener(AgentEvent(kind="progress", detail=f"WARNING: {self._sandbox.warning}"))
+        # The run's sandbox: whether it confines is said once per run, by the engine.
+        tools = Toolset(request.workspace, request.command_timeout, request.env, request.sandbox)
         with self._open_model(request) as model:
             return _Run(request, listener, model, tools, self._limits).loop()
 

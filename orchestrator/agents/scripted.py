@@ -5,7 +5,8 @@ per-attempt behaviour (an attempt past the last list replays the last one). Step
 
     {"write": PATH, "content": TEXT}    replace (or create) a file
     {"append": PATH, "content": TEXT}   append to a file (created if missing)
-    {"run": SHELL}                      run a command in the workspace; a non-zero exit fails the attempt
+    {"run": SHELL}                      run a command in the workspace (in the run's sandbox, with the
+                                        allow-listed environment); a non-zero exit fails the attempt
     {"sleep": SECONDS}                  wait (stands in for model latency)
     {"fail": MESSAGE}                   stop here; the attempt fails with MESSAGE
     {"usage": {"input_tokens": N, "output_tokens": N, "cost_usd": X, ...}}
@@ -33,7 +34,8 @@ from orchestrator.agents.base import (
 )
 from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
-from orchestrator.tools.shell import run_shell, scrubbed_env, truncate_middle
+from orchestrator.tools.environment import child_env
+from orchestrator.tools.shell import run_shell, truncate_middle
 from orchestrator.tools.workspace import OutsideWorkspace, Workspace
 
 Step = dict[str, Any]
@@ -169,7 +171,8 @@ class ScriptedAgent:
                 step["run"],
                 cwd=workspace.root,
                 timeout=request.command_timeout,
-                env=scrubbed_env(extra=request.env),
+                env=child_env(request.env),
+                sandbox=request.sandbox,
             )
             if not result.ok:
                 tail, _ = truncate_middle(result.output, 2000)

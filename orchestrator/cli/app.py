@@ -10,6 +10,7 @@ import typer
 from orchestrator import __version__
 from orchestrator.cli import plan_commands, run_commands
 from orchestrator.errors import OrchestrateError
+from orchestrator.tools.seal import seal_process
 
 app = typer.Typer(
     name="orchestrate",
@@ -41,7 +42,12 @@ run_commands.register(app)
 
 
 def main() -> None:
-    """Console entry point: a user sees one line for an error we expected, never a traceback."""
+    """Console entry point: a user sees one line for an error we expected, never a traceback.
+
+    Before anything else the process is sealed: the key and every secret-looking variable leave
+    the environment (children and git inherit none), and no command we start can read them back
+    from /proc/<our pid>/environ or our memory (see tools/seal.py for what holds where)."""
+    seal_process()
     try:
         app()  # standalone: typer reports its own usage errors with exit 2
     except OrchestrateError as exc:

@@ -350,9 +350,10 @@ class LiveReporter:
         self.board.apply(event)
         match event:
             case Notice():
-                style = {"info": "", "warning": "yellow", "error": "bold red"}[event.level]
+                style = {"info": "", "warning": "bold yellow", "error": "bold red"}[event.level]
                 prefix = f"{event.task_id}: " if event.task_id else ""
-                self.console.print(Text(f"{prefix}{event.message}", style=style))
+                label = "" if event.level == "info" else f"{event.level.upper()}: "
+                self.console.print(Text(f"{prefix}{label}{event.message}", style=style))
             case RunFinished():
                 self.close()
                 for line in summary_lines(self.board):

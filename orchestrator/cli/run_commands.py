@@ -19,6 +19,7 @@ import typer
 from orchestrator.cli.display import LiveReporter, pick_reporter
 from orchestrator.domain.state import RunState, TaskStatus
 from orchestrator.engine.resources import data_dir
+from orchestrator.tools.environment import secret
 
 if TYPE_CHECKING:
     from orchestrator.engine.dryrun import DryRun
@@ -279,6 +280,8 @@ def register(app: typer.Typer) -> None:
         )
         if state.message:
             typer.echo(f"last word: {state.message}")
+        for warning in state.warnings:
+            typer.echo(f"WARNING: {warning}")
         for task_id in state.order:
             t = state.tasks[task_id]
             flag = " (unverified)" if t.unverified else ""
@@ -332,7 +335,7 @@ def register(app: typer.Typer) -> None:
         """Run the built-in demo plan in a scratch git repository and show the commits it made."""
         from orchestrator.engine.session import start_run
 
-        chosen = agent or ("anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "scripted")
+        chosen = agent or ("anthropic" if secret("ANTHROPIC_API_KEY") else "scripted")
         scratch = _make_demo_repo(directory)
         overrides: dict[str, Any] = {"agent": chosen, "branch": "orchestrate-demo"}
         if parallel is not None:

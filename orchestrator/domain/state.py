@@ -148,6 +148,10 @@ class RunState(BaseModel):
     started_at: float = 0.0
     updated_at: float = 0.0
     resumes: int = 0
+    sandbox: str = ""
+    """What confined the commands last time the run went: 'bubblewrap' or 'none'."""
+    warnings: list[str] = Field(default_factory=list)
+    """Every distinct warning about the run's confinement, from its start and each resume."""
     order: list[str] = Field(default_factory=list)
     """Task ids in the order the run first touched them."""
     tasks: dict[str, TaskRecord] = Field(default_factory=dict)
@@ -187,6 +191,12 @@ class RunState(BaseModel):
             self.preexisting = dict(record.get("preexisting", {}))
             self.started_at = at
             self.status = RunStatus.RUNNING
+            return
+        if kind == "sandbox":
+            self.sandbox = str(record.get("kind", ""))
+            warning = str(record.get("warning") or "")
+            if warning and warning not in self.warnings:
+                self.warnings.append(warning)
             return
         if kind == "run_resumed":
             self.resumes += 1

@@ -16,6 +16,7 @@ from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.errors import PlanError, UsageError
 from orchestrator.persistence.repo import find_repo_root
 from orchestrator.planfile import parse_plan
+from orchestrator.tools.sandbox import SandboxUnavailable, detect_sandbox
 
 
 class DryTask(BaseModel):
@@ -97,6 +98,11 @@ def dry_run(
         )
     if not plan.tasks:
         report.warnings.append("the plan has no checkbox tasks")
+    try:
+        if warning := detect_sandbox(settings.sandbox).warning:
+            report.warnings.append(warning)
+    except SandboxUnavailable as exc:
+        report.warnings.append(f"`orchestrate run` would refuse: {exc}")
     if plan.errors:
         return report
     renderer = (

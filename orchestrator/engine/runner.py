@@ -66,7 +66,8 @@ from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitError, G
 from orchestrator.planfile import parse_plan
 from orchestrator.planfile.writer import atomic_write as write_plan
 from orchestrator.planfile.writer import set_box, with_box
-from orchestrator.tools.shell import redact
+from orchestrator.tools.environment import redact, secret
+from orchestrator.tools.sandbox import Sandbox
 
 IDENTITY_HINT = (
     'set one with `git config user.name "Your Name"` and `git config user.email you@example.com` '
@@ -97,6 +98,15 @@ class RunContext:
     state: RunState
     selection: list[str]
     preexisting: dict[str, str | None]
+    sandbox: Sandbox
+    """The run's confinement, detected once in pre-flight: every agent and verification command
+    runs in it."""
+
+    def passed_env(self) -> dict[str, str]:
+        """The variables the user named in `pass_env` that are set: commands get them on top of
+        the allow-list."""
+        values = {name: secret(name) for name in self.settings.pass_env}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 @dataclass
@@ -474,7 +484,14 @@ class Runner:
             )
             crash_point("mid_verify", task.id)
 
-        return run_verification(commands, cwd=workspace, timeout=self.settings.timeout, on_result=heard)
+        return run_verification(
+            commands,
+            cwd=workspace,
+            timeout=self.settings.timeout,
+            on_result=heard,
+            sandbox=self.ctx.sandbox.with_network(self.settings.verify_network),
+            env=self.ctx.passed_env(),
+        )
 
     def _guard(self, workspace_repo: GitRepo, plan_bytes: bytes | None) -> list[str]:
         """Undo what the agent may not change: the plan file and `protected_paths`."""
@@ -615,6 +632,8 @@ class Runner:
             model=self.settings.model,
             max_turns=self.settings.max_turns,
             command_timeout=self.settings.command_timeout,
+            env=self.ctx.passed_env(),
+            sandbox=self.ctx.sandbox,
         )
         outcome = self.agent.run(request, self._listener(task.id, attempt))
         crash_point("after_agent", task.id)

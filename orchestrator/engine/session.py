@@ -46,6 +46,7 @@ from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
 from orchestrator.persistence.repo import GitRepo, find_repo_root
 from orchestrator.planfile import parse_plan
 from orchestrator.planfile.writer import set_box
+from orchestrator.tools.sandbox import Sandbox, SandboxUnavailable, detect_sandbox
 
 # Settings a run remembers so that `resume` behaves like the run it continues.
 REMEMBERED = (
@@ -123,6 +124,24 @@ def build_agent(settings: Settings, plan: Plan) -> Agent:
     except AgentConfigError as exc:
         raise UsageError(str(exc)) from None
     return agent
+
+
+def run_sandbox(settings: Settings, state_root: Path) -> Sandbox:
+    """The run's one sandbox, found in pre-flight: bubblewrap where it works (or where the settings
+    require it), hiding the run's state (`state_root`) from every command."""
+    try:
+        sandbox = detect_sandbox(settings.sandbox)
+    except SandboxUnavailable as exc:
+        raise PreflightError(str(exc)) from None
+    return sandbox.hiding(state_root)
+
+
+def announce_sandbox(runner: Runner) -> None:
+    """Journal what confines the run's commands; when nothing does, warn the user, every run."""
+    sandbox = runner.ctx.sandbox
+    runner.record("sandbox", durable=False, kind=sandbox.kind, warning=sandbox.warning)
+    if sandbox.warning:
+        runner.notice(sandbox.warning, "warning")
 
 
 def check_programs(plan: Plan, selection: list[str], settings: Settings) -> None:
@@ -217,6 +236,7 @@ def start_run(
             raise UsageError(f"no task '{task}' in the plan; `orchestrate next PLAN` lists them")
         selection = select_tasks(plan, phase=phase, task=task)
         agent = build_agent(settings, plan)
+        sandbox = run_sandbox(settings, RunStore.for_repo(git.root, settings.checkpoints_dir).root)
         check_programs(plan, selection, settings)
         renderer = prompt_renderer(git, located.plan_path, settings)
         dirty = git.status()
@@ -249,6 +269,7 @@ def start_run(
             state=state,
             selection=selection,
             preexisting=preexisting,
+            sandbox=sandbox,
         )
         runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
         runner.record(
@@ -265,6 +286,7 @@ def start_run(
             plan_sha256=plan.sha256,
             pid=os.getpid(),
         )
+        announce_sandbox(runner)
         if runner_hook is not None:
             runner_hook(runner)
         try:
@@ -351,6 +373,7 @@ def resume_run(
         try:
             plan = load_plan(plan_path)
             agent = build_agent(settings, plan)
+            sandbox = run_sandbox(settings, store.root)
             selection = resumed_selection(plan, state.selection)
             check_programs(plan, selection, settings)
             renderer = prompt_renderer(git, plan_path, settings)
@@ -365,6 +388,7 @@ def resume_run(
                 state=state,
                 selection=selection,
                 preexisting=dict(state.preexisting),
+                sandbox=sandbox,
             )
             runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
             changed = {k: v for k, v in remembered(settings).items() if state.settings.get(k) != v}
@@ -374,6 +398,7 @@ def resume_run(
                 pid=os.getpid(),
                 selection={**state.selection, "ids": selection},
             )
+            announce_sandbox(runner)
             plan, in_place = reconcile(runner, plan)
             # A task picked up mid-way owns the tree's changes; otherwise they are someone else's,
             # but for the plan's: the user's edits to it are read and kept (committed with the

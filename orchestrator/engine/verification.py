@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.tools.shell import ShellResult, redact, run_shell, scrubbed_env, truncate_middle
+from orchestrator.tools.environment import child_env, redact
+from orchestrator.tools.sandbox import Sandbox
+from orchestrator.tools.shell import ShellResult, run_shell, truncate_middle
 
 OUTPUT_TAIL = 4000
 _NOT_FOUND = 127
@@ -96,13 +98,20 @@ def run_verification(
     cwd: Path,
     timeout: float,
     on_result: Callable[[CommandResult], None] | None = None,
+    *,
+    sandbox: Sandbox | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> VerificationOutcome:
-    """Run each command until one fails; `on_result` hears each result as it comes."""
+    """Run each command until one fails; `on_result` hears each result as it comes.
+
+    The commands are the plan's and the project's, but what they run (tests, build scripts) the
+    agent may have written: they run in `sandbox` (the run's, when it confines) with the
+    allow-listed environment plus `env`, never with our secrets."""
     outcome = VerificationOutcome()
     # Bytecode caches written by a check would otherwise land in the task's commit.
-    env = scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1"})
+    child = child_env({**(env or {}), "PYTHONDONTWRITEBYTECODE": "1"})
     for command in commands:
-        result = _from_shell(run_shell(command, cwd=cwd, timeout=timeout, env=env))
+        result = _from_shell(run_shell(command, cwd=cwd, timeout=timeout, env=child, sandbox=sandbox))
         outcome.results.append(result)
         if on_result is not None:
             on_result(result)

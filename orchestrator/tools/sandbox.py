@@ -1,9 +1,12 @@
-"""Confinement for commands an agent runs: bubblewrap with the network off where it works.
+"""Confinement for the commands orchestrate runs but did not write: bubblewrap where it works.
 
-The agent's shell sees the whole file system read-only, its workspace read-write (the workspace's
-`.git` read-only, since orchestrate alone commits), a private /tmp, no network and its own PID
-namespace. Where bubblewrap is missing or user namespaces are disabled, commands run unconfined
-and the caller is told so in words it must show the user.
+Under bubblewrap a command sees the whole file system read-only, its workspace read-write (the
+workspace's `.git`, a directory or a worktree's file, read-only: orchestrate alone commits), a
+private /tmp, no network unless the sandbox says so, its own PID namespace (orchestrate's process
+and its /proc/<pid>/environ are not there to read) and no capabilities, even when orchestrate runs
+as root (root keeping CAP_SYS_ADMIN inside could remount / read-write). The run's own state
+(`hidden`) is masked by an empty tmpfs. Where bubblewrap is missing or user namespaces are
+disabled, commands run unconfined and `warning` says so in words the user must be shown.
 """
 
 from __future__ import annotations
@@ -27,31 +30,82 @@ class SandboxUnavailable(RuntimeError):
 class Sandbox:
     kind: Literal["bubblewrap", "none"]
     warning: str = ""
-    """Non-empty when commands will run unconfined although confinement was wanted."""
+    """Non-empty when commands run unconfined: the words the user must be shown, loudly."""
     hidden: tuple[Path, ...] = ()
     """Paths the agent may neither read nor write, whatever the kind (the run's own state): the
     agent's file tools refuse them and, under bubblewrap, they are masked."""
+    network: bool = False
+    """Whether commands keep the network (an agent CLI must reach its model; checks may, by setting)."""
+    readable: tuple[Path, ...] = ()
+    """Paths that must stay visible (read-only) although they would be hidden (a prompt file in /tmp)."""
+    writable: tuple[Path, ...] = ()
+    """Paths outside the workspace a command may write (an agent CLI's own state directory)."""
+
+    @property
+    def confined(self) -> bool:
+        return self.kind == "bubblewrap"
 
     def hiding(self, *paths: Path) -> Sandbox:
         """This sandbox, also hiding `paths`."""
         return dataclasses.replace(self, hidden=(*self.hidden, *(p.resolve() for p in paths)))
 
+    def with_network(self, network: bool = True) -> Sandbox:
+        """This sandbox, with the network on (or off)."""
+        return dataclasses.replace(self, network=network)
+
+    def reading(self, *paths: Path) -> Sandbox:
+        """This sandbox, also showing `paths` read-only."""
+        return dataclasses.replace(self, readable=(*self.readable, *(p.resolve() for p in paths)))
+
+    def writing(self, *paths: Path) -> Sandbox:
+        """This sandbox, also letting commands write `paths` (those that exist)."""
+        return dataclasses.replace(self, writable=(*self.writable, *(p.resolve() for p in paths)))
+
     def wrap(self, argv: list[str], workspace: Path) -> list[str]:
+        """`argv` as run inside the sandbox with `workspace` as its writable root and cwd."""
         if self.kind == "none":
             return argv
-        root = str(workspace.resolve())
+        root = workspace.resolve()
         wrapped = [
             "bwrap",
             "--ro-bind", "/", "/",
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
-            "--bind", root, root,
+            "--bind", str(root), str(root),
         ]  # fmt: skip
-        git_dir = workspace / ".git"
-        if git_dir.is_dir():
-            wrapped += ["--ro-bind", str(git_dir.resolve()), str(git_dir.resolve())]
-        wrapped += ["--unshare-net", "--unshare-pid", "--die-with-parent", "--chdir", root, *argv]
+        # Mount order matters: each mount covers what came before it at and below its path.
+        for path in self.hidden:
+            if path.is_dir():
+                wrapped += ["--tmpfs", str(path)]
+            elif path.exists():
+                wrapped += ["--ro-bind", "/dev/null", str(path)]
+        for path in self.writable:
+            if path.exists():
+                wrapped += ["--bind", str(path), str(path)]
+        for path in self.readable:
+            if path.exists():
+                wrapped += ["--ro-bind", str(path), str(path)]
+        if any(root.is_relative_to(h) for h in self.hidden):
+            # A worktree of a parallel run lives under the run's state: bound back in (bwrap makes
+            # its mount point inside the empty tmpfs), and nothing else of the state with it.
+            wrapped += ["--bind", str(root), str(root)]
+        dot_git = root / ".git"
+        if dot_git.is_dir() or dot_git.is_file():
+            # A worktree's `.git` is a file naming its git dir: rewritten, it would point orchestrate's
+            # own git at a directory (and a config) the agent made.
+            wrapped += ["--ro-bind", str(dot_git), str(dot_git)]
+        if not self.network:
+            wrapped.append("--unshare-net")
+        wrapped += [
+            "--unshare-pid",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop", "ALL",
+            "--chdir", str(root),
+            "--",
+            *argv,
+        ]  # fmt: skip
         return wrapped
 
 
@@ -71,9 +125,17 @@ def _bubblewrap_works() -> str:
     return ""
 
 
+UNCONFINED = (
+    "agent and verification commands run WITHOUT a sandbox: they can write anywhere you can, use the "
+    "network, and read the run's state"
+)
+
+
 def detect_sandbox(mode: SandboxMode = "auto") -> Sandbox:
+    """The sandbox for `mode`; SandboxUnavailable if bubblewrap was required and cannot run. An
+    unconfined sandbox always carries its warning, chosen or not: the user must see it every run."""
     if mode == "none":
-        return Sandbox("none")
+        return Sandbox("none", warning=f'{UNCONFINED} (sandbox = "none").')
     problem = _bubblewrap_works()
     if not problem:
         return Sandbox("bubblewrap")
@@ -81,6 +143,5 @@ def detect_sandbox(mode: SandboxMode = "auto") -> Sandbox:
         raise SandboxUnavailable(f'{problem}; install bubblewrap or set sandbox = "none"')
     return Sandbox(
         "none",
-        warning=f"agent commands run WITHOUT a sandbox (network on, whole disk writable): {problem}. "
-        "Install bubblewrap (apt-get install bubblewrap) to confine them.",
+        warning=f"{UNCONFINED}: {problem}. Install bubblewrap (apt-get install bubblewrap) to confine them.",
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -12,35 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.tools.environment import is_secret_name, redact
+
 if TYPE_CHECKING:
     from orchestrator.tools.sandbox import Sandbox
 
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
-# Variables a child must not inherit: secrets, and markers that change how nested tools behave.
-_ALWAYS_DROP = {"CLAUDECODE"}
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
-
-
-def scrubbed_env(
-    base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The environment for commands we did not write: no secret-looking variables."""
-    source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if not is_secret_name(k) and k not in _ALWAYS_DROP}
-    env.update(extra or {})
-    return env
-
-
-def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Replace values of secret-looking environment variables (8+ chars) with a marker."""
-    source = os.environ if environ is None else environ
-    for name, value in source.items():
-        if len(value) >= 8 and is_secret_name(name) and value in text:
-            text = text.replace(value, f"[redacted ${name}]")
-    return text
+# Kept importable from here for code written before tools/environment.py took them over.
+__all__ = ["ShellResult", "is_secret_name", "redact", "run_shell", "truncate_middle"]
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.tools import files
+from orchestrator.tools.environment import child_env, redact
 from orchestrator.tools.sandbox import Sandbox
-from orchestrator.tools.shell import redact, run_shell, scrubbed_env
+from orchestrator.tools.shell import run_shell
 from orchestrator.tools.workspace import OutsideWorkspace, Workspace
 
 COMMAND_OUTPUT_LIMIT = 20_000
@@ -184,7 +185,7 @@ class Toolset:
             command,
             cwd=self.workspace.root,
             timeout=self.command_timeout,
-            env=scrubbed_env(extra=self.env),
+            env=child_env(self.env),
             output_limit=COMMAND_OUTPUT_LIMIT,
             sandbox=self.sandbox,
         )

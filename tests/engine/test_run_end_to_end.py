@@ -252,6 +252,7 @@ def test_agent_unavailable_stops_the_run_resumably(project: tuple[Path, Path, Pa
     from orchestrator.domain.state import RunState
     from orchestrator.engine.runner import RunContext, Runner
     from orchestrator.persistence.repo import GitRepo
+    from orchestrator.tools.sandbox import Sandbox
 
     repo, plan, _ = project
     journal = RunStore(repo / "checkpoints").journal("r1").open()
@@ -266,6 +267,7 @@ def test_agent_unavailable_stops_the_run_resumably(project: tuple[Path, Path, Pa
         state=RunState(),
         selection=[t.id for t in parse_plan(plan).tasks],
         preexisting={},
+        sandbox=Sandbox("none"),
     )
     runner = Runner(ctx, _Unavailable(), ListReporter(), parse_plan(plan))
     runner.record("run_started", run_id="r1", plan="plan.md", branch="work", agent="unavailable")

@@ -384,7 +384,8 @@ def test_the_warning_is_in_a_piped_log_and_in_show(tmp_path: Path, how: str) -> 
     done = orchestrate(repo, *args, env=env)
     assert done.returncode == 0, done.stderr
     warned = [line for line in done.stderr.splitlines() if WARNING in line]
-    assert warned and "warning" in warned[0].lower(), done.stderr
+    assert warned, done.stderr
+    assert "warning" in warned[0].lower(), done.stderr
     if how == "no-bwrap":
         assert "bubblewrap (bwrap) is not installed" in warned[0]
     shown = orchestrate(repo, "show")
