@@ -1,26 +1,59 @@
-"""Settings: defaults < orchestrate.toml or [tool.orchestrate] in pyproject.toml < ORCHESTRATE_* < flags."""
+"""Settings: defaults < orchestrate.toml or [tool.orchestrate] in pyproject.toml < ORCHESTRATE_* < flags.
+
+Every value is validated before anything runs, and a bad one is reported as one line naming where it
+came from: the flag, the environment variable, or the file and line. Floats must be finite, seconds
+are bounded (the event loop and thread waits overflow past about 24 days), and the checkpoints
+directory must be one a run can write in."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from orchestrator.errors import ConfigError
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
+MAX_SECONDS = 7 * 24 * 3600.0
+"""Upper bound of every duration setting: a week. Python's waits overflow a little past 24 days."""
+CONFIG_FILE = "orchestrate.toml"
+PYPROJECT = "pyproject.toml"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a setting came from, as a user would look for it."""
+
+    label: str
+    """`flag --timeout`, `environment variable ORCHESTRATE_TIMEOUT`, `orchestrate.toml:3`, ..."""
+    path: Path | None = None
+    line: int | None = None
+
+    def error(self, message: str) -> ConfigError:
+        if self.path is not None:
+            return ConfigError(message, path=self.path, line=self.line)
+        return ConfigError(f"{self.label}: {message}")
+
+
+DEFAULT_ORIGIN = Origin("the default")
 
 
 class ModelPrice(BaseModel):
     """US dollars per million tokens."""
 
-    input: float
-    output: float
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
 
 
 DEFAULT_PRICES: dict[str, ModelPrice] = {
@@ -40,7 +73,7 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 class Settings(BaseModel):
     """Everything a run can be told. Built once, passed in."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     agent: str = "anthropic"
     """Backend name: anthropic, claude-code, command, scripted, or one from a plugin. A script
@@ -59,29 +92,31 @@ class Settings(BaseModel):
     """Model turns per attempt."""
     max_cost: float | None = Field(default=None, ge=0)
     """US dollars for the whole run; reaching it stops the run resumably."""
-    timeout: float = Field(default=600.0, gt=0)
+    timeout: float = Field(default=600.0, gt=0, le=MAX_SECONDS)
     """Seconds each verification command may run before its process group is killed."""
-    command_timeout: float = Field(default=300.0, gt=0)
+    command_timeout: float = Field(default=300.0, gt=0, le=MAX_SECONDS)
     """Seconds each agent shell command may run."""
-    agent_timeout: float = Field(default=3600.0, gt=0)
+    agent_timeout: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)
     """Seconds a whole claude-code or command agent run may take before its process group is killed."""
     claude_permission_mode: str = "acceptEdits"
     """`claude --permission-mode` for the claude-code agent (acceptEdits, bypassPermissions, ...)."""
-    verify: list[str] = Field(default_factory=list)
+    verify: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     """Verification commands run for every task after the task's own."""
     require_verify: bool = False
     """Fail a task that has no verification command at all instead of ticking it unverified."""
     protected_branches: list[str] = Field(default_factory=lambda: ["main", "master", "next"])
     """Branches a run refuses to commit on."""
     protected_paths: list[str] = Field(default_factory=list)
-    """Paths (globs) an agent may not change; its changes there are undone and reported."""
+    """Paths (globs) an agent may not change; its changes there are undone and reported. What a
+    later run would read and trust is always added (see `always_protected`): orchestrate.toml,
+    the prompts folder, and pyproject.toml when its [tool.orchestrate] table is the settings."""
     checkpoints_dir: Path = Path("checkpoints")
     """Where run journals live, relative to the repository root unless absolute."""
     max_retries: int = Field(default=4, ge=0)
     """SDK-level retries for 429/5xx/529 and connection errors."""
-    rate_limit_wait: float = Field(default=300.0, ge=0)
+    rate_limit_wait: float = Field(default=300.0, ge=0, le=MAX_SECONDS)
     """Seconds a rate-limited run may wait in total before it stops resumably."""
-    request_timeout: float = Field(default=600.0, gt=0)
+    request_timeout: float = Field(default=600.0, gt=0, le=MAX_SECONDS)
     """Seconds one Messages API request may take."""
     max_tokens: int = Field(default=8192, ge=1)
     """max_tokens per model call."""
@@ -109,33 +144,131 @@ class Settings(BaseModel):
     """Create or switch to this branch before running."""
     prompts_dir: Path = Path("prompts")
     """Folder in the plan's repository whose system.md.j2 / task.md.j2 / retry.md.j2 override the
-    built-in prompts."""
+    built-in prompts (as committed when the run starts; rendered sandboxed)."""
+
+    _origins: dict[str, Origin] = PrivateAttr(default_factory=dict)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """A NUL byte cannot reach a path or a command line (the OS refuses it mid-run)."""
+        if _has_nul(value):
+            raise ValueError("contains a NUL character")
+        return value
+
+    def origin(self, name: str) -> Origin:
+        """Where a setting's value came from: `flag --timeout`, `environment variable
+        ORCHESTRATE_TIMEOUT`, `orchestrate.toml:3`, or `the default`."""
+        return self._origins.get(name, DEFAULT_ORIGIN)
 
 
 _ENV_PREFIX = "ORCHESTRATE_"
+_MAX_CONFIG_BYTES = 1 << 20
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str | Path):
+        return "\x00" in str(value)
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+# TOML keys, for finding a key's line (tomllib keeps no positions): bare, "basic" or 'literal'.
+_KEY = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_DOTTED = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_HEADER = re.compile(rf"^\s*\[\[?\s*({_DOTTED})\s*\]\]?")
+_ASSIGN = re.compile(rf"^\s*({_DOTTED})\s*=")
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def _key_parts(dotted: str) -> tuple[str, ...]:
+    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in re.findall(_KEY, dotted))
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """The line where each key path (`("tool", "orchestrate", "timeout")`) is first defined, by
+    its table header or its `key = value` line: a small scan, enough to point a user at a line."""
+    found: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        if header := _HEADER.match(line):
+            table = _key_parts(header.group(1))
+            for end in range(1, len(table) + 1):
+                found.setdefault(table[:end], number)
+        elif assign := _ASSIGN.match(line):
+            path = table + _key_parts(assign.group(1))
+            for end in range(len(table) + 1, len(path) + 1):
+                found.setdefault(path[:end], number)
+    return found
+
+
+@dataclass
+class ConfigFile:
+    """The settings table of orchestrate.toml or of pyproject.toml's [tool.orchestrate]."""
+
+    path: Path
+    values: dict[str, Any]
+    table: tuple[str, ...]
+    """Where the settings sit in the file: () or ("tool", "orchestrate")."""
+    lines: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def origin(self, *key: str | int) -> Origin:
+        """The line of the deepest part of `key` the file names."""
+        parts = tuple(str(k) for k in key)
+        for end in range(len(parts), 0, -1):
+            line = self.lines.get(self.table + parts[:end])
+            if line is not None:
+                return Origin(f"{self.path.name}:{line}", self.path, line)
+        line = self.lines.get(self.table) if self.table else None
+        return Origin(self.path.name if line is None else f"{self.path.name}:{line}", self.path, line)
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """The file's tables and its text; a mistake is a ConfigError naming the file (and line)."""
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=path) from exc
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise ConfigError(f"larger than {_MAX_CONFIG_BYTES} bytes; is it the right file?", path=path)
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError("not valid TOML: not UTF-8 text", path=path, line=line) from exc
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        at = _TOML_LINE.search(str(exc))
+        raise ConfigError(f"not valid TOML: {exc}", path=path, line=int(at.group(1)) if at else None) from exc
+
+
+def read_config(repo_root: Path) -> ConfigFile | None:
+    """orchestrate.toml, else [tool.orchestrate] in pyproject.toml, else None."""
+    own = repo_root / CONFIG_FILE
+    if own.is_file():
+        values, text = _read_toml(own)
+        return ConfigFile(own, values, (), key_lines(text))
+    pyproject = repo_root / PYPROJECT
+    if pyproject.is_file():
+        values, text = _read_toml(pyproject)
+        tool = values.get("tool", {})
+        if isinstance(tool, dict) and "orchestrate" in tool:
+            config = ConfigFile(pyproject, {}, ("tool", "orchestrate"), key_lines(text))
+            if not isinstance(tool["orchestrate"], dict):
+                raise config.origin().error("[tool.orchestrate] must be a table of settings")
+            config.values = tool["orchestrate"]
+            return config
+    return None
 
 
 def file_settings(repo_root: Path) -> tuple[dict[str, Any], Path | None]:
     """Settings from orchestrate.toml, else [tool.orchestrate] in pyproject.toml."""
-    own = repo_root / "orchestrate.toml"
-    if own.is_file():
-        return _read_toml(own), own
-    pyproject = repo_root / "pyproject.toml"
-    if pyproject.is_file():
-        table = _read_toml(pyproject).get("tool", {}).get("orchestrate")
-        if isinstance(table, dict):
-            return table, pyproject
-    return {}, None
+    config = read_config(repo_root)
+    return (config.values, config.path) if config else ({}, None)
 
 
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -157,27 +290,144 @@ def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def _env_origin(name: str) -> Origin:
+    return Origin(f"environment variable {_ENV_PREFIX}{name.upper()}")
+
+
+def _flag_origin(name: str) -> Origin:
+    return Origin(f"flag --{name.replace('_', '-')}")
+
+
+RECORDED_ORIGIN = Origin("the run's recorded settings (its journal)")
+
+
+def prompts_folder(repo_root: Path | None, prompts_dir: Path) -> str | None:
+    """The prompts folder as a path inside the repository (posix, "." for its root), or None when
+    it lies outside (then an agent's tools cannot reach it and git does not track it)."""
+    if prompts_dir.is_absolute():
+        if repo_root is None:
+            return None
+        try:
+            prompts_dir = prompts_dir.resolve().relative_to(repo_root.resolve())
+        except ValueError:
+            return None
+    folder = os.path.normpath(prompts_dir.as_posix())
+    if folder == ".." or folder.startswith("../"):
+        return None
+    return Path(folder).as_posix()
+
+
+def always_protected(repo_root: Path | None, prompts_dir: Path, config: ConfigFile | None) -> list[str]:
+    """What a later run reads and trusts, so no agent may change it: the settings file (creating
+    orchestrate.toml would shadow pyproject's table; pyproject.toml only while it holds the
+    settings, since tasks edit it for their own reasons) and the prompt templates."""
+    paths = [CONFIG_FILE]
+    if config is not None and config.path.name == PYPROJECT:
+        paths.append(PYPROJECT)
+    folder = prompts_folder(repo_root, prompts_dir)
+    if folder is not None:
+        paths.append("*.j2" if folder == "." else f"{folder}/*.j2")
+    return paths
+
+
 def load_settings(
     repo_root: Path | None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    recorded: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Merge the sources in precedence order; flags left at None do not override."""
+    """Merge the sources in precedence order (defaults < file < environment < `recorded`, the
+    settings a resumed run was started with < flags); flags left at None do not override. A bad
+    value is a ConfigError naming its source: the file and line, the variable, or the flag."""
     merged: dict[str, Any] = {}
-    source: Path | None = None
-    if repo_root is not None:
-        from_file, source = file_settings(repo_root)
-        merged.update({k.replace("-", "_"): v for k, v in from_file.items()})
-    merged.update(env_settings(os.environ if environ is None else environ))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    origins: dict[str, Origin] = {}
+    config = read_config(repo_root) if repo_root is not None else None
+    spelled: dict[str, str] = {}
+    if config is not None:
+        for key, value in config.values.items():
+            name = key.replace("-", "_")
+            merged[name], origins[name], spelled[name] = value, config.origin(key), key
+    for name, value in env_settings(os.environ if environ is None else environ).items():
+        merged[name], origins[name] = value, _env_origin(name)
+    for name, value in (recorded or {}).items():
+        merged[name], origins[name] = value, RECORDED_ORIGIN
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            merged[name], origins[name] = value, _flag_origin(name)
     if merged.get("script") is not None and "agent" not in merged:
         merged["agent"] = "scripted"
-    if "prices" in merged:
+        origins["agent"] = origins["script"]
+    if isinstance(merged.get("prices"), Mapping):
         merged["prices"] = {**DEFAULT_PRICES, **merged["prices"]}
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        where = f" (from {source})" if source else ""
-        raise ConfigError(f"setting '{field}': {first['msg']}{where}") from exc
+        raise _explain(exc, origins, config, spelled) from None
+    settings._origins = origins
+    protected = always_protected(repo_root, settings.prompts_dir, config)
+    settings.protected_paths = list(dict.fromkeys([*settings.protected_paths, *protected]))
+    return settings
+
+
+def _explain(
+    exc: ValidationError, origins: Mapping[str, Origin], config: ConfigFile | None, spelled: Mapping[str, str]
+) -> ConfigError:
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    name = loc[0] if loc else ""
+    field_name = ".".join(loc)
+    origin = origins.get(name, DEFAULT_ORIGIN)
+    if config is not None and origin.path == config.path:
+        origin = config.origin(spelled.get(name, name), *loc[1:])
+    if first["type"] == "extra_forbidden":
+        close = get_close_matches(name, Settings.model_fields, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else "; the README's Settings lists them"
+        return origin.error(f"unknown setting '{field_name}'{hint}")
+    message = first["msg"]
+    if first["type"] in ("less_than_equal", "less_than") and name in _SECONDS:
+        message += " (seconds; a week at most)"
+    return origin.error(f"setting '{field_name}': {message}")
+
+
+_SECONDS = {"timeout", "command_timeout", "agent_timeout", "rate_limit_wait", "request_timeout"}
+
+
+def checkpoints_root(repo_root: Path, checkpoints_dir: Path) -> Path:
+    """Where the run directories live: `checkpoints_dir`, relative to the repository root."""
+    return checkpoints_dir if checkpoints_dir.is_absolute() else repo_root / checkpoints_dir
+
+
+def check_checkpoints_dir(repo_root: Path, settings: Settings) -> Path:
+    """Pre-flight: the checkpoints directory exists or can be made, and a file can be written in
+    it. What the check made is removed again, so that a dry run changes nothing."""
+    root = checkpoints_root(repo_root, settings.checkpoints_dir)
+    origin = settings.origin("checkpoints_dir")
+
+    def refuse(why: str) -> ConfigError:
+        return origin.error(f"setting 'checkpoints_dir': cannot keep runs in {root}: {why}")
+
+    if root.resolve() == repo_root.resolve():
+        raise refuse("it is the repository root; choose a sub-directory")
+    missing: list[Path] = []
+    existing = root
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise refuse(f"{existing} is not a directory")
+    made: list[Path] = []
+    try:
+        for directory in reversed(missing):
+            directory.mkdir()
+            made.append(directory)
+        probe = root / f".orchestrate-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise refuse(exc.strerror or str(exc)) from None
+    finally:
+        for directory in reversed(made):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+    return root

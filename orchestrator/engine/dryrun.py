@@ -1,5 +1,10 @@
 """--dry-run: what a run would do, computed without calling a model, running a command, or
-changing a file, a branch or a commit (not even the checkpoints directory)."""
+changing a file, a branch or a commit (not even the checkpoints directory).
+
+It refuses what a run's pre-flight would refuse (a bad setting, a checkpoints directory that cannot
+be made, a template that does not compile or renders something unsafe), with the same one-line
+error: "nothing was run or changed" is printed only for a schedule a run would start on. Templates
+render in Jinja2's sandbox, from the commit a run would start from."""
 
 from __future__ import annotations
 
@@ -8,13 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from orchestrator.config import load_settings
+from orchestrator.config import check_checkpoints_dir, load_settings
 from orchestrator.domain.plan import Plan
-from orchestrator.engine.prompts import PromptRenderer
+from orchestrator.engine.prompts import TRIAL_FAILURE, PromptRenderer, run_templates
 from orchestrator.engine.scheduler import is_group, select_tasks
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.errors import PlanError, UsageError
-from orchestrator.persistence.repo import find_repo_root
+from orchestrator.persistence.repo import GitRepo, find_repo_root
 from orchestrator.planfile import parse_plan
 from orchestrator.tools.sandbox import SandboxUnavailable, detect_sandbox
 
@@ -78,6 +83,8 @@ def dry_run(
     plan_abs = plan_path.resolve()
     root = find_repo_root(repo.resolve() if repo else plan_abs)
     settings = load_settings(root or plan_abs.parent, overrides)
+    if root is not None:
+        check_checkpoints_dir(root, settings)  # as a run's pre-flight would; it leaves nothing made
     plan = parse_plan(plan_abs)
     if phase is not None and plan.phase(phase) is None:
         raise UsageError(f"no phase '{phase}' in the plan")
@@ -105,14 +112,18 @@ def dry_run(
         report.warnings.append(f"`orchestrate run` would refuse: {exc}")
     if plan.errors:
         return report
-    renderer = (
-        PromptRenderer(root or plan_abs.parent, plan_abs, settings.prompts_dir, settings.protected_paths)
-        if show_prompts
-        else None
-    )
+    # The templates a run would use (read from the commit it would start from) render here too,
+    # sandboxed, even without --show-prompts: a template a run would refuse is refused now.
+    if root is not None:
+        renderer = PromptRenderer.for_run(GitRepo(root), plan_abs, settings)
+    else:
+        templates = run_templates(plan_abs.parent, settings.prompts_dir, None, None)
+        renderer = PromptRenderer(plan_abs.parent, plan_abs, templates, settings.protected_paths).load()
+    report.warnings.extend(renderer.notes)
     ordered, blocked = waves(plan, selection)
     report.blocked = blocked
     all_commands: list[str] = []
+    checked_retry = False
     for wave in ordered:
         row: list[DryTask] = []
         for task_id in wave:
@@ -129,9 +140,20 @@ def dry_run(
                 group=is_group(plan, t),
                 optional=t.optional,
             )
-            if renderer is not None and not item.group:
+            if not item.group:
                 rendered = renderer.render(plan, t, commands, attempt=1, max_attempts=settings.max_attempts)
-                item.system_prompt, item.prompt = rendered.system, rendered.prompt
+                if show_prompts:
+                    item.system_prompt, item.prompt = rendered.system, rendered.prompt
+                if not checked_retry:  # a retry's prompt too, as a run's pre-flight renders it
+                    renderer.render(
+                        plan,
+                        t,
+                        commands,
+                        attempt=2,
+                        max_attempts=max(settings.max_attempts, 2),
+                        failure=TRIAL_FAILURE,
+                    )
+                    checked_retry = True
             row.append(item)
         report.waves.append(row)
     for command, program in missing_programs(dict.fromkeys(all_commands)):

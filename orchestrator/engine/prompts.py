@@ -1,26 +1,144 @@
 """Prompts from Jinja2 templates (StrictUndefined): system, task and retry.
 
 The plan's repository may override any of them with a file of the same name in its prompts folder
-(config `prompts_dir`, default `prompts/`). A task gets only the context it needs: the plan's title,
-its phase's own section, its item, its verification commands and the project's rules, never the
-whole plan."""
+(config `prompts_dir`, default `prompts/`). Templates are untrusted (an agent can write that folder;
+a plain Jinja2 template is arbitrary Python in a process that holds the API key), so:
+
+- they are read once, before the run, from the commit the run starts from (never from the work
+  tree, where an agent's uncommitted or git-ignored file may lie), and compiled from memory;
+- they render in Jinja2's immutable sandbox: no attribute starting with `_`, no calling of
+  unsafe or mutating methods; an attempt is a ConfigError naming the file and line;
+- the prompts folder is a protected path (config.always_protected): an agent's edit is undone.
+
+A task gets only the context it needs: the plan's title, its phase's own section, its item, its
+verification commands and the project's rules, never the whole plan."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from orchestrator.config import Settings, prompts_folder
 from orchestrator.domain.plan import Plan, Task
 from orchestrator.engine.resources import data_dir
+from orchestrator.engine.verification import commands_for
 from orchestrator.errors import ConfigError
+from orchestrator.persistence.repo import GitRepo
 from orchestrator.tools.shell import truncate_middle
 
 RULE_FILES = ("CLAUDE.md", "AGENTS.md")
 PHASE_TEXT_LIMIT = 6000
 RULES_LIMIT = 8000
 TEMPLATES = ("system.md.j2", "task.md.j2", "retry.md.j2")
+TEMPLATE_SUFFIX = ".j2"
+MAX_TEMPLATE_BYTES = 256 * 1024
+MAX_TEMPLATES = 200
+TRIAL_FAILURE = "(a failure report from the previous attempt)"
+
+
+@dataclass(frozen=True)
+class Template:
+    source: str
+    filename: str
+    """Where it came from, as error messages name it: `prompts/task.md.j2` or the shipped file."""
+
+
+@dataclass
+class Templates:
+    """The templates of one run, in memory: name (relative to the folder) -> source."""
+
+    files: dict[str, Template]
+    notes: list[str] = field(default_factory=list)
+    """What a user should know: uncommitted edits to a template that the run does not use."""
+
+    @classmethod
+    def builtin(cls) -> Templates:
+        folder = data_dir("prompts")
+        return cls(
+            {
+                name: Template((folder / name).read_text(encoding="utf-8"), str(folder / name))
+                for name in TEMPLATES
+            }
+        )
+
+    def overlaid(self, overrides: Mapping[str, Template]) -> Templates:
+        return Templates({**self.files, **overrides}, list(self.notes))
+
+
+def _decode(data: bytes, filename: str) -> str:
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise ConfigError(f"prompt template larger than {MAX_TEMPLATE_BYTES} bytes", path=filename)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError("prompt template is not UTF-8 text", path=filename, line=line) from exc
+
+
+def committed_templates(repo: GitRepo, commit: str | None, folder: str) -> dict[str, Template]:
+    """The `.j2` files under `folder` (a path in the repository, "." for its root) as `commit`
+    has them: regular files only (a symlink is not followed), read through git, not the tree."""
+    if commit is None:
+        return {}
+    prefix = "" if folder == "." else folder.rstrip("/") + "/"
+    listing = repo.git("ls-tree", "-r", "-z", commit, "--", prefix or ".", check=False)
+    found: dict[str, tuple[str, str]] = {}
+    for entry in listing.split("\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition("\t")
+        mode, kind, sha = meta.split()
+        if kind != "blob" or mode not in ("100644", "100755"):
+            continue
+        if not path.startswith(prefix) or not path.endswith(TEMPLATE_SUFFIX):
+            continue
+        found[path.removeprefix(prefix)] = (sha, path)
+    if len(found) > MAX_TEMPLATES:
+        raise ConfigError(f"more than {MAX_TEMPLATES} templates under {folder}/; is prompts_dir right?")
+    out: dict[str, Template] = {}
+    for name, (sha, path) in found.items():
+        raw = repo.git("cat-file", "blob", sha).encode("utf-8", "surrogateescape")
+        out[name] = Template(_decode(raw, path), path)
+    return out
+
+
+def folder_templates(folder: Path) -> dict[str, Template]:
+    """The `.j2` files under a folder outside any repository (or outside the run's), read now."""
+    if not folder.is_dir():
+        return {}
+    paths = [p for p in sorted(folder.rglob(f"*{TEMPLATE_SUFFIX}")) if p.is_file() and not p.is_symlink()]
+    if len(paths) > MAX_TEMPLATES:
+        raise ConfigError(f"more than {MAX_TEMPLATES} templates under {folder}; is prompts_dir right?")
+    return {
+        p.relative_to(folder).as_posix(): Template(_decode(p.read_bytes(), str(p)), str(p)) for p in paths
+    }
+
+
+def run_templates(root: Path, prompts_dir: Path, repo: GitRepo | None, commit: str | None) -> Templates:
+    """The templates a run uses: the shipped ones, overridden by the repository's prompts folder
+    as `commit` has it (a folder outside the repository is read from disk, now). Uncommitted
+    edits of an override are named in `notes`: the run does not use them."""
+    templates = Templates.builtin()
+    folder = prompts_folder(root, prompts_dir) if repo is not None else None
+    if repo is None or folder is None:
+        outside = prompts_dir if prompts_dir.is_absolute() else root / prompts_dir
+        return templates.overlaid(folder_templates(outside))
+    committed = committed_templates(repo, commit, folder)
+    result = templates.overlaid(committed)
+    if folder != ".":  # (a whole repository's .j2 files are not worth reading for a note)
+        for name, template in sorted(folder_templates(root / folder).items()):
+            kept = committed.get(name)
+            if kept is None or kept.source != template.source:
+                result.notes.append(
+                    f"{folder}/{name} has uncommitted changes that a run does not use (templates "
+                    "are read from the commit a run starts from); commit it to use it"
+                )
+    return result
 
 
 @dataclass(frozen=True)
@@ -48,10 +166,22 @@ def _phase_context(plan: Plan, task: Task) -> str:
     return "\n".join(line for line in lines).strip()
 
 
-def _template_error(exc: jinja2.TemplateError, name: str) -> ConfigError:
-    """A template's mistake as the error a user sees: the file and line jinja found it at."""
+def _template_error(exc: jinja2.TemplateError, name: str, filenames: Iterable[str]) -> ConfigError:
+    """A template's mistake as the error a user sees: the file and line jinja found it at. A
+    syntax error carries them; an error while rendering (an unsafe access, an undefined name) is
+    located by the frame jinja gives the template in the traceback."""
     where = getattr(exc, "filename", None) or name
-    return ConfigError(f"prompt template: {exc}", path=where, line=getattr(exc, "lineno", None))
+    line = getattr(exc, "lineno", None)
+    if line is None:
+        known = set(filenames)
+        tb: types.TracebackType | None = exc.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if code.co_filename in known:
+                where, line = code.co_filename, tb.tb_lineno
+            tb = tb.tb_next
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConfigError(f"prompt template: {message}", path=where, line=line)
 
 
 class PromptRenderer:
@@ -59,27 +189,61 @@ class PromptRenderer:
         self,
         repo_root: Path,
         plan_path: Path,
-        override_dir: Path | None = None,
+        templates: Templates | None = None,
         protected_paths: list[str] | None = None,
     ):
         self.repo_root = repo_root
         self.plan_path = plan_path
         self.protected_paths = protected_paths or []
-        search: list[str] = []
-        if override_dir is not None:
-            folder = override_dir if override_dir.is_absolute() else repo_root / override_dir
-            if folder.is_dir() and any((folder / t).is_file() for t in TEMPLATES):
-                search.append(str(folder))
-        search.append(str(data_dir("prompts")))
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(search),
+        self.templates = templates or Templates.builtin()
+        files = self.templates.files
+
+        def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+            found = files.get(name)
+            return None if found is None else (found.source, found.filename, lambda: True)
+
+        self.env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FunctionLoader(load),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
             autoescape=False,
+            auto_reload=False,
         )
         self.rules, self.rules_source = self._project_rules()
+
+    @classmethod
+    def for_run(
+        cls,
+        repo: GitRepo,
+        plan_path: Path,
+        settings: Settings,
+        *,
+        plan: Plan | None = None,
+        selection: Iterable[str] = (),
+    ) -> PromptRenderer:
+        """A run's renderer: its templates read from the commit the run starts from (the tip of an
+        existing --branch, else HEAD; on resume, HEAD, where no agent's edit was committed),
+        compiled, and tried on the selection's open tasks of `plan`."""
+        commit = None
+        if settings.branch and repo.branch_exists(settings.branch):
+            commit = repo.rev(f"refs/heads/{settings.branch}")
+        commit = commit or repo.head()
+        templates = run_templates(repo.root, settings.prompts_dir, repo, commit)
+        renderer = cls(repo.root, plan_path, templates, settings.protected_paths).load()
+        if plan is not None:
+            chosen = set(selection)
+            groups = {t.parent for t in plan.tasks if t.parent}  # no prompt: their children work
+            tasks = [t for t in plan.tasks if t.id in chosen and not t.settled and t.id not in groups]
+            renderer.check(
+                plan, tasks, lambda t: commands_for(t.verify, settings.verify), settings.max_attempts
+            )
+        return renderer
+
+    @property
+    def notes(self) -> list[str]:
+        return self.templates.notes
 
     def _project_rules(self) -> tuple[str, str]:
         found: list[tuple[str, str]] = []
@@ -97,17 +261,40 @@ class PromptRenderer:
         """Compile every template now: a mistake in one is reported before a run begins (naming
         the file and line), and no task pays for the compiling."""
         for name in TEMPLATES:
-            try:
-                self.env.get_template(name)
-            except jinja2.TemplateError as exc:
-                raise _template_error(exc, name) from exc
+            self._template(name)
         return self
 
-    def _render(self, name: str, **context: object) -> str:
+    def check(
+        self, plan: Plan, tasks: Iterable[Task], commands: Callable[[Task], list[str]], max_attempts: int
+    ) -> None:
+        """Render every prompt of `tasks` once (first attempts, and a retry of the first), so that
+        a template's mistake or unsafe access stops the run before it begins, not at its tenth task.
+        Branches a template takes only on later attempts are still checked when they render."""
+        first = True
+        for task in tasks:
+            verify = commands(task)
+            self.render(plan, task, verify, attempt=1, max_attempts=max_attempts)
+            if first:
+                self.render(
+                    plan, task, verify, attempt=2, max_attempts=max(max_attempts, 2), failure=TRIAL_FAILURE
+                )
+                first = False
+
+    def _template(self, name: str) -> jinja2.Template:
         try:
-            return self.env.get_template(name).render(**context)
+            return self.env.get_template(name)
         except jinja2.TemplateError as exc:
-            raise _template_error(exc, name) from exc
+            raise _template_error(exc, name, self._filenames()) from exc
+
+    def _filenames(self) -> list[str]:
+        return [t.filename for t in self.templates.files.values()]
+
+    def _render(self, name: str, **context: object) -> str:
+        template = self._template(name)
+        try:
+            return template.render(**context)
+        except jinja2.TemplateError as exc:
+            raise _template_error(exc, name, self._filenames()) from exc
 
     def render(
         self,

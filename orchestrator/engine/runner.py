@@ -858,7 +858,12 @@ class Runner:
 
 
 def prompt_renderer(
-    repo: GitRepo, plan_path: Path, settings: Settings, *, plan: Plan | None = None, selection: list[str] | None = None
+    repo: GitRepo,
+    plan_path: Path,
+    settings: Settings,
+    *,
+    plan: Plan | None = None,
+    selection: list[str] | None = None,
 ) -> PromptRenderer:
     """The run's templates, read once from the commit the run starts from, compiled, and tried on
     the open tasks of `selection` (a mistake or an unsafe access in one is a ConfigError)."""

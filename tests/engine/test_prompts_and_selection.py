@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config import load_settings
 from orchestrator.domain.events import ListReporter
-from orchestrator.engine.prompts import PromptRenderer
+from orchestrator.engine.prompts import PromptRenderer, Template, Templates
 from orchestrator.engine.session import start_run
 from orchestrator.errors import ConfigError
+from orchestrator.persistence.repo import GitRepo
 from orchestrator.planfile import parse_plan
 from tests.conftest import git
 from tests.engine.conftest import write_project
@@ -62,15 +64,36 @@ def test_the_repository_can_override_a_template_and_mistakes_name_the_file(
     repo, plan_path, _ = project
     (repo / "prompts").mkdir()
     (repo / "prompts" / "task.md.j2").write_text("DO {{ task.id }} NOW\n")
+    git(repo, "add", "prompts")
+    git(repo, "commit", "-qm", "our own task prompt")
     plan = parse_plan(plan_path)
     task = plan.task("T001")
     assert task is not None
-    renderer = PromptRenderer(repo, plan_path, override_dir=Path("prompts"))
+    settings = load_settings(repo, {})
+    renderer = PromptRenderer.for_run(GitRepo(repo), plan_path, settings)
     assert renderer.render(plan, task, []).prompt == "DO T001 NOW\n"
     assert "coding agent" in renderer.render(plan, task, []).system  # the built-in system prompt
+    assert "prompts/*.j2" in renderer.render(plan, task, []).system  # protected, and the agent is told
     (repo / "prompts" / "task.md.j2").write_text("{{ no_such_thing }}\n")
-    with pytest.raises(ConfigError, match="no_such_thing"):
-        PromptRenderer(repo, plan_path, override_dir=Path("prompts")).render(plan, task, [])
+    # An uncommitted edit is not what a run renders; it is named in the renderer's notes.
+    again = PromptRenderer.for_run(GitRepo(repo), plan_path, settings)
+    assert again.render(plan, task, []).prompt == "DO T001 NOW\n"
+    assert any("prompts/task.md.j2 has uncommitted changes" in note for note in again.notes)
+    git(repo, "commit", "-qam", "a broken task prompt")
+    with pytest.raises(ConfigError, match=r"prompts/task.md.j2:1: prompt template: .*no_such_thing"):
+        PromptRenderer.for_run(GitRepo(repo), plan_path, settings, plan=plan, selection=["T001"])
+
+
+def test_templates_render_in_the_sandbox(project: tuple[Path, Path, Path]) -> None:
+    repo, plan_path, _ = project
+    plan = parse_plan(plan_path)
+    task = plan.task("T001")
+    assert task is not None
+    unsafe = "{{ task.__class__ }}", "{{ cycler.__init__ }}", "{% set x = [] %}{{ x.append(1) }}"
+    for source in unsafe:
+        templates = Templates.builtin().overlaid({"task.md.j2": Template(f"ok\n{source}\n", "mine.j2")})
+        with pytest.raises(ConfigError, match=r"mine.j2:2: prompt template: .*(unsafe|not safely)"):
+            PromptRenderer(repo, plan_path, templates).render(plan, task, [])
 
 
 def test_task_selection_runs_the_task_and_what_it_waits_for(tmp_path: Path) -> None:
