@@ -44,6 +44,105 @@ def test_git_directory_is_read_only(tmp_path: Path) -> None:
     assert not (tmp_path / ".git" / "x").exists()
 
 
-def test_none_leaves_the_command_alone(tmp_path: Path) -> None:
+def test_none_leaves_the_command_alone_and_says_so(tmp_path: Path) -> None:
     assert Sandbox("none").wrap(["true"], tmp_path) == ["true"]
-    assert detect_sandbox("none").warning == ""
+    assert "WITHOUT a sandbox" in detect_sandbox("none").warning
+
+
+@needs_bwrap
+def test_the_run_state_is_masked_and_a_worktree_under_it_is_writable_but_not_its_git_file(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    state = repo / "checkpoints"
+    journal = state / "run1" / "journal.jsonl"
+    journal.parent.mkdir(parents=True)
+    journal.write_text('{"type": "run_started"}\n')
+    worktree = state / "run1" / "worktrees" / "T001"
+    worktree.mkdir(parents=True)
+    (worktree / ".git").write_text("gitdir: /elsewhere\n")
+    sandbox = bubblewrap.hiding(state)
+    attack = (
+        f"ls -A {state}/run1 > listed.txt 2>&1; cat {journal} > read.txt 2>&1; "
+        f"echo forged >> {journal}; echo 'gitdir: /mine' > .git; echo work > work.txt; true"
+    )
+    done = _run(sandbox.wrap(["bash", "-c", attack], worktree), worktree)
+    assert done.returncode == 0, done.stderr
+    assert (worktree / "work.txt").read_text() == "work\n"
+    # Only the mount point the worktree needs; the journal is not there to read or to forge.
+    assert (worktree / "listed.txt").read_text().split() == ["worktrees"]
+    assert "No such file" in (worktree / "read.txt").read_text()
+    assert journal.read_text() == '{"type": "run_started"}\n'
+    assert (worktree / ".git").read_text() == "gitdir: /elsewhere\n"
+    # From the repository itself (a serial run's workspace), the state inside it is masked too.
+    done = _run(sandbox.wrap(["bash", "-c", f"ls -A {state}; echo x > {state}/new"], repo), repo)
+    assert done.stdout.strip() == ""
+    assert not (state / "new").exists()
+
+
+@needs_bwrap
+def test_orchestrate_is_not_in_the_commands_pid_namespace(tmp_path: Path) -> None:
+    import os
+
+    probe = f"test -e /proc/{os.getpid()}/environ && echo VISIBLE; ls /proc | grep -c '^[0-9]'"
+    done = _run(bubblewrap.wrap(["bash", "-c", probe], tmp_path), tmp_path)
+    assert "VISIBLE" not in done.stdout
+    assert int(done.stdout.split()[-1]) < 10  # bwrap's init, bash, ls, grep
+
+
+@needs_bwrap
+def test_root_inside_has_no_capabilities_to_undo_the_sandbox(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    attack = (
+        "grep CapEff /proc/self/status; mount -o remount,rw / 2>&1; mount -o remount,bind,rw / 2>&1; "
+        f"umount -l {work} 2>&1; echo x > {outside}/escape.txt 2>&1; true"
+    )
+    done = _run(bubblewrap.wrap(["bash", "-c", attack], work), work)
+    assert "CapEff:\t0000000000000000" in done.stdout
+    assert not (outside / "escape.txt").exists()
+
+
+@needs_bwrap
+def test_network_on_when_the_sandbox_says_so(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('reached')"
+        on = _run(bubblewrap.with_network().wrap(["python3", "-c", probe], tmp_path), tmp_path)
+        off = _run(bubblewrap.wrap(["python3", "-c", probe], tmp_path), tmp_path)
+    assert "reached" in on.stdout, on.stderr
+    assert "reached" not in off.stdout
+
+
+@needs_bwrap
+def test_a_readable_path_in_tmp_is_shown_read_only_and_a_writable_one_is_writable(tmp_path: Path) -> None:
+    shown = tmp_path / "prompt"
+    shown.mkdir()
+    (shown / "prompt.md").write_text("do it\n")
+    state = tmp_path / "agent-state"
+    state.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    sandbox = bubblewrap.reading(shown).writing(state)
+    script = f"cat {shown}/prompt.md; echo x > {shown}/prompt.md; echo kept > {state}/s.txt; true"
+    done = _run(sandbox.wrap(["bash", "-c", script], work), work)
+    assert "do it" in done.stdout
+    assert (shown / "prompt.md").read_text() == "do it\n"
+    assert (state / "s.txt").read_text() == "kept\n"
+
+
+@needs_bwrap
+def test_a_sandboxed_command_that_times_out_leaves_nothing_running(tmp_path: Path) -> None:
+    import time
+
+    from orchestrator.tools.shell import run_shell
+
+    marker = tmp_path / "survived"
+    result = run_shell(f"(sleep 2; touch {marker}) & sleep 30", tmp_path, timeout=0.5, sandbox=bubblewrap)
+    assert result.timed_out
+    time.sleep(3)
+    assert not marker.exists(), "a process in the sandbox outlived the timeout"

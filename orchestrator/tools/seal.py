@@ -20,7 +20,6 @@ same-user child from reading the key where another process holds it (the shell t
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from dataclasses import dataclass, field
@@ -48,9 +47,10 @@ class Sealed:
 
 
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
+    """The C library's symbols as the program sees them: looked up globally, since an executable
+    linked with a copy of `environ` (copy relocation) holds the live one, not libc's own."""
     try:
-        return ctypes.CDLL(name, use_errno=True) if name else None
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
@@ -73,6 +73,8 @@ def _environ_block() -> tuple[int, int] | None:
 
 def _environ_pointers(libc: ctypes.CDLL) -> list[int]:
     environ = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    if not environ:
+        raise ValueError("environ is NULL")
     pointers: list[int] = []
     index = 0
     while environ[index]:
@@ -90,7 +92,13 @@ def _wipe_environ_block(libc: ctypes.CDLL) -> str:
     # setenv copies name=value to the heap: afterwards no variable of ours lives in the block.
     for name, value in list(os.environ.items()):
         os.environ[name] = value
-    if any(start <= p < end for p in _environ_pointers(libc)):
+    try:
+        pointers = _environ_pointers(libc)
+    except (ValueError, AttributeError) as exc:
+        return f"cannot read the C environment ({exc}); the environment block is left as it is"
+    if not pointers and os.environ:
+        return "the C environment looks empty; the environment block is left as it is"
+    if any(start <= p < end for p in pointers):
         return "a variable still lives in the environment block; left as it is"
     ctypes.memset(start, 0, end - start)
     return ""
