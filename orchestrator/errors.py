@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -53,3 +54,21 @@ class RunStopped(OrchestrateError):
     """The run stopped cleanly and can be resumed (budget, interrupt, API unavailable): exit 1."""
 
     exit_code = 1
+
+
+OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""A disk full, a quota reached, a file-size limit (RLIMIT_FSIZE) hit."""
+_OUT_OF_SPACE_WORDS = ("No space left on device", "Out of diskspace", "Disk quota exceeded", "File too large")
+
+
+class OutOfSpace(RunStopped):
+    """A write the run needs failed for want of space: the run stops, resumably once there is room
+    (exit 1). Nothing is lost: every durable step before it was journaled."""
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether `exc` is a write refused for want of space: an OSError with that errno, or an error
+    whose words say so (git reports its own in its message)."""
+    if isinstance(exc, OSError):
+        return exc.errno in OUT_OF_SPACE_ERRNOS
+    return isinstance(exc, OrchestrateError) and any(w in exc.message for w in _OUT_OF_SPACE_WORDS)

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.agents.base import Agent, AgentConfigError
 from orchestrator.agents.registry import create_agent
-from orchestrator.config import Settings, load_settings
+from orchestrator.config import Settings, check_checkpoints_dir, load_settings
 from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, RunStatus, TaskRecord, TaskStatus
@@ -41,7 +41,7 @@ from orchestrator.engine.worktrees import (
     remove_worktree,
     worktrees_root,
 )
-from orchestrator.errors import PlanError, PreflightError, UsageError
+from orchestrator.errors import OutOfSpace, PlanError, PreflightError, UsageError, out_of_space
 from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
 from orchestrator.persistence.repo import GitRepo, find_repo_root
 from orchestrator.planfile import parse_plan
@@ -238,7 +238,10 @@ def start_run(
         agent = build_agent(settings, plan)
         sandbox = run_sandbox(settings, RunStore.for_repo(git.root, settings.checkpoints_dir).root)
         check_programs(plan, selection, settings)
-        renderer = prompt_renderer(git, located.plan_path, settings)
+        check_checkpoints_dir(git.root, settings)
+        renderer = prompt_renderer(git, located.plan_path, settings, plan=plan, selection=selection)
+        for note in renderer.notes:
+            reporter.emit(Notice(level="warning", message=note))
         dirty = git.status()
         if dirty and not settings.allow_dirty:
             hint = _unfinished_run_hint(git, settings)
@@ -291,6 +294,10 @@ def start_run(
             runner_hook(runner)
         try:
             return runner.run()
+        except OSError as exc:
+            if out_of_space(exc):
+                raise _stopped_for_space(exc, run_id) from exc
+            raise
         finally:
             journal.close()
 
@@ -298,6 +305,13 @@ def start_run(
 def remembered(settings: Settings) -> dict[str, Any]:
     dumped = settings.model_dump(mode="json")
     return {k: dumped[k] for k in REMEMBERED if k in dumped}
+
+
+def _stopped_for_space(exc: OSError, run_id: str) -> OutOfSpace:
+    """A disk that filled up mid-run (wherever the write was: git's index, a worktree, an
+    artifact) stops the run resumably, exit 1."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return OutOfSpace(f"{exc.strerror}{where}; make room, then `orchestrate resume {run_id}`")
 
 
 def repo_for_resume(repo: Path | None) -> GitRepo:
@@ -376,7 +390,7 @@ def resume_run(
             sandbox = run_sandbox(settings, store.root)
             selection = resumed_selection(plan, state.selection)
             check_programs(plan, selection, settings)
-            renderer = prompt_renderer(git, plan_path, settings)
+            renderer = prompt_renderer(git, plan_path, settings, plan=plan, selection=selection)
             ctx = RunContext(
                 repo=git,
                 plan_path=plan_path,
@@ -415,6 +429,10 @@ def resume_run(
             if runner_hook is not None:
                 runner_hook(runner)
             return runner.run(resumed=True)
+        except OSError as exc:
+            if out_of_space(exc):
+                raise _stopped_for_space(exc, run_id) from exc
+            raise
         finally:
             journal.close()
 

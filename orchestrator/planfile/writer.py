@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from orchestrator.domain.plan import Plan, Task
-from orchestrator.errors import PlanChangedError
+from orchestrator.errors import OutOfSpace, PlanChangedError, out_of_space
 from orchestrator.planfile.parser import parse_bytes, read_plan_bytes
 
 _BOX_CHARACTERS = b" xX/-"
@@ -80,7 +80,18 @@ def set_box(path: Path, task_id: str, done: bool, *, expected: Task | None = Non
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, flush + fsync, os.replace, fsync the directory."""
+    """Temp file in the same directory, flush + fsync, os.replace, fsync the directory. A disk
+    full (or a quota, or a file-size limit) is an OutOfSpace error, the plan as it was."""
+    try:
+        _atomic_write(path, data)
+    except OSError as exc:
+        if not out_of_space(exc):
+            raise
+        why = f"cannot write the plan: {exc.strerror}; make room, then try again"
+        raise OutOfSpace(why, path=path) from exc
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     directory = path.parent
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
