@@ -10,7 +10,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from benchmarks.crash_bench import Project, make_project, orchestrate, resume_args, run_args
+from orchestrator.engine.crash import CRASH_POINTS, PARALLEL_CRASH_POINTS
 from tests.conftest import git
 
 _REF = re.compile(r"refs/orchestrate/\S+?(?=[\s,;)]|$)")
@@ -154,3 +157,71 @@ def test_with_phase_only_new_tasks_of_that_phase_join(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert _committed_tasks(repo) == ["T001", "T002", "T010"]
     assert "- [ ] T011" in project.plan.read_text()
+
+
+NEW_TASK = "- [ ] T006 Write `notes/new.txt`\n  - Verify: `test -f notes/new.txt`\n"
+QUICK_SERIAL = ("after_start", "after_agent_record", "after_verified", "after_tick", "after_commit")
+QUICK_PARALLEL = ("after_worktree", "after_committing", "after_merge", "after_tick", "after_done")
+
+
+def _user_edits_then_resume(project: Project, tasks: list[str]) -> None:
+    """What a user may do after a kill: edit a tracked file, add a file, add a task to the plan;
+    then resume (--allow-dirty: their changes stay out of the run) until the run is done."""
+    repo = project.repo
+    (repo / ".gitignore").write_text("__pycache__/\n*.log\n")
+    (repo / "mine.txt").write_text("mine\n")
+    project.plan.write_text(project.plan.read_text() + NEW_TASK)
+    script = json.loads(project.script.read_text())
+    script["T006"] = [{"write": "notes/new.txt", "content": "new\n"}]
+    project.script.write_text(json.dumps(script))
+    said = ""
+    for _ in range(3):
+        done = _resume(project, "--allow-dirty", "--script", str(project.script))
+        said += done.stderr
+        if done.returncode == 0:
+            break
+    assert done.returncode == 0, said
+    assert sorted(_committed_tasks(repo)) == sorted([*tasks, "T006"]), said
+    assert "- [x] T006" in project.plan.read_text()
+    assert _kept(repo, ".gitignore", "__pycache__/\n*.log\n", said), said
+    assert _kept(repo, "mine.txt", "mine\n", said), said
+    # A ref the output names is one `orchestrate show` lists too.
+    shown = _show(project)
+    assert all(ref in shown for ref in _refs_named(said)), (said, shown)
+
+
+@pytest.mark.parametrize("point", QUICK_SERIAL)
+def test_user_edits_between_a_kill_and_resume_are_kept_serial(point: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    _crash(project, point, "T002")
+    _user_edits_then_resume(project, ["T001", "T002", "T003", "T004"])
+
+
+@pytest.mark.parametrize("point", QUICK_PARALLEL)
+def test_user_edits_between_a_kill_and_resume_are_kept_parallel(point: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, parallel=3)
+    _crash(project, point, "T003")
+    _user_edits_then_resume(project, ["T001", "T002", "T003", "T004", "T005"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", [p for p in CRASH_POINTS if p not in QUICK_SERIAL])
+def test_user_edits_at_every_other_crash_point_are_kept_serial(point: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    _crash(project, point, "T002")
+    _user_edits_then_resume(project, ["T001", "T002", "T003", "T004"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point",
+    [
+        p
+        for p in (*PARALLEL_CRASH_POINTS, *CRASH_POINTS)
+        if p not in QUICK_PARALLEL and p != "after_failed_attempt"
+    ],
+)
+def test_user_edits_at_every_other_crash_point_are_kept_parallel(point: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, parallel=3)
+    _crash(project, point, "T003")
+    _user_edits_then_resume(project, ["T001", "T002", "T003", "T004", "T005"])
