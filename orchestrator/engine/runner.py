@@ -493,8 +493,12 @@ class Runner:
             env=self.ctx.passed_env(),
         )
 
-    def _guard(self, workspace_repo: GitRepo, plan_bytes: bytes | None) -> list[str]:
-        """Undo what the agent may not change: the plan file and `protected_paths`."""
+    def _guard(self, workspace_repo: GitRepo, plan_bytes: bytes | None) -> tuple[list[str], list[str]]:
+        """Undo what the agent may not change: git's own files (its config, hooks, a worktree's
+        `.git` file, a repository inside the tree: tampering), the plan file and `protected_paths`.
+        Returns the paths restored and, in words, the tampering undone."""
+        changed = workspace_repo.changed_paths()
+        tampered = workspace_repo.undo_tampering(changed)
         restored: list[str] = []
         plan_file = workspace_repo.root / self.ctx.plan_rel
         current = plan_file.read_bytes() if plan_file.exists() else None
@@ -505,15 +509,11 @@ class Runner:
                 atomic_write(plan_file, plan_bytes)
             restored.append(self.ctx.plan_rel)
         if self.settings.protected_paths:
-            hit = [
-                p
-                for p in workspace_repo.changed_paths()
-                if any(fnmatch.fnmatch(p, g) for g in self.settings.protected_paths)
-            ]
+            hit = [p for p in changed if any(fnmatch.fnmatch(p, g) for g in self.settings.protected_paths)]
             if hit:
                 workspace_repo.reset_paths(hit)
                 restored.extend(hit)
-        return restored
+        return restored, tampered
 
     def _attempts(self, task: Task, workspace: Path) -> TaskResult:
         """Run the task's attempts in `workspace` until one passes verification or none are left."""
@@ -530,7 +530,7 @@ class Runner:
         if not commands and self.settings.require_verify:
             result.reason = "the task has no verification command and --require-verify is set"
             return result
-        ws_repo = self.repo if workspace == self.repo.root else GitRepo(workspace)
+        ws_repo = self.repo.at(workspace)
         failure = self._last_failure(task.id)
         # Whether the previous attempt's edits are in the workspace: after a failed attempt of
         # this loop, or when resume found them intact; not in a fresh worktree (after a merge
@@ -637,7 +637,7 @@ class Runner:
         )
         outcome = self.agent.run(request, self._listener(task.id, attempt))
         crash_point("after_agent", task.id)
-        restored = self._guard(ws_repo, plan_bytes)
+        restored, tampered = self._guard(ws_repo, plan_bytes)
         # No snapshot of the tree here: the verification that follows decides (a kill before it
         # ends is resumed by verifying again), and the tree is recorded as verified or as failed.
         # Synced with the verdict that follows (task_verified, attempt_failed): lost to a power
@@ -663,14 +663,21 @@ class Runner:
         )
         crash_point("after_agent_record", task.id)
         reason = ""
+        if tampered:
+            # Nothing of it ran (orchestrate's git names its own git dir and turns such programs
+            # off), but an agent that tries is not trusted with this attempt.
+            what = "; ".join(tampered)
+            self.record("git_tampered", task=task.id, attempt=attempt, changes=tampered)
+            self.notice(f"the agent tampered with git's own files: {what}", level="error", task_id=task.id)
+            reason = f"tampering with git's own files ({what}); none of it was run, and the attempt failed"
         if restored:
             self.record("protected_restored", task=task.id, attempt=attempt, paths=restored)
             self.notice(f"the agent changed {', '.join(restored)}; undone", level="warning", task_id=task.id)
-            reason = (
+            reason = reason or (
                 f"the agent changed paths it may not change ({', '.join(restored)}); the change was undone"
             )
         elif outcome.status is not AgentStatus.DONE:
-            reason = (
+            reason = reason or (
                 f"the agent reported {outcome.status.value}: {outcome.summary.strip() or 'no reason given'}"
             )
         if reason:
@@ -705,7 +712,7 @@ class Runner:
                 result.reason = outcome.failure_report()
                 self.record("attempt_failed", task=task.id, attempt=attempt, reason=result.reason)
                 return result
-        ws_repo = self.repo if workspace == self.repo.root else GitRepo(workspace)
+        ws_repo = self.repo.at(workspace)
         tree = ws_repo.snapshot_tree()
         self.record("task_verified", task=task.id, attempt=attempt, tree=tree, unverified=False)
         result.passed, result.tree = True, tree

@@ -43,7 +43,7 @@ from orchestrator.engine.worktrees import (
 )
 from orchestrator.errors import OutOfSpace, PlanError, PreflightError, UsageError, out_of_space
 from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
-from orchestrator.persistence.repo import GitRepo, find_repo_root
+from orchestrator.persistence.repo import GitError, GitRepo, find_repo_root
 from orchestrator.planfile import parse_plan
 from orchestrator.planfile.writer import set_box
 from orchestrator.tools.sandbox import Sandbox, SandboxUnavailable, detect_sandbox
@@ -616,7 +616,7 @@ def _reconcile_worktrees(runner: Runner, committed: dict[str, str]) -> set[str]:
             continue
         handled.add(record.id)
         worktree = Worktree(Path(record.worktree), record.branch, record.base)
-        point = None if record.id in committed else _worktree_point(git, record, worktree)
+        point = None if record.id in committed else _worktree_point(runner, record, worktree)
         if point is not None and isinstance(executor, WorktreeExecutor):
             executor.adopt(record.id, worktree)
             runner.resume_at(record.id, point)
@@ -701,7 +701,8 @@ def _merge_result(git: GitRepo, record: TaskRecord, head: str | None) -> str | N
     return git.merge_tree(head, tip).tree
 
 
-def _worktree_point(git: GitRepo, record: TaskRecord, worktree: Worktree) -> str | None:
+def _worktree_point(runner: Runner, record: TaskRecord, worktree: Worktree) -> str | None:
+    git = runner.repo
     status = record.status
     if status in (TaskStatus.VERIFIED, TaskStatus.COMMITTING):
         tip = git.rev(f"refs/heads/{worktree.branch}")
@@ -709,8 +710,16 @@ def _worktree_point(git: GitRepo, record: TaskRecord, worktree: Worktree) -> str
             return "commit"  # its work is committed on its branch
     if not is_worktree(worktree.path):
         return None
-    ws = GitRepo(worktree.path)
+    try:
+        ws = git.linked(worktree.path)  # its git dir as orchestrate made it, not as its .git file says
+    except GitError:
+        return None
     (ws.git_dir / "index.lock").unlink(missing_ok=True)  # ours alone: stale after a kill
+    tampered = ws.undo_tampering(ws.changed_paths())
+    if tampered:  # by an attempt a kill cut short: its work is not picked up
+        runner.record("git_tampered", task=record.id, attempt=record.attempt, changes=tampered)
+        runner.notice(f"the agent tampered with git's own files: {'; '.join(tampered)}", "error", record.id)
+        return None
     tree = ws.snapshot_tree()
     if status is TaskStatus.PENDING:
         return "retry" if record.tree is not None and tree == record.tree else None

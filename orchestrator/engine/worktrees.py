@@ -439,7 +439,10 @@ class WorktreeExecutor:
         path, branch, base = Path(extra["worktree"]), extra["branch"], extra["base"]
         if tree is None:  # resumed: the verified work is on its branch, or in its worktree
             tip = self.repo.rev(f"refs/heads/{branch}")
-            tree = GitRepo(path).snapshot_tree() if is_worktree(path) else None
+            try:
+                tree = self.repo.linked(path).snapshot_tree() if is_worktree(path) else None
+            except GitError:  # not a worktree of ours any more
+                tree = None
             if tip is not None and (tree is None or tree == self.repo.rev(f"{tip}^{{tree}}")):
                 return tip
             if tree is None:
@@ -603,7 +606,7 @@ def keep_worktree(repo: GitRepo, path: Path, branch: str, base: str, ref: str, m
     tree: str | None = None
     if is_worktree(path):
         try:
-            worktree = GitRepo(path)
+            worktree = repo.linked(path)  # its git dir as orchestrate knows it, not as its .git says
             # Without an index its files were never checked out: nothing in it is anyone's work.
             tree = worktree.snapshot_tree() if (worktree.git_dir / "index").is_file() else None
         except GitError:  # not a work tree any more (a kill cut its creation or removal short)

@@ -3,6 +3,13 @@
 Everything the engine needs from git goes through GitRepo: where the repository is, whether its
 tree is clean, which branch it is on, snapshots of the work tree as tree objects, refs that keep
 interrupted edits, commits with trailers, and finding a task's commit again by its trailer.
+
+Every git command names its git directory, work tree and common directory (GIT_DIR, GIT_WORK_TREE,
+GIT_COMMON_DIR): a worktree's git directory is the one orchestrate made for it (or, on resume, the
+one whose `gitdir` file git itself keeps under `worktrees/`), never what the worktree's `.git` file
+says, which the agent can rewrite. What git runs on its own (fsmonitor, hooks, filters, drivers,
+signing programs) is as persistence/gitconfig.py says; `undo_tampering` puts back, when an attempt
+ends, what the agent changed in git's files.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import PreflightError
+from orchestrator.persistence.gitconfig import SAFETY, ConfigGuard, Entry, parse_listing, put_back
 
 TASK_TRAILER = "Orchestrate-Task"
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -26,6 +34,25 @@ RUN_TRAILER = "Orchestrate-Run"
 WORKTREE_STAGING = "orchestrate-worktrees"
 """Under the common git directory: worktree administrative directories being written."""
 _SECTION = re.compile(r"^\s*\[\s*([A-Za-z0-9.-]+)", re.MULTILINE)
+
+
+_WHERE = ("--git-dir", "--git-common-dir")
+_NO_PROGRAMS = ("--no-ext-diff", "--no-textconv")
+_SUBMODULE_PATH = re.compile(r"^\s*path\s*=\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def _marker(path: Path) -> bytes | None:
+    """What a `.git` entry is, for comparison: a file's bytes, b"<dir>" or b"<link>..." else,
+    None when there is none."""
+    try:
+        if path.is_symlink():
+            return b"<link>" + os.fsencode(path.readlink())
+        if path.is_dir():
+            return b"<dir>"
+        with open(path, "rb") as f:
+            return f.read(4096)
+    except OSError:
+        return None
 
 
 class GitError(PreflightError):
@@ -68,7 +95,7 @@ def find_repo_root(start: Path) -> Path | None:
     if not here.exists():
         return None
     done = subprocess.run(
-        [git_program(), "rev-parse", "--show-toplevel"],
+        [git_program(), *SAFETY, "rev-parse", "--show-toplevel"],
         cwd=here,
         capture_output=True,
         encoding="utf-8",
@@ -81,29 +108,75 @@ def find_repo_root(start: Path) -> Path | None:
 
 
 class GitRepo:
+    """A repository's work tree (the main one, or a linked worktree made by `linked`)."""
+
     def __init__(self, root: Path):
         self.root = root.resolve()
         self._git_dir: Path | None = None
         self._common_dir: Path | None = None
+        self._guard: ConfigGuard | None = None
         self._plain: bool | None = None
+        self._dot_git: str | None = None
+        """A linked worktree's `.git` file as orchestrate wrote it (or git, for orchestrate)."""
+        self._admins: dict[Path, Path] = {}
+        """The git directories of the worktrees this repository made, by work tree."""
+        self._linked: dict[Path, GitRepo] = {}
+        self._submodules: dict[str, bytes | None] | None = None
+        """Each submodule's `.git` as the baseline found it (see undo_tampering)."""
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def git(
+    def _locate(self) -> ConfigGuard:
+        """Where the git directories are: asked of git once, when the first command runs (the
+        repository as the user left it), then given to every command."""
+        if self._guard is None:
+            done = subprocess.run(
+                [git_program(), *SAFETY, "rev-parse", "--path-format=absolute", *_WHERE],
+                cwd=self.root,
+                capture_output=True,
+                encoding="utf-8",
+                errors="surrogateescape",
+                check=False,
+            )
+            lines = done.stdout.splitlines()
+            if done.returncode != 0 or len(lines) != 2:
+                detail = done.stderr.strip().splitlines()
+                why = detail[-1] if detail else done.returncode
+                raise GitError(f"{self.root} is not a git work tree: {why}")
+            self._git_dir, self._common_dir = (Path(line).resolve() for line in lines)
+            self._guard = ConfigGuard(self.root, self._common_dir, self._git_dir, self._listing)
+        return self._guard
+
+    def _listing(self) -> list[Entry]:
+        done = self._run(["config", "--list", "--show-scope", "--show-origin", "-z"], guarded=False)
+        return parse_listing(done.stdout, self.root) if done.returncode == 0 else []
+
+    def _run(
         self,
-        *args: str,
-        check: bool = True,
+        args: Sequence[str],
+        *,
         env: Mapping[str, str] | None = None,
         input_text: str | None = None,
-        cwd: Path | None = None,
-    ) -> str:
-        full_env = None
+        guarded: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        guard = self._locate()
+        full_env = dict(os.environ)
+        full_env.update(
+            GIT_DIR=str(self._git_dir), GIT_WORK_TREE=str(self.root), GIT_COMMON_DIR=str(self._common_dir)
+        )
+        pins = guard.check() if guarded else ()
+        if pins:
+            # Not `-c`: a key's subsection may hold '=', which `-c` would split at.
+            first = int(full_env.get("GIT_CONFIG_COUNT", "0") or "0")
+            for n, (key, value) in enumerate(pins, start=first):
+                full_env[f"GIT_CONFIG_KEY_{n}"] = key
+                full_env[f"GIT_CONFIG_VALUE_{n}"] = value
+            full_env["GIT_CONFIG_COUNT"] = str(first + len(pins))
         if env is not None:
-            full_env = dict(os.environ)
             full_env.update(env)
-        done = subprocess.run(
-            [git_program(), *args],
-            cwd=cwd or self.root,
+        return subprocess.run(
+            [git_program(), *SAFETY, *args],
+            cwd=self.root,
             capture_output=True,
             # Paths are bytes to git: decoded as os.fsdecode does (so that a file name that is not
             # UTF-8 survives), they go back to git unchanged as arguments (os.fsencode).
@@ -113,44 +186,132 @@ class GitRepo:
             env=full_env,
             input=input_text,
         )
+
+    def git(
+        self,
+        *args: str,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        input_text: str | None = None,
+    ) -> str:
+        done = self._run(args, env=env, input_text=input_text)
         if check and done.returncode != 0:
             detail = (done.stderr or done.stdout).strip().splitlines()
             raise GitError(f"git {' '.join(args[:3])} failed: {detail[-1] if detail else done.returncode}")
         return done.stdout
 
-    def _rev_parse_path(self, flag: str) -> Path:
-        raw = self.git("rev-parse", flag).strip()
-        path = Path(raw)
-        return (path if path.is_absolute() else self.root / path).resolve()
-
     @property
     def git_dir(self) -> Path:
-        if self._git_dir is None:
-            self._git_dir = self._linked_git_dir() or self._rev_parse_path("--git-dir")
+        self._locate()
+        assert self._git_dir is not None
         return self._git_dir
-
-    def _linked_git_dir(self) -> Path | None:
-        """A linked worktree's git directory, read from its `.git` file: one git process less for
-        each task of a parallel run."""
-        dot_git = self.root / ".git"
-        if "GIT_DIR" in os.environ or not dot_git.is_file():
-            return None
-        try:
-            text = dot_git.read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-        if not text.startswith("gitdir: "):
-            return None
-        found = Path(text.removeprefix("gitdir: "))
-        found = (found if found.is_absolute() else self.root / found).resolve()
-        return found if found.is_dir() else None
 
     @property
     def common_dir(self) -> Path:
         """Shared by every worktree of the repository: where the run lock lives."""
-        if self._common_dir is None:
-            self._common_dir = self._rev_parse_path("--git-common-dir")
+        self._locate()
+        assert self._common_dir is not None
         return self._common_dir
+
+    def at(self, workspace: Path) -> GitRepo:
+        """This repository when `workspace` is its work tree, else its worktree there (`linked`)."""
+        return self if workspace.resolve() == self.root else self.linked(workspace)
+
+    def linked(self, path: Path) -> GitRepo:
+        """The worktree at `path`, its git directory the one this repository made for it, or the
+        one whose `gitdir` file (under worktrees/, which git keeps) names `path`; never what the
+        worktree's own `.git` file says. A GitError when there is none."""
+        path = path.resolve()
+        found = self._linked.get(path)
+        if found is not None:
+            return found
+        admin = self._admins.get(path) or self._find_admin(path)
+        if admin is None:
+            raise GitError(f"{path} is not a worktree of {self.root}")
+        repo = GitRepo(path)
+        repo._git_dir, repo._common_dir, repo._guard = admin, self.common_dir, self._locate()
+        repo._dot_git = f"gitdir: {admin}"
+        repo._submodules = repo._submodule_files(self._submodule_paths())
+        repo._guard.watch(admin / "config.worktree")
+        self._admins[path] = admin
+        self._linked[path] = repo
+        return repo
+
+    def _find_admin(self, path: Path) -> Path | None:
+        """The administrative directory git keeps for the worktree at `path`, by its back pointer."""
+        try:
+            admins = list((self.common_dir / "worktrees").iterdir())
+        except OSError:
+            return None
+        for admin in admins:
+            try:
+                pointer = (admin / "gitdir").read_text(encoding="utf-8", errors="surrogateescape").strip()
+            except OSError:
+                continue
+            if pointer and Path(os.path.normpath(pointer)) == path / ".git":
+                return admin.resolve()
+        return None
+
+    def _forget(self, path: Path) -> None:
+        """A worktree gone: no git directory to remember, no config.worktree to watch."""
+        path = path.resolve()
+        self._linked.pop(path, None)
+        admin = self._admins.pop(path, None)
+        if admin is not None and self._guard is not None:
+            self._guard.forget(admin / "config.worktree")
+
+    # -- what the agent may not change ---------------------------------------------------
+
+    def _submodule_paths(self) -> list[str]:
+        """The submodules the repository declares (in `.gitmodules` as the run found it): their
+        directories are where a `.git` would make git run a nested repository's programs."""
+        if self._submodules is None:
+            self._submodules = self._submodule_files(self._declared_submodules())
+        return list(self._submodules)
+
+    def _declared_submodules(self) -> list[str]:
+        try:
+            text = (self.root / ".gitmodules").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        return [m.group(1).strip() for m in _SUBMODULE_PATH.finditer(text) if m.group(1).strip()]
+
+    def _submodule_files(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        found: dict[str, bytes | None] = {}
+        for path in paths:
+            dot_git = self.root / path / ".git"
+            found[path] = _marker(dot_git)
+        return found
+
+    def undo_tampering(self, changed: Iterable[str]) -> list[str]:
+        """What the agent changed in git's own files, each put back, in words for the user
+        (empty when nothing was): the repository's config and hooks (see gitconfig), a worktree's
+        `.git` file, a `.git` in a submodule's directory, and any repository inside the work tree
+        (`changed` holds what `changed_paths` found: git shows such a repository as `dir/`), whose
+        `.git` is removed: a repository there would have orchestrate's `git add` run its config's
+        programs, and commit a gitlink to it."""
+        guard = self._locate()
+        found = guard.changes()
+        if self._dot_git is not None:
+            dot_git = self.root / ".git"
+            if _marker(dot_git) != (self._dot_git + "\n").encode():
+                put_back(dot_git, (self._dot_git + "\n").encode())
+                found.append("the worktree's .git file was changed (put back)")
+        for path, want in (self._submodules or {}).items():
+            dot_git = self.root / path / ".git"
+            if _marker(dot_git) == want or not dot_git.parent.is_dir():
+                continue
+            if want is None or not want.startswith(b"<"):  # none, or a file: put back as it was
+                put_back(dot_git, want)
+                found.append(f"{path}/.git was {'added' if want is None else 'changed'} (put back)")
+            else:
+                found.append(f"{path}/.git was changed (it cannot be put back)")
+        for path in changed:
+            dot_git = self.root / path / ".git"
+            if path.endswith("/") and (dot_git.exists() or dot_git.is_symlink()):
+                put_back(dot_git, None)
+                found.append(f"{path}.git: a git repository inside the work tree (removed)")
+        return found
 
     # -- branches ---------------------------------------------------------------------------
 
@@ -189,7 +350,10 @@ class GitRepo:
 
     def status(self) -> list[tuple[str, str]]:
         """(two-letter status, path) for each changed, added, deleted or untracked path."""
-        raw = self.git("status", "--porcelain=v1", "-z", "--untracked-files=all")
+        # Submodules ignored: looking inside one runs `git status` there, with that repository's
+        # own config (a repository the agent made inside the tree shows as `dir/`, see
+        # undo_tampering).
+        raw = self.git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=all")
         entries: list[tuple[str, str]] = []
         parts = raw.split("\0")
         i = 0
@@ -295,7 +459,7 @@ class GitRepo:
         target = self.root / path
         if not target.is_file():
             return None
-        return self.git("hash-object", "--", path).strip()
+        return self.git("hash-object", "--no-filters", "--", path).strip()
 
     def add_exclude(self, pattern: str) -> None:
         """Keep `pattern` out of git through .git/info/exclude, never the user's .gitignore."""
@@ -362,13 +526,7 @@ class GitRepo:
         return found
 
     def is_ancestor(self, sha: str, of: str = "HEAD") -> bool:
-        done = subprocess.run(
-            [git_program(), "merge-base", "--is-ancestor", sha, of],
-            cwd=self.root,
-            capture_output=True,
-            check=False,
-        )
-        return done.returncode == 0
+        return self._run(["merge-base", "--is-ancestor", sha, of]).returncode == 0
 
     def ref_exists(self, ref: str) -> bool:
         return bool(self.git("rev-parse", "--verify", "--quiet", ref, check=False).strip())
@@ -386,7 +544,7 @@ class GitRepo:
 
     def changed_between(self, old: str, new: str) -> list[str]:
         """Paths that differ between two commits or trees."""
-        raw = self.git("diff", "--name-only", "-z", "--no-renames", old, new, "--")
+        raw = self.git("diff", "--name-only", "-z", "--no-renames", *_NO_PROGRAMS, old, new, "--")
         return [p for p in raw.split("\0") if p]
 
     # -- worktrees (parallel tasks) ---------------------------------------------------------
@@ -395,6 +553,7 @@ class GitRepo:
         """A new work tree at `path` on a new branch `branch` cut from `base`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.git("worktree", "add", "-q", "-b", branch, str(path), base)
+        self._adopt_made(path)
 
     def worktree_add_detached(self, path: Path, base: str) -> None:
         """A new work tree at `path`, its HEAD detached at `base`, its files not checked out yet
@@ -410,6 +569,16 @@ class GitRepo:
             self._write_worktree(path, base)
             return
         self.git("worktree", "add", "-q", "--detach", "--no-checkout", str(path), base)
+        self._adopt_made(path)
+
+    def _adopt_made(self, path: Path) -> None:
+        """A worktree git just made for us: its git directory found by git's own back pointer
+        (before any agent ran there) and remembered."""
+        admin = self._find_admin(path.resolve())
+        if admin is None:
+            raise GitError(f"git made a worktree at {path} that is not in {self.common_dir / 'worktrees'}")
+        self._forget(path)
+        self._admins[path.resolve()] = admin
 
     def _plain_worktrees(self) -> bool:
         """Whether a worktree is the three files git-worktree(1) describes: not with reftable refs
@@ -459,6 +628,8 @@ class GitRepo:
             raise GitError(f"cannot make a worktree at {path}: {exc.strerror or exc}") from exc
         with contextlib.suppress(OSError):
             staging.parent.rmdir()  # empty unless a kill left something there: no litter in .git
+        self._forget(target)
+        self._admins[target] = admin.resolve()
 
     def clear_worktree_staging(self) -> None:
         """What a kill in _write_worktree left aside (only a run holding the repository's run lock
@@ -468,7 +639,7 @@ class GitRepo:
     def populate_worktree(self, path: Path) -> None:
         """Check out the files (and write the index) of a work tree made with --no-checkout; like
         move_worktree_to, it reads no other worktree's files."""
-        self.git("read-tree", "-u", "--reset", "HEAD", cwd=path)
+        self.linked(path).git("read-tree", "-u", "--reset", "HEAD")
 
     def move_worktree_to(self, path: Path, base: str) -> None:
         """Move the detached work tree at `path` (its HEAD, index and files) to `base`.
@@ -476,18 +647,14 @@ class GitRepo:
         Unlike `checkout` and `switch`, `reset` reads no other worktree's administrative files,
         which a `git worktree add` or `remove` running beside it may have half written; so this
         needs no lock against them."""
-        self.git("reset", "-q", "--hard", base, cwd=path)
+        self.linked(path).git("reset", "-q", "--hard", base)
 
     def worktree_remove(self, path: Path) -> None:
         """Remove a work tree and its administrative files, whatever state it was left in."""
         # Twice forced: a kill during `git worktree add` leaves it locked ("initializing"),
         # perhaps with its directory missing.
-        done = subprocess.run(
-            [git_program(), "worktree", "remove", "--force", "--force", str(path)],
-            cwd=self.root,
-            capture_output=True,
-            check=False,
-        )
+        self._forget(path)
+        done = self._run(["worktree", "remove", "--force", "--force", str(path)])
         if done.returncode != 0 or path.exists():
             shutil.rmtree(path, ignore_errors=True)
             self.git("worktree", "prune")
@@ -593,8 +760,9 @@ class GitRepo:
         go first, then their administrative directories (or, when one cannot be told, `git
         worktree prune` drops every worktree whose directory is missing; nothing may be adding a
         worktree meanwhile, as prune would take it for a dead one), then the branches."""
-        admins = [self._admin_dir_of(path) for path in paths]
+        admins = self._admins_of(paths)
         for path in paths:
+            self._forget(path)
             shutil.rmtree(path, ignore_errors=True)
         if None in admins:
             self.git("worktree", "prune")
@@ -608,30 +776,19 @@ class GitRepo:
             if path.exists():  # something in it could not be deleted: git's own way, forced
                 self.worktree_remove(path)
 
-    def _admin_dir_of(self, path: Path) -> Path | None:
-        """A linked worktree's administrative directory under this repository's worktrees/, as its
-        .git file names it; None when that cannot be read or points elsewhere."""
-        try:
-            text = (path / ".git").read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        if not text.startswith("gitdir: "):
-            return None
-        admin = Path(text.removeprefix("gitdir: "))
-        admin = (admin if admin.is_absolute() else path / admin).resolve()
-        return admin if admin.parent == (self.common_dir / "worktrees").resolve() else None
+    def _admins_of(self, paths: Sequence[Path]) -> list[Path | None]:
+        """The administrative directories of these worktrees (see `linked`), None where there is
+        none; the worktree's own `.git` file is not asked."""
+        found: list[Path | None] = []
+        for path in paths:
+            path = path.resolve()
+            found.append(self._admins.get(path) or self._find_admin(path))
+        return found
 
     def merge_tree(self, ours: str, theirs: str) -> MergedTree:
         """Three-way merge of two commits (their merge base as the base), written as a tree
         without touching the index or any work tree; the conflicted paths when it does not merge."""
-        done = subprocess.run(
-            [git_program(), "merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", ours, theirs],
-            cwd=self.root,
-            capture_output=True,
-            encoding="utf-8",
-            errors="surrogateescape",
-            check=False,
-        )
+        done = self._run(["merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", ours, theirs])
         if done.returncode not in (0, 1):
             detail = done.stderr.strip().splitlines()
             raise GitError(f"git merge-tree failed: {detail[-1] if detail else done.returncode}")
