@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 from pathlib import Path
 
@@ -200,3 +202,115 @@ def test_console_script_tick_and_lint(tmp_path: Path) -> None:
     assert b"- [x] 02-01: Widget model" in plan_file.read_bytes()
     done = orchestrate("next", "--json", plan_file)
     assert [t["id"] for t in json.loads(done.stdout)["tasks"]] == ["02-02", "03-01"]
+
+
+# ---- files that are not regular files, or too big: refused at once, never read ----------------
+
+
+def limited_orchestrate(*args: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The console script with 1 GB of address space and a timeout: a read that never ends fails
+    the test instead of blocking it or eating the machine's memory."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run(
+        [str(ORCHESTRATE), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit_memory,  # noqa: PLW1509 - no threads in the test process's child setup
+    )
+
+
+def special_plan(tmp_path: Path, kind: str) -> Path:
+    plan_file = tmp_path / "plan.md"
+    if kind == "fifo":
+        os.mkfifo(plan_file)
+    elif kind == "dev-zero":
+        plan_file.symlink_to("/dev/zero")
+    else:
+        plan_file = Path("/dev/zero")
+    return plan_file
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "/dev/zero"])
+@pytest.mark.parametrize("command", [["parse"], ["status"], ["lint"], ["next"], ["graph"], ["tick", "T1"]])
+def test_a_fifo_or_a_device_is_refused_without_reading_it(
+    tmp_path: Path, kind: str, command: list[str]
+) -> None:
+    plan_file = special_plan(tmp_path, kind)
+    done = limited_orchestrate(command[0], plan_file, *command[1:])
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.startswith("orchestrate: error: ")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(plan_file) in done.stderr
+    kind_name = "a FIFO" if kind == "fifo" else "a character device"
+    assert f"is not a regular file ({kind_name})" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["parse", "status", "lint"])
+def test_a_plan_over_the_size_limit_is_refused_naming_its_size(tmp_path: Path, command: str) -> None:
+    plan_file = tmp_path / "plan.md"
+    with plan_file.open("wb") as f:  # sparse: no disk used
+        f.write(b"- [ ] T1 a task\n")
+        f.truncate(12_300_000)
+    done = limited_orchestrate(command, plan_file)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"orchestrate: error: {plan_file}: 12.3 MB is over the 10 MB limit for a plan; split the plan"
+    )
+
+
+def test_a_plan_just_under_the_limit_is_read(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.md"
+    filler = b"Some prose that is not a task.\n" * (9_990_000 // 31)
+    plan_file.write_bytes(b"# Big\n\n- [ ] T1 first\n\n" + filler + b"\n- [ ] T2 last\n")
+    assert plan_file.stat().st_size < 10_000_000
+    done = limited_orchestrate("lint", plan_file, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "ok: 2 tasks" in done.stdout
+
+
+# ---- nesting: deep boxes are tasks, deeper than the bound is an error naming the line ---------
+
+
+def nested_plan(depth: int, after: str = "") -> str:
+    items = "".join("  " * level + f"- [ ] T{level + 1:03d} level {level + 1}\n" for level in range(depth))
+    return f"# Deep\n\n{items}{after}"
+
+
+def test_boxes_nested_deeper_than_nine_levels_are_tasks(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_text(nested_plan(40))
+    code, out, err = run("lint", plan_file)
+    assert code == 0, out + err
+    assert "ok: 40 tasks" in out
+    code, out, _ = run("next", "--json", plan_file)
+    assert code == 0
+    assert [t["id"] for t in json.loads(out)["tasks"]] == ["T040"]
+
+
+def test_nesting_past_the_bound_is_a_lint_error_naming_the_line(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_text(nested_plan(60, after="\n- [ ] T999 a task after the deep list\n"))
+    code, out, _ = run("lint", plan_file)
+    assert code == 1, out
+    assert f"{plan_file}:52: error: " in out  # the first box past the bound: line 3 + 49
+    assert "nested" in out
+    code, _, err = run("parse", plan_file)
+    assert code == 0  # parse shows what it read, with the error among its diagnostics
+    done = limited_orchestrate("status", plan_file)
+    assert "problem(s) in the plan" in done.stdout
+
+
+def test_pathological_nesting_is_read_quickly_and_reported(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_text(
+        "- [ ] T1 first\n\n" + ">" * 50_000 + " - [ ] deep\n\n" + "- " * 20_000 + "[ ] T2 x\n"
+    )
+    done = limited_orchestrate("lint", plan_file)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "nested" in done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from orchestrator.domain import dag
 from orchestrator.domain.plan import BoxState, Plan, Severity, Task
 from orchestrator.errors import PlanError
 from orchestrator.planfile import parse_bytes, parse_plan
+from orchestrator.planfile.parser import MAX_NESTING
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
 
@@ -519,3 +521,43 @@ def test_a_stated_order_wins_over_the_order_of_the_list() -> None:
     note = next(d for d in plan.diagnostics if d.severity is Severity.INFO)
     assert note.line == 22
     assert "T006 waits for T007" in note.message
+
+
+def deep_list(depth: int, after: str = "") -> str:
+    return (
+        "# Deep\n\n" + "".join("  " * n + f"- [ ] T{n + 1:03d} level {n + 1}\n" for n in range(depth)) + after
+    )
+
+
+def test_boxes_nested_deep_are_tasks_with_their_parents() -> None:
+    plan = parse(deep_list(MAX_NESTING // 2 - 1))
+    assert [t.id for t in plan.tasks] == [f"T{n:03d}" for n in range(1, MAX_NESTING // 2)]
+    assert plan.errors == []
+    for parent, child in itertools.pairwise(plan.tasks):
+        assert child.line == parent.line + 1
+
+
+def test_nesting_past_the_bound_is_an_error_at_the_first_line_not_read() -> None:
+    depth = MAX_NESTING // 2 - 1
+    plan = parse(deep_list(depth + 5, after="\n- [ ] T999 a top-level task after it\n"))
+    assert len(plan.tasks) == depth
+    [error] = plan.errors
+    assert error.code == "nesting"
+    assert error.line == 3 + depth
+    assert f"lines {3 + depth}-{3 + depth + 6} are not read" in error.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ">" * 100_000 + " - [ ] deep\n",
+        "- " * 100_000 + "[ ] deep\n",
+        "".join("   " * n + "1. [ ] x\n" for n in range(500)),
+        "".join("> " * (n % 120) + "- x\n" for n in range(5000)),
+    ],
+    ids=["quotes", "bullets-on-one-line", "ordered-lists", "mixed"],
+)
+def test_pathological_nesting_parses_without_recursion_and_is_reported(text: str) -> None:
+    plan = parse("- [ ] T1 first\n\n" + text)
+    assert [t.id for t in plan.tasks][:1] == ["T1"]
+    assert [d.code for d in plan.errors] == ["nesting"]
