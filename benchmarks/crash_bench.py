@@ -468,7 +468,7 @@ def edit_problems(project: Project, edit: UserEdit, refs: list[str], said: str) 
         if holders:
             found.append(f"the user's edit of {path} is kept only in {holders[0]}, which no output names")
         elif on_disk.exists():
-            found.append(f"the user's edit of {path} was overwritten and kept in no ref")
+            found.append(f"the user's edit of {path} was undone or overwritten, and is kept in no ref")
         else:
             found.append(f"the user's edit of {path} is gone: not in the tree, not in any ref")
     return found, in_tree
@@ -554,12 +554,13 @@ def _leftover_git_problems(project: Project, refs: list[str], said: str) -> list
             checkouts.append(str(Path(directory).relative_to(project.root)))
     if checkouts:
         found.append(f"worktree directories left behind: {checkouts[:3]}")
-    branches = [r for r in refs if r.startswith("refs/heads/") and r != "refs/heads/work"]
-    if branches:
-        found.append(f"branches left behind: {branches[:4]}")
-    unnamed = [r for r in refs if not r.startswith("refs/heads/") and not _named(r, said)]
+    task_branches = [r for r in refs if r.startswith("refs/heads/orchestrate/")]
+    if task_branches:
+        found.append(f"task branches left behind: {task_branches[:4]}")
+    others = [r for r in refs if r not in task_branches and r != "refs/heads/work"]
+    unnamed = [r for r in others if not _named(r, said)]
     if unnamed:
-        found.append(f"refs that no output names: {unnamed[:4]}")
+        found.append(f"refs (or branches) that no output names: {unnamed[:4]}")
     return found
 
 
@@ -743,7 +744,7 @@ def run_trial(
     for n, stop in enumerate(plan.interruptions):
         # The first command runs; a later one resumes, or runs again if no run was recorded.
         first = n == 0 or not _recorded(project)
-        stop.target = "run" if n == 0 else "resume"
+        stop.target = "run" if first else "resume"
         interrupt(run_args(project) if first else resume_args(project), project, stop, pace)
         stop.where = where_it_stopped(project)
         # A user edits only once a run is recorded: before that, they would just start it again.
