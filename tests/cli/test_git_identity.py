@@ -83,17 +83,23 @@ def test_resume_without_a_git_identity_is_refused_before_any_agent_call(
     assert not (repo / "a.txt").exists()
 
 
+@pytest.mark.parametrize("parallel", [1, 2])
 def test_an_identity_lost_mid_run_is_a_resumable_stop_and_resume_commits_once(
-    tmp_path: Path, no_identity: dict[str, str]
+    tmp_path: Path, no_identity: dict[str, str], parallel: int
 ) -> None:
     repo, script = _project(
         tmp_path,
         [{"write": "started.txt", "content": "x\n"}, {"sleep": 2.0}, {"write": "a.txt", "content": "a\n"}],
     )
-    git(repo, "config", "user.name", "Repo User")
-    git(repo, "config", "user.email", "repo@example.invalid")
+    # The user's own (global) configuration: the repository's .git/config changing during an
+    # agent's step would be taken for the agent's tampering (and put back).
+    global_config = Path(no_identity["GIT_CONFIG_GLOBAL"])
+    without = global_config.read_text()
+    with_identity = without + "\tname = Global User\n\temail = global@example.invalid\n"
+    global_config.write_text(with_identity)
     run = subprocess.Popen(
-        [sys.executable, "-c", CLI, "run", "plan.md", "--agent", "scripted", "--script", str(script)],
+        [sys.executable, "-c", CLI, "run", "plan.md", "--agent", "scripted", "--script", str(script)]
+        + ["--parallel", str(parallel)],
         cwd=repo,
         env=no_identity,
         stdout=subprocess.PIPE,
@@ -101,18 +107,19 @@ def test_an_identity_lost_mid_run_is_a_resumable_stop_and_resume_commits_once(
         text=True,
     )
     deadline = time.monotonic() + 60
-    while not (repo / "started.txt").exists():
+    # In place, or in the task's worktree (under the run's state directory).
+    while not any(p.name == "started.txt" for p in tmp_path.rglob("started.txt")):
         assert run.poll() is None, run.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    git(repo, "config", "--unset", "user.email")  # while the agent works
+    global_config.write_text(without)  # while the agent works
     _, err = run.communicate(timeout=120)
 
     assert run.returncode == 1, err
     assert "Traceback" not in err
     assert "git config user.email" in err
     assert "orchestrate resume" in err
-    git(repo, "config", "user.email", "repo@example.invalid")
+    global_config.write_text(with_identity)
     resumed = _cli(no_identity, repo, "resume")
     assert resumed.returncode == 0, resumed.stderr
     raw = git(repo, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)%x1e")
