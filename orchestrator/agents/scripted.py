@@ -34,6 +34,7 @@ from orchestrator.agents.base import (
 )
 from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
+from orchestrator.input_files import SCRIPT_LIMIT, NotReadable, read_regular_file
 from orchestrator.tools.environment import child_env
 from orchestrator.tools.shell import run_shell, truncate_middle
 from orchestrator.tools.workspace import OutsideWorkspace, Workspace
@@ -84,11 +85,9 @@ def _check_steps(steps: Any, where: str, source: Path) -> list[Step]:
 def load_script(path: Path) -> dict[str, list[list[Step]]]:
     """task id -> attempts -> steps, validated; ScriptError names the file and the bad entry."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScriptError(f"{path}: script file not found") from None
-    except OSError as exc:
-        raise ScriptError(f"{path}: cannot read the script: {exc.strerror}") from None
+        raw = json.loads(read_regular_file(path, what="script", limit=SCRIPT_LIMIT).decode("utf-8"))
+    except NotReadable as exc:  # missing, a FIFO or a device (never read), too big
+        raise ScriptError(exc.render()) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ScriptError(f"{path}: the script is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):

@@ -19,6 +19,7 @@ from orchestrator.engine.prompts import TRIAL_FAILURE, PromptRenderer, run_templ
 from orchestrator.engine.scheduler import is_group, select_tasks
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.errors import PlanError, UsageError
+from orchestrator.input_files import PLAN_LIMIT, check_regular_file
 from orchestrator.persistence.repo import GitRepo, find_repo_root
 from orchestrator.planfile import parse_plan
 from orchestrator.tools.sandbox import SandboxUnavailable, detect_sandbox
@@ -78,8 +79,7 @@ def dry_run(
     task: str | None = None,
     show_prompts: bool = False,
 ) -> DryRun:
-    if not plan_path.is_file():
-        raise PlanError("plan file not found", path=plan_path)
+    check_regular_file(plan_path, what="plan", limit=PLAN_LIMIT, error=PlanError, hint="split the plan")
     plan_abs = plan_path.resolve()
     root = find_repo_root(repo.resolve() if repo else plan_abs)
     settings = load_settings(root or plan_abs.parent, overrides)

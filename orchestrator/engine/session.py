@@ -42,6 +42,7 @@ from orchestrator.engine.worktrees import (
     worktrees_root,
 )
 from orchestrator.errors import OutOfSpace, PlanError, PreflightError, UsageError, out_of_space
+from orchestrator.input_files import PLAN_LIMIT, check_regular_file
 from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
 from orchestrator.persistence.repo import GitError, GitRepo, find_repo_root
 from orchestrator.planfile import parse_plan
@@ -88,8 +89,7 @@ class Located:
 def locate(plan_path: Path, repo: Path | None = None) -> Located:
     """The repository a plan belongs to (or `repo`), refusing a plan outside any repository."""
     plan_path = plan_path.expanduser()
-    if not plan_path.is_file():
-        raise PlanError("plan file not found", path=plan_path)
+    check_regular_file(plan_path, what="plan", limit=PLAN_LIMIT, error=PlanError, hint="split the plan")
     plan_abs = plan_path.resolve()
     root = find_repo_root(repo.expanduser().resolve() if repo else plan_abs)
     if root is None:

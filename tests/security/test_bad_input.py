@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,87 @@ def test_a_non_utf8_name_reaches_the_model_as_escaped_text(repo: Path) -> None:
     listed = requests[3].body["messages"][-1]["content"]
     assert "bad\\xff.txt" in str(listed[0]["content"])
     assert "bad\\xff.txt" in str(listed[1]["content"])
+
+
+# -- files that are not regular files, or too big ----------------------------------------------
+
+
+def limited_orchestrate(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """With 1 GB of address space and a short timeout: a read that never ends fails the test."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run(
+        [str(ORCHESTRATE), *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        preexec_fn=limit_memory,  # noqa: PLW1509 - the child only sets a limit before exec
+    )
+
+
+def one_line_refusal(done: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert_clean_failure(done)
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    for text in expected:
+        assert text in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_run_refuses_a_plan_that_is_not_a_regular_file(repo: Path, kind: str) -> None:
+    (repo / "plan.md").unlink()
+    if kind == "fifo":
+        os.mkfifo(repo / "plan.md")
+    else:
+        (repo / "plan.md").symlink_to("/dev/zero")
+    for args in (["run", "plan.md", "--agent", "scripted"], ["run", "plan.md", "--dry-run"]):
+        one_line_refusal(limited_orchestrate(repo, *args), "plan.md", "not a regular file")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "big"])
+def test_run_refuses_a_script_that_is_not_a_regular_file_or_too_big(
+    repo: Path, tmp_path: Path, kind: str
+) -> None:
+    script = tmp_path / "script.json"
+    if kind == "fifo":
+        os.mkfifo(script)
+    elif kind == "dev-zero":
+        script.symlink_to("/dev/zero")
+    else:
+        with script.open("wb") as f:
+            f.truncate(10_500_000)
+    done = limited_orchestrate(repo, "run", "plan.md", "--agent", "scripted", "--script", str(script))
+    if kind == "big":
+        one_line_refusal(done, str(script), "10.5 MB is over the 10 MB limit for a script")
+    else:  # named as given, or as the settings resolved it
+        one_line_refusal(done, "is not a regular file", "give the script file itself")
+
+
+def test_a_settings_file_over_its_limit_is_refused(repo: Path, tmp_path: Path) -> None:
+    """(The limit and its message are the settings' own: config.py.)"""
+    with (repo / "orchestrate.toml").open("wb") as f:
+        f.write(b"# settings\n")
+        f.truncate(2_000_000)
+    git(repo, "add", "orchestrate.toml")
+    git(repo, "commit", "-qm", "settings")
+    script = write_script(tmp_path / "script.json", MAKES_BAD_NAME)
+    done = limited_orchestrate(repo, "run", "plan.md", "--agent", "scripted", "--script", str(script))
+    one_line_refusal(done, "orchestrate.toml")
+
+
+def test_an_agent_cannot_hang_resume_with_a_fifo_plan(repo: Path, tmp_path: Path) -> None:
+    """A kill leaves the agent's FIFO where the plan was; resume must not block reading it."""
+    script = write_script(
+        tmp_path / "script.json", {"T001": [{"run": "rm plan.md && mkfifo plan.md && echo 1 > notes.txt"}]}
+    )
+    killed = orchestrate(
+        repo, "run", "plan.md", "--agent", "scripted", "--script", str(script),
+        env={"ORCHESTRATE_CRASH_AT": "after_agent:T001"},
+    )  # fmt: skip
+    assert killed.returncode == 137, killed.stderr
+    done = limited_orchestrate(repo, "resume")
+    assert_clean_failure(done)
