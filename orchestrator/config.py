@@ -75,20 +75,20 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-    agent: str = "anthropic"
+    agent: str = Field(default="anthropic", min_length=1)
     """Backend name: anthropic, claude-code, command, scripted, or one from a plugin. A script
     given without an agent means the scripted agent."""
-    model: str = DEFAULT_MODEL
+    model: str = Field(default=DEFAULT_MODEL, min_length=1)
     """Model id for backends that take one."""
     script: Path | None = None
     """JSON script for the scripted agent."""
     agent_command: str | None = None
     """Command template for the command agent: {prompt_file}, {workspace}, {task_id}."""
-    parallel: int = Field(default=1, ge=1)
+    parallel: int = Field(default=1, ge=1, le=1024)
     """How many tasks may run at once, each in its own worktree."""
-    max_attempts: int = Field(default=3, ge=1)
+    max_attempts: int = Field(default=3, ge=1, le=1000)
     """Attempts per task before it is marked failed."""
-    max_turns: int = Field(default=50, ge=1)
+    max_turns: int = Field(default=50, ge=1, le=100_000)
     """Model turns per attempt."""
     max_cost: float | None = Field(default=None, ge=0)
     """US dollars for the whole run; reaching it stops the run resumably."""
@@ -112,17 +112,17 @@ class Settings(BaseModel):
     the prompts folder, and pyproject.toml when its [tool.orchestrate] table is the settings."""
     checkpoints_dir: Path = Path("checkpoints")
     """Where run journals live, relative to the repository root unless absolute."""
-    max_retries: int = Field(default=4, ge=0)
+    max_retries: int = Field(default=4, ge=0, le=100)
     """SDK-level retries for 429/5xx/529 and connection errors."""
     rate_limit_wait: float = Field(default=300.0, ge=0, le=MAX_SECONDS)
     """Seconds a rate-limited run may wait in total before it stops resumably."""
     request_timeout: float = Field(default=600.0, gt=0, le=MAX_SECONDS)
     """Seconds one Messages API request may take."""
-    max_tokens: int = Field(default=8192, ge=1)
+    max_tokens: int = Field(default=8192, ge=1, le=1_000_000)
     """max_tokens per model call."""
     compact_at: float = Field(default=0.7, gt=0, le=1)
     """Share of the model's context window at which old tool results are summarised."""
-    context_window: int = Field(default=200_000, ge=1000)
+    context_window: int = Field(default=200_000, ge=1000, le=100_000_000)
     """Tokens the model accepts; compaction works against this."""
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     """Price table per model id (prefix match), US dollars per million tokens."""
@@ -147,6 +147,14 @@ class Settings(BaseModel):
     built-in prompts (as committed when the run starts; rendered sandboxed)."""
 
     _origins: dict[str, Origin] = PrivateAttr(default_factory=dict)
+
+    @field_validator("branch")
+    @classmethod
+    def _branch_name(cls, value: str | None) -> str | None:
+        """What `git check-ref-format --branch` refuses, refused before anything changes."""
+        if value is not None and not _valid_branch(value):
+            raise ValueError(f"{value!r} is not a valid git branch name")
+        return value
 
     @field_validator("*", mode="after")
     @classmethod
@@ -174,6 +182,20 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nul(v) for v in value)
     return False
+
+
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(/|$)")
+
+
+def _valid_branch(name: str) -> bool:
+    """git-check-ref-format(1)'s rules for a branch name."""
+    return not (
+        not name
+        or name == "@"
+        or name.startswith(("-", "/", "."))
+        or name.endswith(("/", "."))
+        or _BAD_REF.search(name)
+    )
 
 
 # TOML keys, for finding a key's line (tomllib keeps no positions): bare, "basic" or 'literal'.
@@ -281,7 +303,7 @@ def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
         if name not in Settings.model_fields:
             continue
         value: Any = raw
-        if raw[:1] in "[{":
+        if raw[:1] and raw[:1] in "[{":
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
@@ -380,6 +402,10 @@ def _explain(
     origin = origins.get(name, DEFAULT_ORIGIN)
     if config is not None and origin.path == config.path:
         origin = config.origin(spelled.get(name, name), *loc[1:])
+    if first["type"] == "extra_forbidden" and len(loc) > 1:
+        inside = ".".join(loc[:-1])
+        takes = " (a price takes input and output)" if name == "prices" else ""
+        return origin.error(f"unknown key '{loc[-1]}' in setting '{inside}'{takes}")
     if first["type"] == "extra_forbidden":
         close = get_close_matches(name, Settings.model_fields, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else "; the README's Settings lists them"

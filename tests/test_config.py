@@ -166,6 +166,8 @@ def test_a_bad_setting_in_pyproject_names_its_line(project: tuple[Path, Path]) -
         ("--max-cost", "-1", ["flag --max-cost", "greater than or equal to 0"]),
         ("--max-attempts", "0", ["flag --max-attempts"]),
         ("--timeout", "1e308", ["flag --timeout", "604800"]),
+        ("--branch", "a..b", ["flag --branch", "not a valid git branch name"]),
+        ("--parallel", "5000", ["flag --parallel", "less than or equal to 1024"]),
     ],
 )
 @pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
@@ -189,6 +191,13 @@ def test_a_bad_flag_is_refused_before_anything_runs(
         ("ORCHESTRATE_PRICES", "{bad", ["environment variable ORCHESTRATE_PRICES", "JSON"]),
         ("ORCHESTRATE_PARALLEL", "two", ["environment variable ORCHESTRATE_PARALLEL", "integer"]),
         ("ORCHESTRATE_SANDBOX", "off", ["environment variable ORCHESTRATE_SANDBOX", "bubblewrap"]),
+        ("ORCHESTRATE_MODEL", "", ["environment variable ORCHESTRATE_MODEL", "at least 1 character"]),
+        ("ORCHESTRATE_CONTEXT_WINDOW", "9" * 30, ["environment variable ORCHESTRATE_CONTEXT_WINDOW"]),
+        (
+            "ORCHESTRATE_PRICES",
+            '{"my-model": {"input": 1, "output": 1, "cache": 2}}',
+            ["environment variable ORCHESTRATE_PRICES", "unknown key 'cache' in setting 'prices.my-model'"],
+        ),
     ],
 )
 def test_a_bad_environment_variable_is_named(
