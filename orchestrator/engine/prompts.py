@@ -212,6 +212,9 @@ class PromptRenderer:
             auto_reload=False,
         )
         self.rules, self.rules_source = self._project_rules()
+        self._plan_rel = self._relative(plan_path)
+        self._phase_texts: dict[tuple[str, str], str] = {}
+        """(plan sha256, phase id) -> the phase's prose: the same for every task of the phase."""
 
     @classmethod
     def for_run(
@@ -311,11 +314,16 @@ class PromptRenderer:
         repository itself (a worktree); `changes_kept` says whether the previous attempt's changes
         are still in it (not after a merge conflict, or when a resume had to set them aside)."""
         phase = plan.phase(task.phase)
-        phase_text, _ = truncate_middle(_phase_context(plan, task), PHASE_TEXT_LIMIT)
+        key = (plan.sha256, task.phase)
+        phase_text = self._phase_texts.get(key) if plan.sha256 else None
+        if phase_text is None:
+            phase_text, _ = truncate_middle(_phase_context(plan, task), PHASE_TEXT_LIMIT)
+            if plan.sha256:  # (a plan made in memory has no digest to know it by)
+                self._phase_texts[key] = phase_text
         done = [d for d in task.depends_on if (dep := plan.task(d)) is not None and dep.checked]
         context: dict[str, object] = {
             "plan_title": plan.title,
-            "plan_path": self._relative(self.plan_path),
+            "plan_path": self._plan_rel,
             "phase": {"id": task.phase, "title": phase.title if phase else ""},
             "phase_text": phase_text,
             "task": task.model_dump(),

@@ -278,3 +278,28 @@ def test_dry_run_shows_the_committed_templates_and_says_so(tmp_path: Path) -> No
     assert "Edited" not in done.stdout
     assert "prompts/task.md.j2" in done.stderr
     assert "uncommitted" in done.stderr
+
+
+@pytest.mark.parametrize("holds_settings", [True, False], ids=["settings-in-pyproject", "no-settings"])
+def test_pyproject_is_protected_while_it_holds_the_settings(tmp_path: Path, holds_settings: bool) -> None:
+    """pyproject.toml's [tool.orchestrate] is what the next run reads when there is no
+    orchestrate.toml: the agent may not change the file then. Otherwise tasks edit it for their own
+    reasons (dependencies, tool settings) and may."""
+    table = "\n[tool.orchestrate]\nmax_attempts = 2\n" if holds_settings else ""
+    pyproject = f'[project]\nname = "x"\n{table}'
+    repo = make_repo(tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN, "pyproject.toml": pyproject})
+    widened = pyproject + ('sandbox = "none"\n' if holds_settings else "\n[tool.other]\nx = 1\n")
+    steps = {
+        "T001": {
+            "attempts": [
+                [{"write": "a.txt", "content": "a\n"}, {"write": "pyproject.toml", "content": widened}],
+                [{"write": "a.txt", "content": "a\n"}],
+            ]
+        },
+        "T002": [{"write": "b.txt", "content": "b\n"}],
+    }
+    done = orchestrate(repo, "run", "plan.md", "--script", str(script(tmp_path, steps)))
+    assert done.returncode == 0, done.stderr
+    kept = (repo / "pyproject.toml").read_text()
+    assert kept == (pyproject if holds_settings else widened)
+    assert ("pyproject.toml; undone" in done.stderr) is holds_settings
