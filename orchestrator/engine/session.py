@@ -383,6 +383,7 @@ def resume_run(
                 f"`git switch {state.branch}` and resume again"
             )
         check_identity(git)
+        check_checkpoints_dir(git.root, settings)
         journal = store.journal(run_id).open()
         try:
             plan = load_plan(plan_path)
