@@ -509,7 +509,14 @@ class Runner:
                 atomic_write(plan_file, plan_bytes)
             restored.append(self.ctx.plan_rel)
         if self.settings.protected_paths:
-            hit = [p for p in changed if any(fnmatch.fnmatch(p, g) for g in self.settings.protected_paths)]
+            # Not the user's own uncommitted edit (an --allow-dirty run), as long as it is intact.
+            preexisting = self.ctx.preexisting
+            hit = [
+                p
+                for p in changed
+                if any(fnmatch.fnmatch(p, g) for g in self.settings.protected_paths)
+                and (p not in preexisting or workspace_repo.hash_file(p) != preexisting[p])
+            ]
             if hit:
                 workspace_repo.reset_paths(hit)
                 restored.extend(hit)

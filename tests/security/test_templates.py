@@ -303,3 +303,26 @@ def test_pyproject_is_protected_while_it_holds_the_settings(tmp_path: Path, hold
     kept = (repo / "pyproject.toml").read_text()
     assert kept == (pyproject if holds_settings else widened)
     assert ("pyproject.toml; undone" in done.stderr) is holds_settings
+
+
+def test_the_users_own_uncommitted_edits_to_protected_files_are_kept(tmp_path: Path) -> None:
+    """With --allow-dirty, the user's uncommitted edits of orchestrate.toml and of a template are
+    theirs: the guard undoes only what the agent changed, and the user loses nothing."""
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "README.md": "# r\n",
+            "plan.md": PLAN,
+            "orchestrate.toml": "max_attempts = 2\n",
+            "prompts/task.md.j2": "T\n",
+        },
+    )
+    (repo / "orchestrate.toml").write_text("max_attempts = 3  # mine, not committed yet\n")
+    (repo / "prompts" / "task.md.j2").write_text("Mine {{ task.id }}\n")
+    steps = {"T001": [{"write": "a.txt", "content": "a\n"}], "T002": [{"write": "b.txt", "content": "b\n"}]}
+    done = orchestrate(repo, "run", "plan.md", "--script", str(script(tmp_path, steps)), "--allow-dirty")
+    assert done.returncode == 0, done.stderr
+    assert "undone" not in done.stderr
+    assert (repo / "orchestrate.toml").read_text() == "max_attempts = 3  # mine, not committed yet\n"
+    assert (repo / "prompts" / "task.md.j2").read_text() == "Mine {{ task.id }}\n"
+    assert "uncommitted changes that a run does not use" in done.stderr
