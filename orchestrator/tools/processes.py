@@ -1,0 +1,326 @@
+"""Start the processes orchestrate runs for others so that every descendant can be found and killed.
+
+A process group is not enough: a command can leave its group with setsid (Claude Code's Bash tool
+starts every command that way), and a descendant whose parent died is no longer below anything
+we know. So every child started here carries two marks in its environment, which its descendants
+inherit whatever session or parent they end up with:
+
+    ORCHESTRATE_TREE=<token>   one token per start: `kill_tree` finds that start's whole tree
+    ORCHESTRATE_RUN=<run id>   the run it works for: `kill_leftovers` finds what a killed
+                               orchestrate left running (`resume` calls it before anything else)
+
+Both accumulate the enclosing orchestrate's marks (space-separated), so an orchestrate run by
+another one's command stays inside the outer run's tree. Processes are found by reading
+/proc/<pid>/environ (same user) and /proc/<pid>/stat (their parent): a process that wiped its
+environment is still found while some marked ancestor of it lives. The CLI also makes orchestrate
+a child subreaper, so that what escapes both is reparented to orchestrate, not to init, and is
+killed when orchestrate ends (`kill_all_started`). Under bubblewrap, the sandbox's PID namespace
+and --die-with-parent end everything inside when bwrap dies, whatever marks it carries.
+Without /proc (not Linux), the process group is all there is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+RUN_VARIABLE = "ORCHESTRATE_RUN"
+TREE_VARIABLE = "ORCHESTRATE_TREE"
+
+_PROC = "/proc"
+_PR_SET_CHILD_SUBREAPER = 36
+_KILL_ROUNDS = 200
+"""SIGKILL rounds before giving up on a tree that keeps forking (each round ~10 ms)."""
+
+_lock = threading.Lock()
+_run_ids: list[str] = []
+"""The run whose processes are started now (innermost last); set by `tagging_run`."""
+_live: dict[str, subprocess.Popen[bytes]] = {}
+"""Token -> leader of every tree started and not yet killed."""
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A process killed because it outlived what started it."""
+
+    pid: int
+    command: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} ({self.command})"
+
+
+@dataclass
+class Tree:
+    """A started child and the token its whole tree carries."""
+
+    popen: subprocess.Popen[bytes]
+    token: str
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+def become_subreaper() -> bool:
+    """Orphans of our descendants are reparented to us, not to init (Linux only). For the CLI's
+    process, which alone knows that every child it has is its own."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def tagging_run(run_id: str) -> Iterator[None]:
+    """Within this block, every child started carries `run_id` (for `kill_leftovers`)."""
+    with _lock:
+        _run_ids.append(run_id)
+    try:
+        yield
+    finally:
+        with _lock:
+            _run_ids.remove(run_id)
+
+
+def _marked(inherited: str | None, *tags: str) -> str:
+    return " ".join([*(inherited or "").split(), *tags])
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None,
+    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+    stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
+) -> Tree:
+    """Popen in a new session, its environment marked so that `kill_tree` finds all it starts."""
+    token = secrets.token_hex(8)
+    child_env = dict(os.environ if env is None else env)
+    # Our own marks come first: an orchestrate started by another one's command stays its child.
+    child_env[TREE_VARIABLE] = _marked(os.environ.get(TREE_VARIABLE), token)
+    with _lock:
+        runs = list(_run_ids)
+    if runs or os.environ.get(RUN_VARIABLE):
+        child_env[RUN_VARIABLE] = _marked(os.environ.get(RUN_VARIABLE), *runs[-1:])
+    popen = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=child_env,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    with _lock:
+        _live[token] = popen
+    return Tree(popen, token)
+
+
+def kill_tree(tree: Tree, grace: float = 0.0) -> list[Leftover]:
+    """Kill the child and everything it started, wherever it went (setsid, orphaned). With a
+    grace, SIGTERM first and SIGKILL what is left after `grace` seconds. Safe to call twice and
+    from another thread."""
+    leader = tree.pid
+
+    def select(table: dict[int, _Process]) -> set[int]:
+        roots = {p for p, info in table.items() if tree.token in info.trees}
+        return _closure(table, roots | _unreaped([tree.popen]))
+
+    killed = _kill(select, grace, own={leader})
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        # Last, the group's members that wiped their marks and lost their parent. Not first: a
+        # dead leader's children are orphans, no longer found by their parent link.
+        os.killpg(leader, signal.SIGKILL)
+    with _lock:
+        _live.pop(tree.token, None)
+    return killed
+
+
+def kill_leftovers(run_id: str) -> list[Leftover]:
+    """Kill every process that still carries `run_id`, and its descendants: what an earlier
+    orchestrate of this run left running when it was killed."""
+
+    def select(table: dict[int, _Process]) -> set[int]:
+        return _closure(table, {p for p, info in table.items() if run_id in info.runs})
+
+    return _kill(select, 0.0, own=set())
+
+
+def kill_all_started() -> list[Leftover]:
+    """At the end of the CLI's process: every tree still alive (a thread's command when the run
+    was aborted) and every descendant left (orphans reparented to us as subreaper)."""
+    with _lock:
+        tokens = set(_live)
+        leaders = list(_live.values())
+        _live.clear()
+    me = os.getpid()
+
+    def select(table: dict[int, _Process]) -> set[int]:
+        roots = {p for p, info in table.items() if info.trees & tokens or info.ppid == me}
+        return _closure(table, roots | _unreaped(leaders))
+
+    return _kill(select, 0.0, own={p.pid for p in leaders})
+
+
+# -- finding and killing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Process:
+    ppid: int
+    zombie: bool
+    trees: frozenset[str]
+    runs: frozenset[str]
+
+
+def _unreaped(popens: list[subprocess.Popen[bytes]]) -> set[int]:
+    """The pids of those not reaped yet: a reaped one's pid may already be someone else's."""
+    return {p.pid for p in popens if p.returncode is None}
+
+
+def _read(path: str) -> bytes:
+    """The whole file, or nothing (gone, another user's, a kernel thread). os.read, not open():
+    a scan reads two files of every process, and the file objects cost more than the reads."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        parts = []
+        while chunk := os.read(fd, 1 << 16):
+            parts.append(chunk)
+        return b"".join(parts)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _table() -> dict[int, _Process]:
+    """Every process we can see: its parent, and the marks in its environment."""
+    table: dict[int, _Process] = {}
+    try:
+        entries = list(os.scandir(_PROC))
+    except OSError:
+        return table
+    tree_key = TREE_VARIABLE.encode() + b"="
+    run_key = RUN_VARIABLE.encode() + b"="
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        stat = _read(f"{entry.path}/stat")
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) < 2:
+            continue
+        trees: frozenset[str] = frozenset()
+        runs: frozenset[str] = frozenset()
+        environ = _read(f"{entry.path}/environ")
+        if b"ORCHESTRATE_" in environ:
+            for item in environ.split(b"\0"):
+                if item.startswith(tree_key):
+                    trees = frozenset(item[len(tree_key) :].decode(errors="replace").split())
+                elif item.startswith(run_key):
+                    runs = frozenset(item[len(run_key) :].decode(errors="replace").split())
+        table[int(entry.name)] = _Process(int(fields[1]), fields[0] == b"Z", trees, runs)
+    return table
+
+
+def _closure(table: dict[int, _Process], roots: set[int]) -> set[int]:
+    """`roots` and all their descendants, less ourselves and our ancestors, less zombies (dead
+    already: their parent reaps them)."""
+    children: dict[int, list[int]] = {}
+    for pid, info in table.items():
+        children.setdefault(info.ppid, []).append(pid)
+    found: set[int] = set()
+    todo = [p for p in roots if p in table]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    me = os.getpid()
+    while me in table and me not in (0, 1):
+        found.discard(me)
+        me = table[me].ppid
+    return {p for p in found if not table[p].zombie}
+
+
+_Selector = Callable[[dict[int, _Process]], set[int]]
+"""Picks the pids to kill from a table of every process."""
+
+
+def _command(pid: int) -> str:
+    words = _read(f"{_PROC}/{pid}/cmdline").rstrip(b"\0").split(b"\0")
+    text = " ".join(w.decode(errors="replace") for w in words if w) or "?"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _kill(select: _Selector, grace: float, own: set[int]) -> list[Leftover]:
+    """Kill what `select` picks. `own` are children that a Popen reaps."""
+    found = _stop(select, {})
+    if grace > 0 and found:
+        for pid in found:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + grace
+        while any(_alive(p) for p in found) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            _reap(set(found) - own)
+    for _ in range(_KILL_ROUNDS):
+        found = _stop(select, found)  # anything started meanwhile (in the grace)
+        alive = {p for p in found if _alive(p)}
+        if not alive:
+            break
+        for pid in alive:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.005)
+        _reap(alive - own)
+    return [found[p] for p in sorted(found)]
+
+
+def _stop(select: _Selector, found: dict[int, Leftover]) -> dict[int, Leftover]:
+    """SIGSTOP what `select` picks, again until it picks nothing new: a stopped process can neither
+    fork nor die, so the parent links that find a process without marks hold while we look."""
+    found = dict(found)
+    for _ in range(_KILL_ROUNDS):
+        new = select(_table()) - found.keys()
+        if not new:
+            break
+        for pid in new:
+            found[pid] = Leftover(pid, _command(pid))
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    stat = _read(f"{_PROC}/{pid}/stat")
+    return bool(stat) and stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+
+
+def _reap(pids: set[int]) -> None:
+    """Collect those of `pids` that became our children (orphans adopted by us as subreaper), so
+    that no zombie stays behind. Never a Popen's own child: its Popen must see its status."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
