@@ -403,11 +403,10 @@ def reference(root: Path, parallel: int = 1, background: bool = False) -> Outcom
 # --- what a trial may leave behind ---------------------------------------------------------------
 
 
-def left_running(root: Path, kill: bool = True) -> list[str]:
-    """Processes (not zombies) whose working directory, command line or environment is inside
-    `root`; killed (SIGKILL) once listed unless `kill` is false, so that none outlives its trial."""
-    inside = str(root.resolve())
-    found: list[str] = []
+def _processes_in(inside: str) -> dict[int, str]:
+    """pid -> description of each live process (not a zombie) whose working directory, command
+    line or environment is inside the directory `inside`."""
+    found: dict[int, str] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -423,13 +422,28 @@ def left_running(root: Path, kill: bool = True) -> list[str]:
             continue
         if cwd == inside or cwd.startswith(inside + "/") or inside in cmdline or inside.encode() in environ:
             where = cwd.removeprefix(inside + "/") if cwd.startswith(inside + "/") else cwd
-            found.append(f"pid {pid} `{cmdline.strip()[:60]}` in {where}")
-            if kill:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            command = cmdline.strip()
+            if len(command) > 90:  # a sandbox's long argv: its head and the command at its end
+                command = f"{command[:30]} ... {command[-55:]}"
+            found[pid] = f"pid {pid} `{command}` in {where}"
     return found
+
+
+def left_running(root: Path, kill: bool = True) -> list[str]:
+    """Processes still running inside `root` half a second after a first look (one that was only
+    just exiting is not left behind); killed (SIGKILL) once listed unless `kill` is false, so that
+    none outlives its trial."""
+    inside = str(root.resolve())
+    if not _processes_in(inside):
+        return []
+    time.sleep(0.5)
+    found = _processes_in(inside)
+    for pid in found if kill else ():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return list(found.values())
 
 
 def _refs(repo: Path) -> list[str]:
@@ -860,7 +874,9 @@ def notes(modes: list[Mode]) -> list[str]:
             f"orchestrate ran: {how}; {missed} stop(s) came after the process had exited; "
             f"{dirty} trial(s) with a user edit"
         )
-        errors = sorted({s.last_line for s in ended["errored"]})
+        errors = sorted(
+            {f"exit {s.exit_code}: {s.last_line or '(nothing printed)'}" for s in ended["errored"]}
+        )
         if errors:
             out.append(f"{mode.name}: errors after a graceful signal: {'; '.join(errors[:3])}")
         if mode.reference.left_running:
@@ -895,7 +911,7 @@ def run_mode(base: Path, parallel: int, seeds: range, earliest: float, keep: boo
         mode.trials.append(trial)
         if trial.problems and not quiet:
             print(f"{mode.name} seed {seed}: {'; '.join(trial.problems)}", file=sys.stderr, flush=True)
-        if not keep:
+        if not (keep and trial.problems):
             shutil.rmtree(root, ignore_errors=True)
     mode.seconds = time.monotonic() - started
     return mode
@@ -908,7 +924,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         "--parallel", default="1,3", help="comma-separated modes: 1 serial, N tasks at once in worktrees"
     )
     parser.add_argument("--seed", type=int, default=None, help="trial n uses seed S+n (default: the time)")
-    parser.add_argument("--keep", type=Path, default=None, help="keep every trial's repository under DIR")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the failing trials' directories under DIR"
+    )
     parser.add_argument("--quiet", action="store_true", help="no line per failing trial while running")
     parser.add_argument("--verbose", action="store_true", help="list every trial, not only the failing")
     args = parser.parse_args(argv)
@@ -940,7 +958,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             print(f"\nfailing trials ({len(failed)}); one of them again: {again}")
             for line in failed:
                 print(f"  {line}")
-        print(f"\nseeds {seed}..{seed + args.trials - 1}")
+        kept = f"; failing trials kept in {base}" if args.keep is not None else ""
+        print(f"\nseeds {seed}..{seed + args.trials - 1}{kept}")
         return [
             {
                 "parallel": m.parallel,
