@@ -73,21 +73,25 @@ def test_a_nonzero_exit_fails_with_the_output_tail(
 ) -> None:
     monkeypatch.setenv("AGENT_EXIT", "3")
     template = f"{sys.executable} {agent_script} {{prompt_file}} {{workspace}} {{task_id}}"
-    outcome = create_agent(command_settings(template)).run(request(tmp_path), recorder)
+    settings = command_settings(template, agent_env=["AGENT_EXIT"])
+    outcome = create_agent(settings).run(request(tmp_path), recorder)
     assert outcome.status == AgentStatus.FAILED
     assert outcome.summary.startswith("the agent command exited with status 3\nprompt file: ")
     assert "cwd: " in outcome.summary
 
 
-def test_the_agent_keeps_its_keys_but_its_output_is_redacted(
+def test_the_agent_gets_the_keys_named_in_agent_env_only_and_its_output_is_redacted(
     tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret-123456")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-not-for-this-agent")
     monkeypatch.setenv("CLAUDECODE", "1")
-    outcome = create_agent(command_settings('echo "key=$OPENAI_API_KEY nested=[$CLAUDECODE]"')).run(
-        request(tmp_path), recorder
+    settings = command_settings(
+        'echo "key=$OPENAI_API_KEY other=[$ANTHROPIC_API_KEY] nested=[$CLAUDECODE]"',
+        agent_env=["OPENAI_API_KEY"],
     )
-    assert outcome.summary == "key=[redacted $OPENAI_API_KEY] nested=[]"
+    outcome = create_agent(settings).run(request(tmp_path), recorder)
+    assert outcome.summary == "key=[redacted $OPENAI_API_KEY] other=[] nested=[]"
 
 
 def test_a_command_past_the_timeout_is_killed_with_its_children(tmp_path: Path, recorder: Recorder) -> None:

@@ -35,9 +35,9 @@ print(f"wrote notes/{task_id}.txt")
 
 
 def test_a_command_agent_carries_a_plan_to_completion(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo", {"plan.md": PLAN})
-    agent = tmp_path / "agent.py"
-    agent.write_text(AGENT)
+    # The agent lives in the repository: under bubblewrap it runs with a private /tmp.
+    repo = make_repo(tmp_path / "repo", {"plan.md": PLAN, "tools/agent.py": AGENT})
+    agent = repo / "tools" / "agent.py"
     template = f"{sys.executable} {agent} {{prompt_file}} {{workspace}} {{task_id}}"
     done = subprocess.run(
         [str(ORCHESTRATE), "run", "plan.md", "--agent", "command", "--agent-command", template],

@@ -446,3 +446,38 @@ def test_the_warning_is_on_the_live_display(tmp_path: Path) -> None:
     assert "orchestrate run" in drawn  # the live table's title: this was the live display
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
     assert WARNING in plain, plain
+
+
+# -- claude-code: its own key, handed over explicitly, and nothing else of ours ------------------------
+
+FAKE_CLAUDE = """#!/usr/bin/env python3
+import json, os, pathlib, sys
+state = pathlib.Path.home() / ".claude"
+(state / "env.json").write_text(json.dumps(dict(os.environ)))
+try:
+    (pathlib.Path(sys.argv[0]).parent.parent.parent / "outside" / "claude.txt").write_text("escaped")
+except OSError:
+    pass
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "done",
+                  "num_turns": 1, "total_cost_usd": 0.01, "usage": {"input_tokens": 1, "output_tokens": 1}}))
+"""
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_claude_code_gets_its_own_key_and_nothing_else(tmp_path: Path, sandbox: str) -> None:
+    repo = make_repo(tmp_path / "repo", {"plan.md": SIMPLE_PLAN, "bin/claude": FAKE_CLAUDE})
+    (repo / "bin" / "claude").chmod(0o755)
+    git(repo, "add", "bin/claude")
+    git(repo, "commit", "-q", "-m", "an executable claude")
+    (tmp_path / "outside").mkdir()
+    home = Path(os.environ["HOME"])
+    (home / ".claude").mkdir(exist_ok=True)
+    env = {**key_env(sandbox), "PATH": f"{repo / 'bin'}{os.pathsep}{os.environ['PATH']}", "CLAUDECODE": "1"}
+    # The fake does no work: the task's check fails and it is retried; only what claude saw matters.
+    orchestrate(repo, "run", "plan.md", "--agent", "claude-code", "--max-attempts", "1", env=env)
+    seen = json.loads((home / ".claude" / "env.json").read_text())
+    assert seen["ANTHROPIC_API_KEY"] == TEST_KEY  # the CLI needs it to reach the API
+    for name in ("GITHUB_TOKEN", INNOCENT, "CLAUDECODE"):
+        assert name not in seen
+    if sandbox == "bubblewrap":
+        assert not (tmp_path / "outside" / "claude.txt").exists()
