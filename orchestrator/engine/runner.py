@@ -64,6 +64,7 @@ from orchestrator.errors import OrchestrateError
 from orchestrator.persistence.journal import Journal, atomic_write
 from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitError, GitRepo
 from orchestrator.planfile import parse_plan
+from orchestrator.planfile.parser import plan_bytes_as_left, read_plan_bytes
 from orchestrator.planfile.writer import atomic_write as write_plan
 from orchestrator.planfile.writer import set_box, with_box
 from orchestrator.tools.environment import redact, secret
@@ -501,7 +502,7 @@ class Runner:
         tampered = workspace_repo.undo_tampering(changed)
         restored: list[str] = []
         plan_file = workspace_repo.root / self.ctx.plan_rel
-        current = plan_file.read_bytes() if plan_file.exists() else None
+        current = plan_bytes_as_left(plan_file)  # never blocks on a FIFO, never reads /dev/zero
         if current != plan_bytes:
             if plan_bytes is None:
                 plan_file.unlink()
@@ -629,7 +630,7 @@ class Runner:
         self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
         crash_point("after_start", task.id)
         plan_file = workspace / self.ctx.plan_rel
-        plan_bytes = plan_file.read_bytes() if plan_file.exists() else None
+        plan_bytes = plan_bytes_as_left(plan_file)
         request = AgentRequest(
             task_id=task.id,
             attempt=attempt,
@@ -785,7 +786,7 @@ class Runner:
         the box's offset is known and the new plan differs in that box alone, so there is no need
         to parse a large plan again; otherwise the writer re-reads and finds the task by id."""
         path = self.ctx.plan_path
-        data = path.read_bytes()
+        data = read_plan_bytes(path)
         known = self.plan.task(task.id)
         if known is None or hashlib.sha256(data).hexdigest() != self.plan.sha256:
             return set_box(path, task.id, True)

@@ -169,6 +169,15 @@ def read_plan_bytes(path: Path) -> bytes:
     return read_regular_file(path, what="plan", limit=PLAN_LIMIT, error=PlanError, hint="split the plan")
 
 
+def plan_bytes_as_left(path: Path) -> bytes | None:
+    """The plan's bytes as an agent left them, or None when it is gone or anything but a regular
+    file within the limit (a FIFO it made, a link to /dev/zero): read without ever blocking."""
+    try:
+        return read_plan_bytes(path)
+    except PlanError:
+        return None
+
+
 def decode(data: bytes, path: Path) -> str:
     """The plan's text; PlanError for binary, non-UTF-8 or empty content."""
     if b"\x00" in data:

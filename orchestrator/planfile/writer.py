@@ -93,7 +93,12 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     directory = path.parent
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+    try:
+        found = path.lstat()
+    except FileNotFoundError:
+        found = None
+    # The mode of the file replaced; not of what a link or a FIFO left in its place points at.
+    mode = stat.S_IMODE(found.st_mode) if found is not None and stat.S_ISREG(found.st_mode) else None
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     temp = Path(temp_name)
     try:

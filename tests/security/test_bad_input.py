@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -380,3 +381,31 @@ def test_an_agent_cannot_hang_resume_with_a_fifo_plan(repo: Path, tmp_path: Path
     assert killed.returncode == 137, killed.stderr
     done = limited_orchestrate(repo, "resume")
     assert_clean_failure(done)
+
+
+@pytest.mark.parametrize("parallel", [[], ["--parallel", "2"]], ids=["serial", "parallel"])
+@pytest.mark.parametrize("swap", ["mkfifo plan.md", "ln -s /dev/zero plan.md"], ids=["fifo", "dev-zero"])
+def test_an_agent_that_swaps_the_plan_for_a_fifo_or_a_device_cannot_hang_the_run(
+    repo: Path, tmp_path: Path, swap: str, parallel: list[str]
+) -> None:
+    """The plan is read without blocking and put back; changing it fails the attempt, as ever."""
+    script = write_script(
+        tmp_path / "script.json",
+        {
+            "T001": [{"run": f"rm plan.md && {swap} && echo 1 > notes.txt"}],
+            "T002": [{"write": "two.txt", "content": "two\n"}],
+        },
+    )
+    mode = stat.S_IMODE((repo / "plan.md").stat().st_mode)
+    done = limited_orchestrate(
+        repo, "run", "plan.md", "--agent", "scripted", "--script", str(script), *parallel
+    )
+    assert done.returncode == 1, done.stderr
+    assert_clean_failure(done)
+    assert "the agent changed plan.md; undone" in done.stderr
+    assert task_commits(repo) == []
+    plan = repo / "plan.md"
+    assert not plan.is_symlink()
+    assert plan.read_text() == PLAN
+    assert stat.S_IMODE(plan.stat().st_mode) == mode  # not /dev/zero's 0o666
+    assert git(repo, "status", "--porcelain") == ""
