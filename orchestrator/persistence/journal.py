@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import OutOfSpace, out_of_space
+
 FORMAT_VERSION = 1
 JOURNAL_NAME = "journal.jsonl"
 _TMP_PREFIX = ".tmp-"
@@ -126,11 +128,28 @@ class Journal:
             self.open()
         # A lone surrogate (a file name that is not UTF-8, decoded as os.fsdecode does, or a
         # model's bad text) becomes its JSON escape, which reads back as the same string.
-        self._file.write(line.encode("utf-8", "backslashreplace"))
-        self._file.flush()
+        self._write_whole(line.encode("utf-8", "backslashreplace"))
         if durable:
             self.sync()
         return record
+
+    def _write_whole(self, data: bytes) -> None:
+        """Append one record's bytes, straight to the file (nothing left in a buffer to come out
+        later). A write refused part-way (a full disk) takes back what of the record got in, so
+        that a record appended once there is room again is not glued to half of this one."""
+        fd = self._file.fileno()
+        start = os.fstat(fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            os.ftruncate(fd, start)
+            if out_of_space(exc):
+                resume = f"`orchestrate resume {self.directory.name}`"
+                why = f"cannot write the run's journal: {exc.strerror}; make room, then {resume}"
+                raise OutOfSpace(why, path=self.path) from exc
+            raise
 
     def sync(self) -> None:
         """Make every record written so far durable. For writers that serialise their appends
@@ -144,6 +163,12 @@ class Journal:
             _datasync(file.fileno())
         except ValueError:  # closed meanwhile (an aborted run): nothing more is written
             pass
+        except OSError as exc:  # a file system that finds out only now that it has no room
+            if out_of_space(exc):
+                resume = f"`orchestrate resume {self.directory.name}`"
+                why = f"cannot sync the run's journal: {exc.strerror}; make room, then {resume}"
+                raise OutOfSpace(why, path=self.path) from exc
+            raise
 
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.path)
