@@ -28,6 +28,7 @@ from orchestrator.domain.plan import Plan, Task
 from orchestrator.engine.resources import data_dir
 from orchestrator.engine.verification import commands_for
 from orchestrator.errors import ConfigError
+from orchestrator.input_files import PROMPT_FILE_LIMIT, read_regular_file
 from orchestrator.persistence.repo import GitRepo
 from orchestrator.tools.shell import truncate_middle
 
@@ -253,7 +254,10 @@ class PromptRenderer:
         for name in RULE_FILES:
             path = self.repo_root / name
             if path.is_file():
-                found.append((name, path.read_text(encoding="utf-8", errors="replace").strip()))
+                data = read_regular_file(
+                    path, what="project rules file", limit=PROMPT_FILE_LIMIT, error=ConfigError
+                )
+                found.append((name, data.decode("utf-8", errors="replace").strip()))
         if not found:
             return "", ""
         text = "\n\n".join(body for _, body in found)

@@ -409,3 +409,22 @@ def test_an_agent_that_swaps_the_plan_for_a_fifo_or_a_device_cannot_hang_the_run
     assert plan.read_text() == PLAN
     assert stat.S_IMODE(plan.stat().st_mode) == mode  # not /dev/zero's 0o666
     assert git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("kind", ["big", "fifo", "dev-zero"])
+def test_project_rules_that_are_huge_or_not_files_never_fill_memory_or_block(repo: Path, kind: str) -> None:
+    rules = repo / "CLAUDE.md"
+    if kind == "big":
+        with rules.open("wb") as f:  # sparse: 3 GB that use no disk
+            f.write(b"# rules\n")
+            f.truncate(3_000_000_000)
+    elif kind == "fifo":
+        os.mkfifo(rules)
+    else:
+        rules.symlink_to("/dev/zero")
+    done = limited_orchestrate(repo, "run", "plan.md", "--dry-run")
+    if kind == "big":
+        one_line_refusal(done, "CLAUDE.md", "3000 MB is over the 1 MB limit for a project rules file")
+    else:  # not a file: not read, as if absent
+        assert done.returncode == 0, done.stderr
+        assert_clean_failure(done)
