@@ -89,7 +89,9 @@ def test_a_run_held_up_before_its_first_look_at_the_tree_does_not_repeat_a_task(
     real_git = shutil.which("git")
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = status ] && [ ! -e "{gate}/open" ]; then\n'
+        # The subcommand may follow options (`git -c k=v status`).
+        'for arg in "$@"; do [ "$arg" = status ] && break; done\n'
+        f'if [ "$arg" = status ] && [ ! -e "{gate}/open" ]; then\n'
         f'  touch "{gate}/waiting"; n=0\n'
         f'  while [ ! -e "{gate}/open" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done\n'
         "fi\n"
