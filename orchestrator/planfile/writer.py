@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from orchestrator.domain.plan import Plan, Task
-from orchestrator.errors import OutOfSpace, PlanChangedError, out_of_space
+from orchestrator.errors import OutOfSpace, PlanChangedError, PlanError, out_of_space
 from orchestrator.planfile.parser import parse_bytes, read_plan_bytes
 
 _BOX_CHARACTERS = b" xX/-"
@@ -81,12 +81,13 @@ def set_box(path: Path, task_id: str, done: bool, *, expected: Task | None = Non
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Temp file in the same directory, flush + fsync, os.replace, fsync the directory. A disk
-    full (or a quota, or a file-size limit) is an OutOfSpace error, the plan as it was."""
+    full (or a quota, or a file-size limit) is an OutOfSpace error, any other refusal (a read-only
+    file system, permissions) a PlanError; the plan as it was."""
     try:
         _atomic_write(path, data)
     except OSError as exc:
         if not out_of_space(exc):
-            raise
+            raise PlanError(f"cannot write the plan: {exc.strerror or exc}", path=path) from exc
         why = f"cannot write the plan: {exc.strerror}; make room, then try again"
         raise OutOfSpace(why, path=path) from exc
 
@@ -99,7 +100,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
         found = None
     # The mode of the file replaced; not of what a link or a FIFO left in its place points at.
     mode = stat.S_IMODE(found.st_mode) if found is not None and stat.S_ISREG(found.st_mode) else None
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    # The name's head only: a plan named as long as the file system allows leaves no room for more.
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=directory)
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as stream:

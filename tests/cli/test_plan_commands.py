@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -314,3 +315,49 @@ def test_pathological_nesting_is_read_quickly_and_reported(tmp_path: Path) -> No
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert "nested" in done.stdout
+
+
+# ---- writing a tick where the file system says no -----------------------------------------------
+
+
+def test_tick_of_a_plan_with_a_name_as_long_as_the_file_system_allows(tmp_path: Path) -> None:
+    plan_file = tmp_path / ("p" * 250 + ".md")
+    plan_file.write_bytes(b"# Plan\n\n- [ ] T1 a task\n")
+    done = orchestrate("tick", plan_file, "T1")
+    assert done.returncode == 0, done.stderr
+    assert plan_file.read_bytes() == b"# Plan\n\n- [x] T1 a task\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [plan_file.name]
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap for a read-only file system")
+def test_tick_on_a_read_only_file_system_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_bytes(b"# Plan\n\n- [ ] T1 a task\n")
+    done = subprocess.run(
+        [
+            "bwrap",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            str(ORCHESTRATE),
+            "tick",
+            str(plan_file),
+            "T1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if "bwrap:" in done.stderr:
+        pytest.skip(f"bubblewrap cannot run here: {done.stderr.strip()}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        f"orchestrate: error: {plan_file}: cannot write the plan: Read-only file system"
+    )
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert plan_file.read_bytes() == b"# Plan\n\n- [ ] T1 a task\n"
