@@ -499,7 +499,16 @@ class Runner:
         `.git` file, a repository inside the tree: tampering), the plan file and `protected_paths`.
         Returns the paths restored and, in words, the tampering undone."""
         changed = workspace_repo.changed_paths()
-        tampered = workspace_repo.undo_tampering(changed)
+        found = workspace_repo.undo_tampering(changed)
+        tampered = found.here
+        if found.shared and self.executor.slots == 1:
+            tampered += found.shared
+        elif found.shared:  # any agent at work may have done it: said, not held against this one
+            with self._lock:
+                at_work = sorted(self._open)
+            self.record("git_tampered", changes=found.shared, tasks=at_work)
+            what = f"{', '.join(at_work)} were at work: {'; '.join(found.shared)}"
+            self.notice(f"git's own files were changed while {what}", "error")
         restored: list[str] = []
         plan_file = workspace_repo.root / self.ctx.plan_rel
         current = plan_bytes_as_left(plan_file)  # never blocks on a FIFO, never reads /dev/zero

@@ -289,6 +289,8 @@ def start_run(
             plan_sha256=plan.sha256,
             pid=os.getpid(),
         )
+        # What a resume holds git's own files to, whatever an agent a kill interrupted left there.
+        runner.record("git_baseline", durable=False, **git.git_baseline())
         announce_sandbox(runner)
         if runner_hook is not None:
             runner_hook(runner)
@@ -365,6 +367,9 @@ def resume_run(
         state = RunState.from_records(store.records(run_id))
         if not state.run_id:
             raise UsageError(f"run {run_id} has no readable start record in {store.run_dir(run_id)}")
+        # Before any other git command: git's own files as the run found them when it started.
+        baseline = next((r for r in store.records(run_id) if r.get("type") == "git_baseline"), None)
+        tampered = git.resume_git_baseline(baseline) if baseline is not None else []
         if state.status is RunStatus.COMPLETE:
             raise UsageError(
                 f"run {run_id} is complete; nothing to resume (start a new one with `orchestrate run`)"
@@ -413,6 +418,13 @@ def resume_run(
                 pid=os.getpid(),
                 selection={**state.selection, "ids": selection},
             )
+            if tampered:
+                runner.record("git_tampered", changes=tampered)
+                runner.notice(
+                    "git's own files were changed since the run started (by an agent a stop interrupted, "
+                    f"or by you), and put back: {'; '.join(tampered)}",
+                    "error",
+                )
             announce_sandbox(runner)
             plan, in_place = reconcile(runner, plan)
             # A task picked up mid-way owns the tree's changes; otherwise they are someone else's,

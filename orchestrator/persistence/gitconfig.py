@@ -27,14 +27,16 @@ is a process of the same user: it can still race a check, or edit files that are
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SAFETY = (
     "--no-pager",
@@ -222,6 +224,11 @@ class _Hook:
         except OSError:
             return None
 
+    def digest(self) -> str:
+        if self.link is not None:
+            return f"link:{self.link}"
+        return hashlib.sha256(self.data or b"").hexdigest()
+
     def restore(self, path: Path) -> None:
         if self.link is not None:
             put_back(path, None)
@@ -250,7 +257,8 @@ class ConfigGuard:
         """Every watched file as last seen."""
         self._dirs: dict[Path, Signature] = dict.fromkeys((common_dir, git_dir))
         self._hooks: dict[str, _Hook] = {}
-        self._changes: list[str] = []
+        self._changes: list[tuple[Path, str]] = []
+        """What was changed in which file (or folder), not yet taken by `changes`."""
 
     # -- the baseline ----------------------------------------------------------------------
 
@@ -274,14 +282,15 @@ class ConfigGuard:
             else:
                 self._others.add(path)
 
-    def watch(self, path: Path) -> None:
-        """Also keep `path` (a worktree's config.worktree) as it is now."""
+    def watch(self, path: Path, absent: bool = False) -> None:
+        """Also keep `path` (a worktree's config.worktree) as it is now, or `absent`: then one
+        there now is put back (removed) at the next command."""
         with self._lock:
             if not self._started:
                 self._start()
             if path not in self._own:
-                self._own[path] = _read(path)
-                self._known[path] = _signature(path)
+                self._own[path] = None if absent else _read(path)
+                self._known[path] = None if absent else _signature(path)
 
     def forget(self, path: Path) -> None:
         with self._lock:
@@ -301,9 +310,11 @@ class ConfigGuard:
                 if _signature(path) != self._known.get(path) and _read(path) != data:
                     try:
                         put_back(path, data)
-                        self._changes.append(f"{self._name(path)} was changed (put back)")
+                        self._changes.append((path, f"{self._name(path)} was changed (put back)"))
                     except OSError as exc:
-                        self._changes.append(f"{self._name(path)} was changed (cannot put it back: {exc})")
+                        self._changes.append(
+                            (path, f"{self._name(path)} was changed (cannot put it back: {exc})")
+                        )
                 self._known[path] = _signature(path)
             moved = sorted(p for p in self._others if _signature(p) != self._known.get(p))
             if moved:
@@ -311,23 +322,94 @@ class ConfigGuard:
                 self._sort(now)
                 self._pins = tuple(pins(self._baseline, now))
                 self._changes += [
-                    f"{self._name(p)} was changed (what it says to run, orchestrate's git does not)"
+                    (p, f"{self._name(p)} was changed (what it says to run, orchestrate's git does not)")
                     for p in moved
                 ]
                 self._known.update({path: _signature(path) for path in [*self._own, *self._others]})
             return self._pins
 
+    # -- across a resume -------------------------------------------------------------------
+
+    def record(self) -> dict[str, Any]:
+        """What a resume of this run holds git's files to: the settings that name programs, and
+        the hooks (their digests), as this run found them."""
+        with self._lock:
+            if not self._started:
+                self._start()
+            return {
+                "settings": [[e.key, e.value] for e in self._baseline if _program_setting(e.key) is not None],
+                # The names alone (a value may hold a secret, a token in a remote's URL).
+                "keys": sorted({e.key for e in self._baseline if self._ours(e)}),
+                "hooks": {name: hook.digest() for name, hook in self._hooks.items()},
+            }
+
+    def resume(self, recorded: Mapping[str, Any], unset: Callable[[Path, str, str], None]) -> list[str]:
+        """Hold git's files to what the run found when it started (`recorded`, from `record`), not
+        to how a kill left them: a setting that names a program and was not there then is removed
+        from the repository's own config files (`unset(file, key, value)`), pinned off where it is
+        in another; a hook added since is removed. Returns what was changed, in words."""
+        with self._lock:
+            if not self._started:
+                self._start()
+            then: dict[str, list[str]] = {}
+            for key, value in recorded.get("settings", []):
+                then.setdefault(str(key), []).append(str(value))
+            found: list[str] = []
+            edited = False
+            keys = set(recorded.get("keys", []))
+            for entry in self._baseline:
+                where = self._name(entry.origin) if entry.origin is not None else entry.scope
+                if _program_setting(entry.key) is None:
+                    # Said, not undone: it runs nothing, and may be the user's (a remote added).
+                    if self._ours(entry) and entry.key not in keys:
+                        found.append(f"{where}: {entry.key} was set since the run started (left as it is)")
+                    continue
+                if entry.value in then.get(entry.key, []):
+                    continue
+                if entry.origin is not None and self._ours(entry):
+                    unset(entry.origin, entry.key, entry.value)
+                    edited = True
+                    found.append(f"{where}: {entry.key} was set since the run started (removed)")
+                else:
+                    found.append(f"{where}: {entry.key} was set since the run started (not run)")
+            now = self._list() if edited else self._baseline
+            self._baseline = [Entry("recorded", None, k, v) for k, values in then.items() for v in values]
+            self._pins = tuple(pins(self._baseline, now))
+            self._sort(now)
+            for path in self._own:
+                self._own[path] = _read(path)
+            self._known = {path: _signature(path) for path in [*self._own, *self._others]}
+            hooks = self._common / "hooks"
+            digests = recorded.get("hooks", {})
+            added = sorted(name for name in self._hooks if name not in digests)
+            changed = sorted(
+                n for n, hook in self._hooks.items() if n in digests and hook.digest() != digests[n]
+            )
+            for name in added:
+                put_back(hooks / name, None)
+                del self._hooks[name]
+            if added:
+                found.append(
+                    f"hooks added in {self._name(hooks)} since the run started (removed): {', '.join(added)}"
+                )
+            if changed:
+                found.append(
+                    f"hooks changed in {self._name(hooks)} since the run started: {', '.join(changed)}"
+                )
+            return found
+
     # -- when an attempt ends --------------------------------------------------------------
 
-    def changes(self) -> list[str]:
-        """What was changed in git's own files since the last call, each put back where it can
-        be: the config files (checked now), the hooks and the git directories themselves."""
+    def changes(self, which: Callable[[Path], bool]) -> list[str]:
+        """What was changed in git's own files, each put back where it can be (the config files,
+        checked now, the hooks and the git directories themselves), in the files `which` accepts;
+        those are not said again."""
         self.check()
         with self._lock:
             for path, seen in self._dirs.items():
                 now = _signature(path)
                 if seen is not None and (now is None or now[:2] != seen[:2]):
-                    self._changes.append(f"the git directory {path} was replaced")
+                    self._changes.append((path, f"the git directory {path} was replaced"))
                     self._dirs[path] = now
             hooks = self._common / "hooks"
             present = {p.name for p in _files(hooks)}
@@ -346,10 +428,16 @@ class ConfigGuard:
                     how = f"{'added' if want is None else 'changed'} (cannot undo it: {exc})"
                 touched.setdefault(how, []).append(name)
             self._changes += [
-                f"hooks {how} in {self._name(hooks)}: {', '.join(names)}" for how, names in touched.items()
+                (hooks, f"hooks {how} in {self._name(hooks)}: {', '.join(names)}")
+                for how, names in touched.items()
             ]
-            found, self._changes = self._changes, []
+            found = [text for path, text in self._changes if which(path)]
+            self._changes = [(path, text) for path, text in self._changes if not which(path)]
             return found
+
+    def _ours(self, entry: Entry) -> bool:
+        """Whether `entry` is in one of the repository's own config files (under its git directory)."""
+        return entry.origin is not None and entry.origin.is_relative_to(self._common)
 
     def _name(self, path: Path) -> str:
         """`path` as the user knows it: relative to the repository when inside it."""

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import PreflightError
 from orchestrator.persistence.gitconfig import SAFETY, ConfigGuard, Entry, parse_listing, put_back
@@ -64,6 +65,20 @@ class TrailerCommit:
     sha: str
     task_id: str
     run_id: str
+
+
+@dataclass(frozen=True)
+class Tampering:
+    """What undo_tampering found and put back, in words."""
+
+    here: list[str]
+    """In the work tree's own git files: its agent's doing."""
+    shared: list[str]
+    """In the repository's config and hooks, or the user's config: any agent at work may have
+    changed them (in a serial run, the one whose attempt just ended)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.here or self.shared)
 
 
 @dataclass(frozen=True)
@@ -225,14 +240,18 @@ class GitRepo:
         found = self._linked.get(path)
         if found is not None:
             return found
-        admin = self._admins.get(path) or self._find_admin(path)
+        made = self._admins.get(path)
+        admin = made or self._find_admin(path)
         if admin is None:
             raise GitError(f"{path} is not a worktree of {self.root}")
         repo = GitRepo(path)
         repo._git_dir, repo._common_dir, repo._guard = admin, self.common_dir, self._locate()
         repo._dot_git = f"gitdir: {admin}"
         repo._submodules = repo._submodule_files(self._submodule_paths())
-        repo._guard.watch(admin / "config.worktree")
+        # A worktree this process did not make (a resumed run's) has a config.worktree only when git
+        # copied the main worktree's into it (`git worktree add` does, where there is one).
+        copied = made is not None or (self.common_dir / "config.worktree").exists()
+        repo._guard.watch(admin / "config.worktree", absent=not copied)
         self._admins[path] = admin
         self._linked[path] = repo
         return repo
@@ -283,35 +302,57 @@ class GitRepo:
             found[path] = _marker(dot_git)
         return found
 
-    def undo_tampering(self, changed: Iterable[str]) -> list[str]:
-        """What the agent changed in git's own files, each put back, in words for the user
-        (empty when nothing was): the repository's config and hooks (see gitconfig), a worktree's
-        `.git` file, a `.git` in a submodule's directory, and any repository inside the work tree
-        (`changed` holds what `changed_paths` found: git shows such a repository as `dir/`), whose
-        `.git` is removed: a repository there would have orchestrate's `git add` run its config's
-        programs, and commit a gitlink to it."""
+    def git_baseline(self) -> dict[str, Any]:
+        """What a resume holds git's own files to (see ConfigGuard.record): kept in the journal."""
+        return self._locate().record()
+
+    def resume_git_baseline(self, recorded: Mapping[str, Any]) -> list[str]:
+        """Put back, in words, what changed in git's own files since the run started (`recorded`,
+        from git_baseline): what an agent a kill interrupted may have left (see ConfigGuard.resume),
+        and in this work tree, what undo_tampering finds."""
+
+        def unset(path: Path, key: str, value: str) -> None:
+            args = ["config", "--file", str(path), "--fixed-value", "--unset-all", key, value]
+            self._run(args, guarded=False)
+
+        found = self._locate().resume(recorded, unset)
+        tampering = self.undo_tampering(self.changed_paths())
+        return found + tampering.here + tampering.shared
+
+    def undo_tampering(self, changed: Iterable[str]) -> Tampering:
+        """What the agent changed in git's own files, each put back, in words for the user: this
+        work tree's (a worktree's `.git` file and git directory, a `.git` in a submodule's
+        directory, a repository inside the tree) and the repository's (its config and hooks, the
+        user's config: see gitconfig), which any agent at work may have changed.
+
+        A repository inside the tree (`changed` holds what `changed_paths` found: git shows one as
+        `dir/`) loses its `.git`: there, orchestrate's `git add` would run its config's programs
+        (looking for changes in it) and commit a gitlink to it."""
         guard = self._locate()
-        found = guard.changes()
+        worktrees = self.common_dir / "worktrees"
+        linked = self._dot_git is not None
+        here = guard.changes(lambda p: linked and p.is_relative_to(self.git_dir))
+        shared = guard.changes(lambda p: not p.is_relative_to(worktrees))
         if self._dot_git is not None:
             dot_git = self.root / ".git"
             if _marker(dot_git) != (self._dot_git + "\n").encode():
                 put_back(dot_git, (self._dot_git + "\n").encode())
-                found.append("the worktree's .git file was changed (put back)")
+                here.append("the worktree's .git file was changed (put back)")
         for path, want in (self._submodules or {}).items():
             dot_git = self.root / path / ".git"
             if _marker(dot_git) == want or not dot_git.parent.is_dir():
                 continue
             if want is None or not want.startswith(b"<"):  # none, or a file: put back as it was
                 put_back(dot_git, want)
-                found.append(f"{path}/.git was {'added' if want is None else 'changed'} (put back)")
+                here.append(f"{path}/.git was {'added' if want is None else 'changed'} (put back)")
             else:
-                found.append(f"{path}/.git was changed (it cannot be put back)")
+                here.append(f"{path}/.git was changed (it cannot be put back)")
         for path in changed:
             dot_git = self.root / path / ".git"
             if path.endswith("/") and (dot_git.exists() or dot_git.is_symlink()):
                 put_back(dot_git, None)
-                found.append(f"{path}.git: a git repository inside the work tree (removed)")
-        return found
+                here.append(f"{path}.git: a git repository inside the work tree (removed)")
+        return Tampering(here, shared)
 
     # -- branches ---------------------------------------------------------------------------
 

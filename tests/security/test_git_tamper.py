@@ -120,17 +120,29 @@ else
     cp "$H/hooks/"* .git/hooks/ 2>/dev/null
 fi
 # A repository inside the work tree, whose own config runs the program too.
+# (Its own git reads no config of the user's: a later attempt finds the program set there.)
+export GIT_CONFIG_GLOBAL=/dev/null
 mkdir -p nested && cd nested && git init -q . && echo n > n.txt && git add n.txt \
     && git -c user.name=a -c user.email=a@example.invalid commit -qm n
 printf '%s' "$CONFIG" >> .git/config
 printf '* filter=hostile\n' > .gitattributes
 echo changed >> n.txt
+# The user's own git config, too (read-only in bubblewrap); last, since the agent's own git would
+# read it.
+printf '%s' "$CONFIG" >> "@GLOBAL@" 2>/dev/null
 true
 """
 
 
 def hostile_script(outside: Path) -> str:
-    return HOSTILE.replace("@OUT@", str(outside))
+    return HOSTILE.replace("@OUT@", str(outside)).replace("@GLOBAL@", os.environ["GIT_CONFIG_GLOBAL"])
+
+
+def untouched_global_config() -> None:
+    """The user's git config (a test's own, see tests/conftest.py) back as it was, empty, before
+    this test runs git itself: the agent may have written to it, and orchestrate leaves the user's
+    files alone (its own git ignores what they say to run)."""
+    Path(os.environ["GIT_CONFIG_GLOBAL"]).unlink(missing_ok=True)
 
 
 def orchestrate(
@@ -176,6 +188,7 @@ def assert_unharmed(
     ran = (outside / "marker").read_text() if (outside / "marker").exists() else ""
     assert not ran, f"the agent's program ran outside the sandbox:\n{ran}\n{done.stderr}"
     assert not (outside / "env-dump").exists()
+    untouched_global_config()
     assert (repo / ".git" / "config").read_bytes() == config
     assert hooks_of(repo) == hooks
     assert done.returncode == 1, done.stdout + done.stderr
@@ -271,3 +284,58 @@ def test_a_hostile_model_never_runs_its_program_through_orchestrates_git(
         )  # fmt: skip
 
     assert_unharmed(repo, outside, done, config, hooks)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_kill_after_the_agent_tampered_leaves_resume_nothing_of_it_to_run(
+    tmp_path: Path, mode: str
+) -> None:
+    """Killed as the hostile agent's attempt ends (before orchestrate looks at what it did), then
+    resumed: resume puts back what the agent changed in git's files since the run started (which it
+    remembers: the settings that name programs, the hooks), runs none of it, and says so."""
+    repo, outside = project(tmp_path)
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            {
+                "T001": [{"write": "one.txt", "content": "1\n"}, {"run": hostile_script(outside)}],
+                "T002": [{"write": "two.txt", "content": "2\n"}],
+            }
+        )
+    )
+    config, hooks = (repo / ".git" / "config").read_bytes(), hooks_of(repo)
+    args = ["--agent", "scripted", "--script", str(script), *mode_args(mode)]
+
+    killed = orchestrate(
+        repo,
+        "run",
+        "plan.md",
+        *args,
+        env={**settings_env("none"), "ORCHESTRATE_CRASH_AT": "after_agent:T001"},
+    )
+    assert killed.returncode == 137, killed.stderr
+    if mode == "in-place":  # in a worktree, another task's git command has put it back already
+        assert (repo / ".git" / "config").read_bytes() != config
+    done = orchestrate(repo, "resume", env=settings_env("none"))
+
+    ran = (outside / "marker").read_text() if (outside / "marker").exists() else ""
+    assert not ran, f"the agent's program ran outside the sandbox:\n{ran}\n{done.stderr}"
+    assert not (outside / "env-dump").exists()
+    untouched_global_config()
+    # What names a program is gone (a setting that runs nothing, such as the worktreeConfig
+    # extension, is named in the output and left: it may be the user's).
+    assert b".hostile" not in (repo / ".git" / "config").read_bytes()
+    if mode == "in-place":
+        assert (repo / ".git" / "config").read_bytes() == config
+    assert hooks_of(repo) == hooks
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "since the run started" in done.stderr, done.stderr
+    assert "tamper" in done.stderr.lower(), done.stderr
+    fsck = subprocess.run(
+        ["git", "fsck", "--strict", "--no-dangling"], cwd=repo, capture_output=True, text=True
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert git(repo, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split() == ["T002"]
+    for sha in git(repo, "rev-list", "--all").split():
+        assert "160000" not in git(repo, "ls-tree", "-r", sha), "a gitlink was committed"
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
