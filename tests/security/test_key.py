@@ -393,6 +393,20 @@ def test_the_warning_is_in_a_piped_log_and_in_show(tmp_path: Path, how: str) -> 
     assert WARNING in orchestrate(repo, "show", "--json").stdout
 
 
+def test_the_warning_is_repeated_by_resume_and_by_a_dry_run(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"plan.md": SIMPLE_PLAN})
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"T001": [{"write": "b.txt", "content": "b\n"}]}))  # not a.txt
+    args = ["--agent", "scripted", "--script", str(script), "--max-attempts", "1"]
+    env = {"ORCHESTRATE_SANDBOX": "none"}
+    failed = orchestrate(repo, "run", "plan.md", *args, env=env)
+    assert failed.returncode == 1, failed.stderr
+    resumed = orchestrate(repo, "resume", env=env)
+    assert WARNING in resumed.stderr, resumed.stderr
+    dry = orchestrate(repo, "run", "plan.md", "--dry-run", env=env)
+    assert WARNING in dry.stderr, dry.stderr
+
+
 @needs_bwrap
 def test_no_warning_when_confined(tmp_path: Path) -> None:
     repo, args = _scripted_repo(tmp_path)
