@@ -10,6 +10,7 @@ import typer
 from orchestrator import __version__
 from orchestrator.cli import plan_commands, run_commands
 from orchestrator.errors import OrchestrateError
+from orchestrator.tools.processes import become_subreaper
 from orchestrator.tools.seal import seal_process
 
 app = typer.Typer(
@@ -48,6 +49,9 @@ def main() -> None:
     the environment (children and git inherit none), and no command we start can read them back
     from /proc/<our pid>/environ or our memory (see tools/seal.py for what holds where)."""
     seal_process()
+    # Orphans of what we start (a command that left its session and lost its parent) come to
+    # us, not to init: found and killed when the run ends (tools/processes.py).
+    become_subreaper()
     try:
         app()  # standalone: typer reports its own usage errors with exit 2
     except OrchestrateError as exc:

@@ -20,6 +20,7 @@ from orchestrator.cli.display import LiveReporter, pick_reporter
 from orchestrator.domain.state import RunState, TaskStatus
 from orchestrator.engine.resources import data_dir
 from orchestrator.tools.environment import secret
+from orchestrator.tools.processes import kill_all_started
 
 if TYPE_CHECKING:
     from orchestrator.engine.dryrun import DryRun
@@ -32,15 +33,23 @@ RepoOpt = Annotated[Path | None, typer.Option("--repo", help="The git repository
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextmanager
 def _ctrl_c() -> Iterator[Callable[[Runner], None]]:
-    """First Ctrl-C: stop after the current step; second: abort now. Both leave a resumable run."""
+    """First Ctrl-C, SIGTERM or SIGHUP: stop after the current step; a second of any: abort now.
+    Both leave a resumable run."""
     runners: list[Runner] = []
     presses = 0
+    # After a hangup the terminal's fds fail every write (EIO) and no longer say they are ttys.
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
+        del frame
         nonlocal presses
+        if signum == signal.SIGHUP:
+            _away_from(terminal)
         presses += 1
         if presses == 1 and runners:
             runners[0].request_stop()
@@ -48,19 +57,33 @@ def _ctrl_c() -> Iterator[Callable[[Runner], None]]:
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave Ctrl-C as it is
+        previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    except ValueError:  # not the main thread: leave the signals as they are
         yield runners.append
         return
     try:
         yield runners.append
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+
+
+def _away_from(terminal: list[int]) -> None:
+    """The terminal hung up: what is still printed goes nowhere instead of failing the stop."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in terminal:
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _execute(json_output: bool, call: Callable[[Any, Callable[[Runner], None]], RunResult]) -> None:
     reporter = pick_reporter(json_output)
     with ExitStack() as stack:
+        # Run last (callbacks run in reverse): what an aborted run's threads were still running,
+        # and orphans left to us.
+        stack.callback(kill_all_started)
         if isinstance(reporter, LiveReporter):
             stack.enter_context(reporter)
         hook = stack.enter_context(_ctrl_c())

@@ -47,6 +47,7 @@ from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
 from orchestrator.persistence.repo import GitError, GitRepo, find_repo_root
 from orchestrator.planfile import parse_plan
 from orchestrator.planfile.writer import set_box
+from orchestrator.tools.processes import kill_leftovers, tag_children
 from orchestrator.tools.sandbox import Sandbox, SandboxUnavailable, detect_sandbox
 
 # Settings a run remembers so that `resume` behaves like the run it continues.
@@ -224,6 +225,7 @@ def start_run(
     git = located.repo
     settings = load_settings(git.root, overrides)
     run_id = new_run_id()
+    tag_children(run_id)  # every process the run starts carries its id: a later resume finds it
     # The lock first: what is read below (the plan, the tree) is read by one run at a time, so two
     # runs started together cannot both set out on a task the plan shows open.
     with RunLock(git, "run", run_id):
@@ -364,6 +366,12 @@ def resume_run(
     run_id = store.resolve(run_id)
     # The lock before the journal, the plan or the tree is read (see start_run).
     with RunLock(git, "resume", run_id):
+        # Before anything is read or touched: what an earlier orchestrate of this run left running
+        # when it was killed (an agent's command still writing, a git of its holding a lock).
+        for process in kill_leftovers(run_id):
+            left = f"killed {process}, left running by an earlier orchestrate of this run"
+            reporter.emit(Notice(level="warning", message=left))
+        tag_children(run_id)
         state = RunState.from_records(store.records(run_id))
         if not state.run_id:
             raise UsageError(f"run {run_id} has no readable start record in {store.run_dir(run_id)}")

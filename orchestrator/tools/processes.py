@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -44,8 +44,11 @@ _KILL_ROUNDS = 200
 """SIGKILL rounds before giving up on a tree that keeps forking (each round ~10 ms)."""
 
 _lock = threading.Lock()
-_run_ids: list[str] = []
-"""The run whose processes are started now (innermost last); set by `tagging_run`."""
+_run_id: str | None = None
+"""The run whose processes are started now; set by `tag_children`."""
+_subreaper = False
+"""Whether this process adopts its descendants' orphans (then every child left at the end is one
+of ours: `kill_all_started` takes them all)."""
 _live: dict[str, subprocess.Popen[bytes]] = {}
 """Token -> leader of every tree started and not yet killed."""
 
@@ -76,25 +79,22 @@ class Tree:
 def become_subreaper() -> bool:
     """Orphans of our descendants are reparented to us, not to init (Linux only). For the CLI's
     process, which alone knows that every child it has is its own."""
+    global _subreaper
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
-        return False
+        _subreaper = False
+    return _subreaper
 
 
-@contextlib.contextmanager
-def tagging_run(run_id: str) -> Iterator[None]:
-    """Within this block, every child started carries `run_id` (for `kill_leftovers`)."""
-    with _lock:
-        _run_ids.append(run_id)
-    try:
-        yield
-    finally:
-        with _lock:
-            _run_ids.remove(run_id)
+def tag_children(run_id: str | None) -> None:
+    """Mark every child started from now on as working for `run_id` (for `kill_leftovers`).
+    Process-wide, as the subreaper is: one orchestrate process runs one run at a time."""
+    global _run_id
+    _run_id = run_id
 
 
 def _marked(inherited: str | None, *tags: str) -> str:
@@ -115,10 +115,9 @@ def spawn(
     child_env = dict(os.environ if env is None else env)
     # Our own marks come first: an orchestrate started by another one's command stays its child.
     child_env[TREE_VARIABLE] = _marked(os.environ.get(TREE_VARIABLE), token)
-    with _lock:
-        runs = list(_run_ids)
-    if runs or os.environ.get(RUN_VARIABLE):
-        child_env[RUN_VARIABLE] = _marked(os.environ.get(RUN_VARIABLE), *runs[-1:])
+    runs = _marked(os.environ.get(RUN_VARIABLE), *([_run_id] if _run_id else []))
+    if runs:
+        child_env[RUN_VARIABLE] = runs
     popen = subprocess.Popen(
         list(argv),
         cwd=cwd,
@@ -156,16 +155,25 @@ def kill_tree(tree: Tree, grace: float = 0.0) -> list[Leftover]:
 def kill_leftovers(run_id: str) -> list[Leftover]:
     """Kill every process that still carries `run_id`, and its descendants: what an earlier
     orchestrate of this run left running when it was killed."""
+    return _kill(_working_for(run_id), 0.0, own=set())
 
+
+def working_for(run_id: str) -> list[Leftover]:
+    """The processes alive that carry `run_id`, and their descendants (nothing is killed)."""
+    found = _working_for(run_id)(_table())
+    return [Leftover(p, _command(p)) for p in sorted(found)]
+
+
+def _working_for(run_id: str) -> _Selector:
     def select(table: dict[int, _Process]) -> set[int]:
         return _closure(table, {p for p, info in table.items() if run_id in info.runs})
 
-    return _kill(select, 0.0, own=set())
+    return select
 
 
 def kill_all_started() -> list[Leftover]:
-    """At the end of the CLI's process: every tree still alive (a thread's command when the run
-    was aborted) and every descendant left (orphans reparented to us as subreaper)."""
+    """At the end of a run: every tree still alive (a thread's command when the run was aborted)
+    and, in a subreaper, every child left (orphans that wiped their marks, reparented to us)."""
     with _lock:
         tokens = set(_live)
         leaders = list(_live.values())
@@ -173,7 +181,7 @@ def kill_all_started() -> list[Leftover]:
     me = os.getpid()
 
     def select(table: dict[int, _Process]) -> set[int]:
-        roots = {p for p, info in table.items() if info.trees & tokens or info.ppid == me}
+        roots = {p for p, info in table.items() if info.trees & tokens or (_subreaper and info.ppid == me)}
         return _closure(table, roots | _unreaped(leaders))
 
     return _kill(select, 0.0, own={p.pid for p in leaders})

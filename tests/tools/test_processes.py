@@ -85,12 +85,12 @@ def test_kill_tree_finds_a_descendant_that_wiped_its_marks_while_its_parent_live
 _STARTER = """
 import sys, time
 from pathlib import Path
-from orchestrator.tools.processes import tagging_run
+from orchestrator.tools.processes import tag_children
 from orchestrator.tools.shell import run_shell
 from orchestrator.tools.sandbox import detect_sandbox
 sandbox = detect_sandbox(sys.argv[3])
-with tagging_run(sys.argv[1]):
-    run_shell(sys.argv[2], cwd=Path.cwd(), timeout=120, sandbox=sandbox)
+tag_children(sys.argv[1])
+run_shell(sys.argv[2], cwd=Path.cwd(), timeout=120, sandbox=sandbox)
 """
 
 
