@@ -17,9 +17,7 @@ orchestrate's process or the run's state.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -37,6 +35,7 @@ from orchestrator.agents.base import (
 )
 from orchestrator.config import DEFAULT_MODEL, Settings
 from orchestrator.domain.usage import Usage
+from orchestrator.tools import processes
 from orchestrator.tools.environment import child_env, redact
 
 REPORT_INSTRUCTIONS = (
@@ -77,13 +76,6 @@ def _usage_of(result: dict[str, Any]) -> Usage:
     )
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 class ClaudeCodeAgent:
     name = "claude-code"
 
@@ -118,20 +110,22 @@ class ClaudeCodeAgent:
             argv = request.sandbox.with_network().writing(*state).wrap(argv, request.workspace)
         via_stdin = len(request.prompt) > ARGV_PROMPT_LIMIT
         with tempfile.TemporaryFile() as stderr:
-            proc = subprocess.Popen(
+            # Its Bash tool starts each command in a session of its own: only the whole tree, killed
+            # by its marks, takes those with it.
+            tree = processes.spawn(
                 argv,
                 cwd=request.workspace,
                 env=env,
                 stdin=subprocess.PIPE if via_stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                start_new_session=True,
             )
+            proc = tree.popen
             timed_out = threading.Event()
 
             def expire() -> None:
                 timed_out.set()
-                _kill_group(proc)
+                processes.kill_tree(tree)
 
             timer = threading.Timer(self.timeout, expire)
             timer.start()
@@ -144,9 +138,9 @@ class ClaudeCodeAgent:
                 code = proc.wait()
             finally:
                 timer.cancel()
-                if proc.poll() is None:
-                    _kill_group(proc)
-                    proc.wait()
+                # Also after a clean exit: what its commands left running in the background.
+                processes.kill_tree(tree)
+                proc.wait()
                 if proc.stdout is not None:
                     proc.stdout.close()
             stderr.seek(0)

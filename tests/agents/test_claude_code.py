@@ -20,7 +20,7 @@ from tests.fakes.listener import Recorder
 # What the fake CLI does is steered by files next to it: the lines to print, and where to log
 # how it was called. It can also edit a file in its cwd, as the real one would.
 FAKE_CLAUDE = """#!{python}
-import json, os, sys, time
+import json, os, subprocess, sys, time
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "calls.jsonl"), "a") as log:
     log.write(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(),
@@ -30,6 +30,9 @@ script = json.load(open(os.path.join(here, "script.json")))
 for path, content in script.get("edits", {{}}).items():
     with open(path, "w") as f:
         f.write(content)
+if script.get("spawn"):  # as its Bash tool starts a command: in a session of its own
+    subprocess.Popen(["sh", "-c", script["spawn"]], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 for line in script["lines"]:
     print(line if isinstance(line, str) else json.dumps(line), flush=True)
     time.sleep(script.get("pause", 0))
@@ -218,6 +221,28 @@ def test_a_listener_that_stops_the_run_kills_the_session(fake_bin: Path, tmp_pat
     with pytest.raises(Interrupted):
         create_agent(Settings(agent="claude-code")).run(request(tmp_path), listener)
     assert time.monotonic() - started < 5
+
+
+LEAK = "while true; do date >> leak.txt; sleep 0.05; done"
+
+
+def _growing(path: Path) -> bool:
+    time.sleep(0.2)  # a write under way when its writer was killed lands
+    before = path.stat().st_size
+    time.sleep(0.5)
+    return path.stat().st_size != before
+
+
+@pytest.mark.parametrize("timeout", [30, 1.5])
+def test_what_its_bash_tool_left_running_dies_with_the_session(
+    fake_bin: Path, tmp_path: Path, recorder: Recorder, timeout: float
+) -> None:
+    # The session ends on its own (30) or is killed on the agent timeout (1.5); either way the
+    # command it started in a session of its own, still running, is killed with it.
+    script(fake_bin, [INIT, ASSISTANT, result()], pause=1, spawn=LEAK)
+    create_agent(Settings(agent="claude-code", agent_timeout=timeout)).run(request(tmp_path), recorder)
+    assert (tmp_path / "leak.txt").exists()
+    assert not _growing(tmp_path / "leak.txt")
 
 
 def test_missing_claude_cannot_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
