@@ -93,11 +93,11 @@ class Settings(BaseModel):
     max_cost: float | None = Field(default=None, ge=0)
     """US dollars for the whole run; reaching it stops the run resumably."""
     timeout: float = Field(default=600.0, gt=0, le=MAX_SECONDS)
-    """Seconds each verification command may run before its process group is killed."""
+    """Seconds each verification command may run before it and all it started are killed."""
     command_timeout: float = Field(default=300.0, gt=0, le=MAX_SECONDS)
     """Seconds each agent shell command may run."""
     agent_timeout: float = Field(default=3600.0, gt=0, le=MAX_SECONDS)
-    """Seconds a whole claude-code or command agent run may take before its process group is killed."""
+    """Seconds a whole claude-code or command agent run may take before it and all it started are killed."""
     claude_permission_mode: str = "acceptEdits"
     """`claude --permission-mode` for the claude-code agent (acceptEdits, bypassPermissions, ...)."""
     verify: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)

@@ -25,7 +25,7 @@ class AgentRequest(BaseModel):
     model: str | None = None
     max_turns: int = 50
     command_timeout: float = 300.0
-    """Seconds any one shell command of the agent may run before its process group is killed."""
+    """Seconds any one shell command of the agent may run before it and all it started are killed."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment for the agent's commands beyond the allow-list (the user's `pass_env`)."""
     sandbox: Sandbox | None = None

@@ -3,8 +3,8 @@
     --agent command --agent-command "aider --yes --no-auto-commits --message-file {prompt_file}"
 
 {prompt_file}, {workspace} and {task_id} are substituted shell-quoted; the command runs with bash in
-the workspace, in its own process group, killed as a group after agent_timeout seconds. Exit status
-0 means the agent finished (verification then decides whether the task is done).
+the workspace, in a session of its own, killed with all it started after agent_timeout seconds.
+Exit status 0 means the agent finished (verification then decides whether the task is done).
 
 The agent is a tool the user chose, but what it runs is steered by the model and by the repository:
 it gets the allow-listed environment plus the variables named in `agent_env` (its own API key, say,

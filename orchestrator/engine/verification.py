@@ -1,5 +1,5 @@
 """Verification: a task's own commands, then the configured defaults, each in the repository with a
-timeout that kills its whole process group. The first failure ends the round: the retry prompt gets
+timeout that kills it and all it started. The first failure ends the round: the retry prompt gets
 its output."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class CommandResult:
     def explain(self) -> str:
         """One line for a person: what failed and how."""
         if self.timed_out:
-            return f"`{self.command}` timed out after {self.duration:.0f}s (its process group was killed)"
+            return f"`{self.command}` timed out after {self.duration:.0f}s (killed with all it started)"
         if self.not_found:
             return f"`{self.command}`: command not found (exit 127); install it or fix the verify command"
         return f"`{self.command}` exited {self.exit_code}"

@@ -191,7 +191,7 @@ class Toolset:
         )
         notes: list[str] = []
         if result.timed_out:
-            notes.append(f"timed out after {self.command_timeout:g}s; its process group was killed")
+            notes.append(f"timed out after {self.command_timeout:g}s; killed with all it started")
         if result.truncated:
             notes.append(f"output cut to {COMMAND_OUTPUT_LIMIT} characters (head and tail kept)")
         header = f"exit code: {result.exit_code}" + "".join(f"\nnote: {n}" for n in notes)
