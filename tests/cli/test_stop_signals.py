@@ -257,3 +257,53 @@ def test_under_bubblewrap_a_sigkill_ends_the_sandbox_with_orchestrate(tmp_path: 
     resumed = _orchestrate(repo, "resume", *args, sandbox="bubblewrap")
     assert resumed.returncode == 0, resumed.stderr
     assert _committed_tasks(repo) == ["T001"]
+
+
+PARALLEL_PLAN = """\
+# Side by side
+
+- [ ] T001 [P] One
+  - Verify: `true`
+- [ ] T002 [P] Two
+  - Verify: `true`
+"""
+
+
+def test_an_aborted_parallel_run_leaves_nothing_running(tmp_path: Path) -> None:
+    # Two tasks side by side, each in its own worktree and thread, each leaving a writer behind:
+    # the abort does not wait for the threads, yet what they started dies with the run.
+    repo = make_repo(tmp_path / "repo", {"plan.md": PARALLEL_PLAN})
+    leaks = {t: tmp_path / f"leak-{t}.txt" for t in ("T001", "T002")}
+    steps = {
+        t: {
+            "attempts": [
+                [{"run": f"setsid sh -c 'while true; do date >> {leak}; sleep 0.1; done' & sleep 60"}],
+                [],
+            ]
+        }
+        for t, leak in leaks.items()
+    }
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(steps))
+    args = ["--agent", "scripted", "--script", str(script), "--parallel", "2"]
+    proc = _start(repo, args)
+    deadline = time.monotonic() + 30
+    while not all(p.exists() for p in leaks.values()):
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "the writers never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "aborted" in err
+    run_id = _run_id(repo)
+    try:
+        assert not any(_growing(p) for p in leaks.values()), "a thread's writer outlived the run"
+        assert working_for(run_id) == []
+    finally:
+        kill_leftovers(run_id)
+    resumed = _orchestrate(repo, "resume", *args[:-2])  # --parallel is the run's own
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(_committed_tasks(repo)) == ["T001", "T002"]
