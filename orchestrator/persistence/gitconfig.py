@@ -144,6 +144,10 @@ def parse_listing(raw: str, root: Path) -> list[Entry]:
     return entries
 
 
+def _digest(entry: Entry) -> str:
+    return hashlib.sha256(f"{entry.key}\0{entry.value}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def _program_setting(key: str) -> str | None:
     """What turns `key` off, when it names a program; else None."""
     for pattern, off in _PROGRAM_SETTINGS:
@@ -257,6 +261,8 @@ class ConfigGuard:
         """Every watched file as last seen."""
         self._dirs: dict[Path, Signature] = dict.fromkeys((common_dir, git_dir))
         self._hooks: dict[str, _Hook] = {}
+        self._hooks_seen: dict[str, Signature] = {}
+        """The hooks folder as last seen: a hook is read again only when this changed."""
         self._changes: list[tuple[Path, str]] = []
         """What was changed in which file (or folder), not yet taken by `changes`."""
 
@@ -271,6 +277,7 @@ class ConfigGuard:
         self._known = {path: _signature(path) for path in [*self._own, *self._others]}
         self._dirs = {path: _signature(path) for path in self._dirs}
         self._hooks = {p.name: hook for p in _files(self._common / "hooks") if (hook := _Hook.of(p))}
+        self._hooks_seen = _listing_of(self._common / "hooks")
 
     def _sort(self, entries: list[Entry]) -> None:
         """Files under the git directory are put back when changed; any other is listed again."""
@@ -331,14 +338,17 @@ class ConfigGuard:
     # -- across a resume -------------------------------------------------------------------
 
     def record(self) -> dict[str, Any]:
-        """What a resume of this run holds git's files to: the settings that name programs, and
-        the hooks (their digests), as this run found them."""
+        """What a resume of this run holds git's files to, as this run found them: the settings
+        that name programs, the names of the repository's own settings, the hooks. Digests and
+        names only: a value may hold a secret (a token in a credential helper, in a remote's URL),
+        and this goes to the journal."""
         with self._lock:
             if not self._started:
                 self._start()
             return {
-                "settings": [[e.key, e.value] for e in self._baseline if _program_setting(e.key) is not None],
-                # The names alone (a value may hold a secret, a token in a remote's URL).
+                "settings": sorted(
+                    {_digest(e) for e in self._baseline if _program_setting(e.key) is not None}
+                ),
                 "keys": sorted({e.key for e in self._baseline if self._ours(e)}),
                 "hooks": {name: hook.digest() for name, hook in self._hooks.items()},
             }
@@ -351,9 +361,7 @@ class ConfigGuard:
         with self._lock:
             if not self._started:
                 self._start()
-            then: dict[str, list[str]] = {}
-            for key, value in recorded.get("settings", []):
-                then.setdefault(str(key), []).append(str(value))
+            then = set(recorded.get("settings", []))
             found: list[str] = []
             edited = False
             keys = set(recorded.get("keys", []))
@@ -364,7 +372,7 @@ class ConfigGuard:
                     if self._ours(entry) and entry.key not in keys:
                         found.append(f"{where}: {entry.key} was set since the run started (left as it is)")
                     continue
-                if entry.value in then.get(entry.key, []):
+                if _digest(entry) in then:
                     continue
                 if entry.origin is not None and self._ours(entry):
                     unset(entry.origin, entry.key, entry.value)
@@ -373,7 +381,9 @@ class ConfigGuard:
                 else:
                     found.append(f"{where}: {entry.key} was set since the run started (not run)")
             now = self._list() if edited else self._baseline
-            self._baseline = [Entry("recorded", None, k, v) for k, values in then.items() for v in values]
+            # From now on, what the run found (what is still here of it) is the baseline: any other
+            # value is pinned off.
+            self._baseline = [e for e in now if _program_setting(e.key) is None or _digest(e) in then]
             self._pins = tuple(pins(self._baseline, now))
             self._sort(now)
             for path in self._own:
@@ -412,9 +422,10 @@ class ConfigGuard:
                     self._changes.append((path, f"the git directory {path} was replaced"))
                     self._dirs[path] = now
             hooks = self._common / "hooks"
-            present = {p.name for p in _files(hooks)}
+            listing = _listing_of(hooks)
+            names = set(listing) | set(self._hooks) if listing != self._hooks_seen else set()
             touched: dict[str, list[str]] = {}
-            for name in sorted(present | set(self._hooks)):
+            for name in sorted(names):
                 want = self._hooks.get(name)
                 if _Hook.of(hooks / name) == want:
                     continue
@@ -431,6 +442,7 @@ class ConfigGuard:
                 (hooks, f"hooks {how} in {self._name(hooks)}: {', '.join(names)}")
                 for how, names in touched.items()
             ]
+            self._hooks_seen = _listing_of(hooks)
             found = [text for path, text in self._changes if which(path)]
             self._changes = [(path, text) for path, text in self._changes if not which(path)]
             return found
@@ -442,6 +454,22 @@ class ConfigGuard:
     def _name(self, path: Path) -> str:
         """`path` as the user knows it: relative to the repository when inside it."""
         return str(path.relative_to(self._root)) if path.is_relative_to(self._root) else str(path)
+
+
+def _listing_of(folder: Path) -> dict[str, Signature]:
+    """Each file's (or symlink's own) signature in `folder`, by name."""
+    found: dict[str, Signature] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                found[entry.name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        pass
+    return found
 
 
 def _files(folder: Path) -> list[Path]:
