@@ -19,6 +19,7 @@ import functools
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +41,13 @@ _SECTION = re.compile(r"^\s*\[\s*([A-Za-z0-9.-]+)", re.MULTILINE)
 _WHERE = ("--git-dir", "--git-common-dir")
 _NO_PROGRAMS = ("--no-ext-diff", "--no-textconv")
 _SUBMODULE_PATH = re.compile(r"^\s*path\s*=\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return path.lstat().st_mode
+    except OSError:
+        return 0
 
 
 def _marker(path: Path) -> bytes | None:
@@ -175,6 +183,11 @@ class GitRepo:
         guarded: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         guard = self._locate()
+        for folder in (self._git_dir, self._common_dir):
+            # git would follow a `gitdir:` file or a symlink put in its place to the agent's own.
+            assert folder is not None
+            if not stat.S_ISDIR(_lstat_mode(folder)):
+                raise GitError(f"the git directory {folder} is no longer a directory; it was replaced")
         full_env = dict(os.environ)
         full_env.update(
             GIT_DIR=str(self._git_dir), GIT_WORK_TREE=str(self.root), GIT_COMMON_DIR=str(self._common_dir)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orchestrator.persistence.repo import GitRepo
+import pytest
+
+from orchestrator.persistence.repo import GitError, GitRepo
 from tests.conftest import git, make_repo
 
 
@@ -97,3 +99,20 @@ def test_a_repository_inside_the_tree_loses_its_git_dir(tmp_path: Path) -> None:
     assert not (inner / ".git").exists()
     assert repo.changed_paths() == ["inner/x.txt"]
     assert "160000" not in git(repo_path, "ls-tree", "-r", repo.snapshot_tree())
+
+
+def test_a_git_dir_replaced_by_a_git_file_is_not_followed(tmp_path: Path) -> None:
+    program, marker = marking_program(tmp_path)
+    repo_path = make_repo(tmp_path / "repo")
+    repo = GitRepo(repo_path)
+    assert repo.head() is not None
+    own = tmp_path / "own"
+    git(tmp_path, "init", "-q", str(own))
+    with (own / ".git" / "config").open("a") as f:
+        f.write(f"[core]\n\tfsmonitor = {program}\n")
+    (repo_path / ".git").rename(tmp_path / "moved")
+    (repo_path / ".git").write_text(f"gitdir: {own / '.git'}\n")
+
+    with pytest.raises(GitError, match="no longer a directory"):
+        repo.status()
+    assert not marker.exists()
