@@ -138,10 +138,10 @@ def kill_tree(tree: Tree, grace: float = 0.0) -> list[Leftover]:
     from another thread."""
     leader = tree.pid
 
-    def select(table: dict[int, _Process]) -> set[int]:
-        roots = {p for p, info in table.items() if tree.token in info.trees}
-        return _closure(table, roots | _unreaped([tree.popen]))
+    def roots(marks: dict[int, _Marks]) -> set[int]:
+        return {p for p, m in marks.items() if tree.token in m.trees} | _unreaped([tree.popen])
 
+    select = _Selector(roots)
     killed = _kill(select, grace, own={leader})
     with contextlib.suppress(ProcessLookupError, PermissionError):
         # Last, the group's members that wiped their marks and lost their parent. Not first: a
@@ -160,15 +160,11 @@ def kill_leftovers(run_id: str) -> list[Leftover]:
 
 def working_for(run_id: str) -> list[Leftover]:
     """The processes alive that carry `run_id`, and their descendants (nothing is killed)."""
-    found = _working_for(run_id)(_table())
-    return [Leftover(p, _command(p)) for p in sorted(found)]
+    return [Leftover(p, _command(p)) for p in sorted(_working_for(run_id)())]
 
 
 def _working_for(run_id: str) -> _Selector:
-    def select(table: dict[int, _Process]) -> set[int]:
-        return _closure(table, {p for p, info in table.items() if run_id in info.runs})
-
-    return select
+    return _Selector(lambda marks: {p for p, m in marks.items() if run_id in m.runs})
 
 
 def kill_all_started() -> list[Leftover]:
@@ -178,22 +174,18 @@ def kill_all_started() -> list[Leftover]:
         tokens = set(_live)
         leaders = list(_live.values())
         _live.clear()
-    me = os.getpid()
 
-    def select(table: dict[int, _Process]) -> set[int]:
-        roots = {p for p, info in table.items() if info.trees & tokens or (_subreaper and info.ppid == me)}
-        return _closure(table, roots | _unreaped(leaders))
+    def roots(marks: dict[int, _Marks]) -> set[int]:
+        return {p for p, m in marks.items() if m.trees & tokens} | _unreaped(leaders)
 
-    return _kill(select, 0.0, own={p.pid for p in leaders})
+    return _kill(_Selector(roots, adopted=_subreaper), 0.0, own={p.pid for p in leaders})
 
 
 # -- finding and killing -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Process:
-    ppid: int
-    zombie: bool
+class _Marks:
     trees: frozenset[str]
     runs: frozenset[str]
 
@@ -205,7 +197,7 @@ def _unreaped(popens: list[subprocess.Popen[bytes]]) -> set[int]:
 
 def _read(path: str) -> bytes:
     """The whole file, or nothing (gone, another user's, a kernel thread). os.read, not open():
-    a scan reads two files of every process, and the file objects cost more than the reads."""
+    a scan reads a file of every process, and the file objects cost more than the reads."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -221,58 +213,78 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
-def _table() -> dict[int, _Process]:
-    """Every process we can see: its parent, and the marks in its environment."""
-    table: dict[int, _Process] = {}
+def _pids() -> list[str]:
     try:
-        entries = list(os.scandir(_PROC))
-    except OSError:
-        return table
+        return [e.name for e in os.scandir(_PROC) if e.name.isdigit()]
+    except OSError:  # no /proc: the process group is all there is
+        return []
+
+
+def _marks() -> dict[int, _Marks]:
+    """Every process we can see that carries one of our marks in its environment."""
+    marks: dict[int, _Marks] = {}
     tree_key = TREE_VARIABLE.encode() + b"="
     run_key = RUN_VARIABLE.encode() + b"="
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        stat = _read(f"{entry.path}/stat")
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) < 2:
+    for pid in _pids():
+        environ = _read(f"{_PROC}/{pid}/environ")
+        if b"ORCHESTRATE_" not in environ:
             continue
         trees: frozenset[str] = frozenset()
         runs: frozenset[str] = frozenset()
-        environ = _read(f"{entry.path}/environ")
-        if b"ORCHESTRATE_" in environ:
-            for item in environ.split(b"\0"):
-                if item.startswith(tree_key):
-                    trees = frozenset(item[len(tree_key) :].decode(errors="replace").split())
-                elif item.startswith(run_key):
-                    runs = frozenset(item[len(run_key) :].decode(errors="replace").split())
-        table[int(entry.name)] = _Process(int(fields[1]), fields[0] == b"Z", trees, runs)
-    return table
+        for item in environ.split(b"\0"):
+            if item.startswith(tree_key):
+                trees = frozenset(item[len(tree_key) :].decode(errors="replace").split())
+            elif item.startswith(run_key):
+                runs = frozenset(item[len(run_key) :].decode(errors="replace").split())
+        if trees or runs:
+            marks[int(pid)] = _Marks(trees, runs)
+    return marks
 
 
-def _closure(table: dict[int, _Process], roots: set[int]) -> set[int]:
-    """`roots` and all their descendants, less ourselves and our ancestors, less zombies (dead
-    already: their parent reaps them)."""
-    children: dict[int, list[int]] = {}
-    for pid, info in table.items():
-        children.setdefault(info.ppid, []).append(pid)
-    found: set[int] = set()
-    todo = [p for p in roots if p in table]
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
-    me = os.getpid()
-    while me in table and me not in (0, 1):
-        found.discard(me)
-        me = table[me].ppid
-    return {p for p in found if not table[p].zombie}
+def _family() -> dict[int, tuple[int, bool]]:
+    """pid -> (parent pid, whether a zombie) of every process. /proc/<pid>/stat costs more than
+    the environment to read, so it is read only when some process was found to start from."""
+    family: dict[int, tuple[int, bool]] = {}
+    for pid in _pids():
+        stat = _read(f"{_PROC}/{pid}/stat")
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 2:
+            family[int(pid)] = (int(fields[1]), fields[0] == b"Z")
+    return family
 
 
-_Selector = Callable[[dict[int, _Process]], set[int]]
-"""Picks the pids to kill from a table of every process."""
+@dataclass(frozen=True)
+class _Selector:
+    """Picks processes to kill: the roots its function finds among the marked processes (and,
+    when `adopted`, our own children), with all their descendants."""
+
+    roots: Callable[[dict[int, _Marks]], set[int]]
+    adopted: bool = False
+
+    def __call__(self) -> set[int]:
+        roots = self.roots(_marks())
+        if not roots and not self.adopted:
+            return set()  # the common end of a command: one cheap scan
+        family = _family()
+        me = os.getpid()
+        if self.adopted:
+            roots |= {p for p, (parent, _) in family.items() if parent == me}
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _) in family.items():
+            children.setdefault(parent, []).append(pid)
+        found: set[int] = set()
+        todo = [p for p in roots if p in family]
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found.add(pid)
+                todo.extend(children.get(pid, ()))
+        # Never ourselves or our ancestors; never a zombie (dead already: its parent reaps it).
+        while me in family and me not in (0, 1):
+            found.discard(me)
+            me = family[me][0]
+        return {p for p in found if not family[p][1]}
 
 
 def _command(pid: int) -> str:
@@ -284,7 +296,9 @@ def _command(pid: int) -> str:
 def _kill(select: _Selector, grace: float, own: set[int]) -> list[Leftover]:
     """Kill what `select` picks. `own` are children that a Popen reaps."""
     found = _stop(select, {})
-    if grace > 0 and found:
+    if not found:  # the common end of a command: one scan, nothing left
+        return []
+    if grace > 0:
         for pid in found:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
@@ -311,7 +325,7 @@ def _stop(select: _Selector, found: dict[int, Leftover]) -> dict[int, Leftover]:
     fork nor die, so the parent links that find a process without marks hold while we look."""
     found = dict(found)
     for _ in range(_KILL_ROUNDS):
-        new = select(_table()) - found.keys()
+        new = select() - found.keys()
         if not new:
             break
         for pid in new:
