@@ -316,8 +316,9 @@ class GitRepo:
         return found
 
     def git_baseline(self) -> dict[str, Any]:
-        """What a resume holds git's own files to (see ConfigGuard.record): kept in the journal."""
-        return self._locate().record()
+        """What a resume holds git's own files to (see ConfigGuard.record), and where the git
+        directories were: kept in the journal."""
+        return {**self._locate().record(), "git_dir": str(self.git_dir), "common_dir": str(self.common_dir)}
 
     def resume_git_baseline(self, recorded: Mapping[str, Any]) -> list[str]:
         """Put back, in words, what changed in git's own files since the run started (`recorded`,
@@ -328,7 +329,16 @@ class GitRepo:
             args = ["config", "--file", str(path), "--fixed-value", "--unset-all", key, value]
             self._run(args, guarded=False)
 
-        found = self._locate().resume(recorded, unset)
+        guard = self._locate()
+        for key, now in (("git_dir", self.git_dir), ("common_dir", self.common_dir)):
+            then = recorded.get(key)
+            if isinstance(then, str) and Path(then) != now:
+                # A `.git` the agent put in the directory's place sends git to a directory of its own.
+                raise GitError(
+                    f"the repository's git directory is {now}, but was {then} when the run started; "
+                    "put it back, then resume"
+                )
+        found = guard.resume(recorded, unset)
         tampering = self.undo_tampering(self.changed_paths())
         return found + tampering.here + tampering.shared
 

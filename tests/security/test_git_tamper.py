@@ -339,3 +339,30 @@ def test_a_kill_after_the_agent_tampered_leaves_resume_nothing_of_it_to_run(
     for sha in git(repo, "rev-list", "--all").split():
         assert "160000" not in git(repo, "ls-tree", "-r", sha), "a gitlink was committed"
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_resume_refuses_a_git_directory_the_agent_put_in_place_of_the_repositorys(tmp_path: Path) -> None:
+    """Without the sandbox, an agent moves `.git` away and leaves a `.git` file naming a copy with
+    its own config; a kill follows. Resume finds git's directory is not the one the run started
+    with, says so, and runs nothing."""
+    repo, outside = project(tmp_path)
+    prog = tmp_path / "prog"
+    prog.write_text(f'#!/bin/sh\necho "ran: $0 $*" >> "{outside}/marker"\nexec cat\n')
+    prog.chmod(0o755)
+    swap = (
+        "mv .git ../moved-git && cp -r ../moved-git ../copy-git"
+        f" && printf '[core]\\n\\tfsmonitor = {prog}\\n' >> ../copy-git/config"
+        ' && echo "gitdir: $(cd .. && pwd)/copy-git" > .git'
+    )
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"T001": [{"write": "one.txt", "content": "1\n"}, {"run": swap}]}))
+    env = {**settings_env("none"), "ORCHESTRATE_CRASH_AT": "after_agent:T001"}
+
+    killed = orchestrate(repo, "run", "plan.md", "--agent", "scripted", "--script", str(script), env=env)
+    assert killed.returncode == 137, killed.stderr
+    done = orchestrate(repo, "resume", env=settings_env("none"))
+
+    assert not (outside / "marker").exists(), (outside / "marker").read_text()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "git directory" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
