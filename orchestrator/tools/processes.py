@@ -41,7 +41,7 @@ TREE_VARIABLE = "ORCHESTRATE_TREE"
 _PROC = "/proc"
 _PR_SET_CHILD_SUBREAPER = 36
 _KILL_ROUNDS = 200
-"""SIGKILL rounds before giving up on a tree that keeps forking (each round ~10 ms)."""
+"""Rounds of stopping or killing before giving up on a tree that keeps forking (a few ms each)."""
 
 _lock = threading.Lock()
 _run_id: str | None = None
