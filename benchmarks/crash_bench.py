@@ -369,6 +369,9 @@ def _heard(project: Project, done: subprocess.CompletedProcess[str]) -> None:
     """Keep what orchestrate said; a refusal because of the user's edit makes the user pass
     --allow-dirty from then on."""
     said = f"{done.stdout}\n{done.stderr}"
+    log = project.root / f"output-{len(project.outputs)}.txt"
+    if not log.exists():  # an interrupted command's output is there already
+        log.write_text(f"$ {' '.join(done.args[3:])}\n{said}\nexit {done.returncode}\n")
     project.outputs.append(said)
     if done.returncode == 2 and "--allow-dirty" in said:
         project.allow_dirty = True
@@ -680,6 +683,8 @@ def interrupt(args: list[str], project: Project, stop: Interruption, pace: Pace)
     slot = int(stop.fraction * (left + 1))
     log = project.root / f"output-{len(project.outputs)}.txt"
     with open(log, "wb") as out:
+        out.write(f"$ {' '.join(args[3:])}  # to be stopped by {stop.kind}\n".encode())
+        out.flush()
         proc = subprocess.Popen(
             args,
             cwd=project.repo,
@@ -714,8 +719,11 @@ def interrupt(args: list[str], project: Project, stop: Interruption, pace: Pace)
             stop.hung = True
             _signal(proc.pid, "SIGKILL")
             stop.exit_code = proc.wait()
-    said = log.read_text(errors="replace")
+    said = log.read_text(errors="replace").split("\n", 1)[1]
     stop.last_line = (said.strip().splitlines() or [""])[-1][:160]
+    with open(log, "a") as out:
+        landed = f"{stop.kind} came at {stop.delay:.2f}s" if stop.landed else f"no {stop.kind}: it had exited"
+        out.write(f"exit {stop.exit_code} ({landed})\n")
     _heard(project, subprocess.CompletedProcess(args, stop.exit_code or 0, "", said))
 
 
