@@ -484,12 +484,15 @@ def _keep_and_reset(runner: Runner, task_id: str, attempt: int, why: str) -> Non
         return
     git = runner.repo
     run_id = runner.ctx.run_id
+    paths = [p for p in runner.ours(git.changed_paths()) if p != runner.ctx.plan_rel]
+    if not paths:
+        return
     ref = unused_ref(git, ref_name(run_id, task_id, f"attempt-{attempt}"))
     sha = git.save_snapshot(ref, f"orchestrate: edits of {why} task {task_id} (run {run_id})")
     if sha:
         runner.record("edits_saved", task=task_id, attempt=attempt, ref=ref)
         runner.notice(f"its {why} edits are kept in {ref}", task_id=task_id)
-    git.restore_head([p for p in runner.ours(git.changed_paths()) if p != runner.ctx.plan_rel])
+    git.restore_head(paths)
 
 
 def unused_ref(git: GitRepo, ref: str) -> str:
@@ -511,8 +514,10 @@ def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
     - verified or committing, no commit: an unticked tree that still matches the verified hash is
       committed now; a tick without its commit is not trusted (undone, then verified again);
     - agent finished, tree intact: verification (perhaps half-done) runs again;
-    - caught mid-run (or its tree changed since): its edits are kept in a ref, the tree is reset,
-      and the task is re-run;
+    - caught mid-run (or its tree changed since): its edits are kept in a ref, the tree is reset
+      (but for the plan: the user's edits to it are kept and read, a task added there joins the
+      run; the run's own tick that no commit carries is undone), and the task is re-run;
+    - in flight but taken out of the plan by the user: its edits are kept in a ref, the tree reset;
     - failed or skipped: a fresh allowance of attempts;
     - a task of a parallel run: see _reconcile_worktrees.
     """
@@ -548,6 +553,12 @@ def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
             runner.record("task_reset", task=task_id, reason="resumed")
             continue
         if task_id in in_worktrees:
+            continue
+        if task is None and (record.status.in_flight or record.tree is not None):
+            # The user took the task out of the plan: what it left in the tree goes to a ref.
+            _keep_and_reset(runner, task_id, record.attempt, "interrupted")
+            if record.status.in_flight:
+                runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
             continue
         if record.status is TaskStatus.PENDING and record.tree is not None and task is not None:
             # Between a failed attempt and the next: its edits are what the retry builds on.

@@ -225,3 +225,24 @@ def test_user_edits_at_every_other_crash_point_are_kept_parallel(point: str, tmp
     project = make_project(tmp_path, parallel=3)
     _crash(project, point, "T003")
     _user_edits_then_resume(project, ["T001", "T002", "T003", "T004", "T005"])
+
+
+def test_a_task_the_user_took_out_of_the_plan_mid_attempt_leaves_its_edits_in_a_named_ref(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path)
+    _crash(project, "after_agent", "T002")  # T002's first attempt appended to calc.py
+    repo = project.repo
+    partial = (repo / "calc.py").read_text()
+    text = project.plan.read_text()
+    start = text.index("- [ ] T002")
+    project.plan.write_text(text[:start] + text[text.index("\n## Phase 2") + 1 :])
+    script = json.loads(project.script.read_text())
+    del script["T002"]
+    project.script.write_text(json.dumps(script))
+
+    done = _resume(project, "--script", str(project.script))
+    assert done.returncode == 0, done.stderr
+    assert _committed_tasks(repo) == ["T001", "T003", "T004"]
+    assert _kept(repo, "calc.py", partial, done.stderr)
+    assert git(repo, "status", "--porcelain") == ""
