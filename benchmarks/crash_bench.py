@@ -192,6 +192,8 @@ class Project:
     """Everything orchestrate printed in this trial: what it told the user."""
     state_root: Path | None = None
     """Where orchestrate keeps its runs' journals, once looked up."""
+    looked_up: float = 0.0
+    """When the journal was last looked for through orchestrate's history (it is slower)."""
 
 
 @dataclass
@@ -657,7 +659,8 @@ class Pace:
 
 
 def _journal_records(project: Project) -> int:
-    """Complete records in the trial's newest journal (0 before any)."""
+    """Complete records in the trial's newest journal (0 before any): a glob of the checkpoints
+    directory, or (should orchestrate keep its runs elsewhere) the directory `load_run` names."""
     if project.state_root is None:
         from orchestrator.config import load_settings
         from orchestrator.persistence.checkpoints import RunStore
@@ -665,11 +668,17 @@ def _journal_records(project: Project) -> int:
         checkpoints = load_settings(project.repo, {}).checkpoints_dir
         project.state_root = RunStore.for_repo(project.repo, checkpoints).root
     journals = list(project.state_root.glob(f"*/{JOURNAL_NAME}"))
-    if not journals:
-        return 0
-    newest = max(journals, key=lambda p: p.stat().st_mtime_ns)
+    if not journals and time.monotonic() - project.looked_up > 0.25:
+        project.looked_up = time.monotonic()
+        from orchestrator.engine.history import load_run
+
+        try:
+            journals = [load_run(None, project.repo)[1] / JOURNAL_NAME]
+        except OrchestrateError:
+            pass
     try:
-        return newest.read_bytes().count(b"\n")
+        newest = max(journals, key=lambda p: p.stat().st_mtime_ns) if journals else None
+        return newest.read_bytes().count(b"\n") if newest else 0
     except OSError:
         return 0
 
