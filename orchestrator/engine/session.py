@@ -22,6 +22,7 @@ from orchestrator.config import Settings, check_checkpoints_dir, load_settings
 from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, RunStatus, TaskRecord, TaskStatus
+from orchestrator.engine.remembered import remembered, resume_settings
 from orchestrator.engine.runner import (
     IDENTITY_HINT,
     RunContext,
@@ -49,28 +50,6 @@ from orchestrator.planfile import parse_plan
 from orchestrator.planfile.writer import set_box
 from orchestrator.tools.processes import kill_leftovers, tag_children
 from orchestrator.tools.sandbox import Sandbox, SandboxUnavailable, detect_sandbox
-
-# Settings a run remembers so that `resume` behaves like the run it continues.
-REMEMBERED = (
-    "agent",
-    "model",
-    "script",
-    "agent_command",
-    "max_attempts",
-    "max_turns",
-    "max_cost",
-    "timeout",
-    "command_timeout",
-    "agent_timeout",
-    "claude_permission_mode",
-    "verify",
-    "require_verify",
-    "protected_paths",
-    "allow_dirty",
-    "parallel",
-    "sandbox",
-    "prompts_dir",
-)
 
 
 @runtime_checkable
@@ -306,11 +285,6 @@ def start_run(
             journal.close()
 
 
-def remembered(settings: Settings) -> dict[str, Any]:
-    dumped = settings.model_dump(mode="json")
-    return {k: dumped[k] for k in REMEMBERED if k in dumped}
-
-
 def _stopped_for_space(exc: OSError, run_id: str) -> OutOfSpace:
     """A disk that filled up mid-run (wherever the write was: git's index, a worktree, an
     artifact) stops the run resumably, exit 1."""
@@ -382,9 +356,9 @@ def resume_run(
             raise UsageError(
                 f"run {run_id} is complete; nothing to resume (start a new one with `orchestrate run`)"
             )
-        run_overrides = {**state.settings, **{k: v for k, v in overrides.items() if v is not None}}
-        run_overrides.pop("branch", None)
-        settings = load_settings(git.root, run_overrides)
+        # Of the run's recorded settings, only what cannot widen the run (see engine.remembered).
+        resumed = resume_settings(git.root, run_id, state.settings, overrides, store.root)
+        settings = resumed.settings
         plan_path = git.root / state.plan
         if not plan_path.is_file():
             raise PlanError("the run's plan file is gone", path=plan_path)
@@ -426,6 +400,8 @@ def resume_run(
                 pid=os.getpid(),
                 selection={**state.selection, "ids": selection},
             )
+            if resumed.differences:
+                runner.notice(resumed.notice(), "info" if resumed.from_flags else "warning")
             if tampered:
                 runner.record("git_tampered", changes=tampered)
                 runner.notice(

@@ -1,8 +1,15 @@
 """Where runs live (`checkpoints/<run id>/` by default) and the lock that keeps two runs on one
-repository from interleaving."""
+repository from interleaving.
+
+None of orchestrate's own files here is written through a symbolic link: the run directory (see
+persistence.journal), the lock, its holder file and .git/info/exclude. A link where one of them
+belongs is refused with an error that names it (an agent's unconfined commands may have put it
+there)."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import secrets
@@ -10,10 +17,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from filelock import FileLock, Timeout
-
 from orchestrator.errors import PreflightError, UsageError
-from orchestrator.persistence.journal import JOURNAL_NAME, Journal, read_records
+from orchestrator.persistence.journal import JOURNAL_NAME, Journal, read_records, refused_link
 from orchestrator.persistence.repo import GitRepo
 
 
@@ -40,19 +45,36 @@ def _has_start(journal: Path) -> bool:
 class RunStore:
     """The checkpoints directory: one sub-directory per run."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, anchor: Path | None = None):
         self.root = root
+        self.anchor = anchor if anchor is not None else root.parent
+        """Below it, no component of a run's directory may be a link: the repository, for a
+        checkpoints directory inside it (an agent could replace any folder there)."""
 
     @classmethod
     def for_repo(cls, repo_root: Path, checkpoints_dir: Path) -> RunStore:
-        root = checkpoints_dir if checkpoints_dir.is_absolute() else repo_root / checkpoints_dir
-        return cls(root)
+        if checkpoints_dir.is_absolute():
+            return cls(checkpoints_dir)
+        return cls(repo_root / checkpoints_dir, repo_root)
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
 
     def journal(self, run_id: str, *, sync: bool = True) -> Journal:
-        return Journal(self.run_dir(run_id), sync=sync)
+        return Journal(self.run_dir(run_id), sync=sync, anchor=self.anchor)
+
+    def refuse_links(self) -> None:
+        """UnsafeRunState if a folder on the way from the anchor to the checkpoints directory is a
+        link (before anything is written in it)."""
+        try:
+            parts = self.root.relative_to(self.anchor).parts
+        except ValueError:
+            return
+        place = self.anchor
+        for part in parts:
+            place = place / part
+            if place.is_symlink():
+                raise refused_link(place, "remove it (or set checkpoints_dir to the folder it points to)")
 
     def run_ids(self) -> list[str]:
         """Every run whose journal recorded its start, oldest first (a run killed before that did
@@ -87,12 +109,17 @@ class RunStore:
     def ensure_excluded(self, repo: GitRepo) -> None:
         """When the checkpoints directory is inside the repository, keep it out of git through
         .git/info/exclude (never the user's .gitignore)."""
+        self.refuse_links()
         try:
             relative = self.root.resolve().relative_to(repo.root)
         except ValueError:
             return
         if str(relative) in ("", "."):
             raise UsageError("checkpoints_dir cannot be the repository root; choose a sub-directory")
+        # Appended to in place, so neither it nor its folder may be a link (to a file of the user's).
+        for place in (repo.common_dir / "info", repo.common_dir / "info" / "exclude"):
+            if place.is_symlink():
+                raise refused_link(place)
         repo.add_exclude(f"/{relative.as_posix()}/")
 
 
@@ -108,13 +135,27 @@ class RunLock:
         self.holder_file = repo.common_dir / "orchestrate.pid"
         self.command = command
         self.run_id = run_id
-        self._lock = FileLock(str(self.path), timeout=0)
+        self._fd: int | None = None
 
     def acquire(self) -> None:
+        # flock(2) on a file opened without following a link (filelock's open would truncate the
+        # file a link there points to); flock is what filelock uses, so older versions exclude too.
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            self._lock.acquire()
-        except Timeout:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO):
+                raise refused_link(self.path) from None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             raise PreflightError(self._refusal()) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
         self._write_holder()
 
     def name_run(self, run_id: str) -> None:
@@ -126,7 +167,10 @@ class RunLock:
         holder = _read_holder(self.holder_file)
         if holder is not None and holder.get("pid") == os.getpid():
             self.holder_file.unlink(missing_ok=True)
-        self._lock.release()
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
     def _write_holder(self) -> None:
         """Written aside and renamed over the file (a symlink there is replaced, never followed)."""
