@@ -876,10 +876,14 @@ def notes(modes: list[Mode]) -> list[str]:
     for mode in modes:
         stops = [s for t in mode.trials for s in t.plan.interruptions]
         graceful = [s for s in stops if s.landed and s.kind in GRACEFUL]
+        # 128+n is how a program says it ended on signal n (130 for a Ctrl-C), as a death by it does.
+        died = {-1, -2, -15, 129, 130, 143}
         ended = {
             "stopped (exit 0 or 1)": [s for s in graceful if not s.hung and s.exit_code in (0, 1)],
-            "errored": [s for s in graceful if not s.hung and (s.exit_code or 0) > 1],
-            "died of the signal": [s for s in graceful if not s.hung and (s.exit_code or 0) < 0],
+            "ended by the signal (128+n or killed)": [
+                s for s in graceful if not s.hung and s.exit_code in died
+            ],
+            "errored": [s for s in graceful if not s.hung and s.exit_code not in died | {0, 1}],
             "hung": [s for s in graceful if s.hung],
         }
         how = ", ".join(f"{name} {len(which)}" for name, which in ended.items())
