@@ -814,30 +814,29 @@ def test_links_planted_at_the_pid_file_and_at_temp_names_are_not_followed(
 def measured_model(request: RecordedRequest) -> Response:
     """What a model commonly does first: look at the tree, search it, then do the task."""
     messages = request.body["messages"]
-    task = re.search(r"## Your task: (\S+)", messages[0]["content"][0]["text"])
-    assert task is not None
-    name = {"A1": "a1", "A2": "a2", "B1": "b1", "B2": "b2", "C1": "c1"}[task.group(1)]
+    name = re.search(r"Write `(\w+)\.txt`", messages[0]["content"][0]["text"])
+    assert name is not None
     steps: list[tuple[str, dict[str, Any]]] = [
         ("list_dir", {"path": ".", "recursive": True}),
         ("search", {"pattern": "Write|task"}),
-        ("write_file", {"path": f"{name}.txt", "content": f"{name}\n"}),
+        ("write_file", {"path": f"{name.group(1)}.txt", "content": f"{name.group(1)}\n"}),
     ]
     turn = (len(messages) + 1) // 2
-    return tool_call(*steps[turn - 1]) if turn <= len(steps) else finish("done", f"{name}.txt written")
+    return tool_call(*steps[turn - 1]) if turn <= len(steps) else finish("done", "written")
 
 
-def plan_of(*tasks: str) -> str:
-    lines = [f"# Plan {tasks[0][0]}\n\n## Phase 1: Work\n\n"]
-    for task in tasks:
-        lines.append(f"- [ ] {task} Write `{task.lower()}.txt`\n  - Verify: `test -f {task.lower()}.txt`\n")
+def plan_of(title: str, *names: str) -> str:
+    lines = [f"# Plan {title}\n\n## Phase 1: Work\n\n"]
+    for number, name in enumerate(names, 1):
+        lines.append(f"- [ ] T00{number} Write `{name}.txt`\n  - Verify: `test -f {name}.txt`\n")
     return "".join(lines)
 
 
 def tokens_of_a_task_after_two_runs(root: Path, keep_state: bool) -> int:
     """Input tokens (fresh + cache write + cache read) of plan C's task, in a repository where
     plans A and B were run before, their state left in the tree or not."""
-    files = {"README.md": "# measure\n", "a.md": plan_of("A1", "A2"), "b.md": plan_of("B1", "B2")}
-    repo = make_repo(root, {**files, "c.md": plan_of("C1")})
+    files = {"README.md": "# measure\n", "a.md": plan_of("A", "a1", "a2"), "b.md": plan_of("B", "b1", "b2")}
+    repo = make_repo(root, {**files, "c.md": plan_of("C", "c1")})
     with FakeMessagesServer() as api:
         api.respond_with(measured_model)
         env = api_env(api, "none")
@@ -850,7 +849,7 @@ def tokens_of_a_task_after_two_runs(root: Path, keep_state: bool) -> int:
         assert done.returncode == 0, done.stderr
         shown = orchestrate(repo, "show", "--json", env=env)
     report = json.loads(shown.stdout)
-    spent = report["tasks"]["C1"]["usage"]
+    spent = report["tasks"]["T001"]["usage"]
     return int(
         spent["input_tokens"] + spent["cache_creation_input_tokens"] + spent["cache_read_input_tokens"]
     )
@@ -861,6 +860,7 @@ def test_earlier_runs_state_costs_a_later_task_no_tokens(tmp_path: Path) -> None
     with_state = tokens_of_a_task_after_two_runs(tmp_path / "with-state", keep_state=True)
     growth = (with_state - clean) / clean
     print(
-        f"\ntask C1 input tokens: {clean} without earlier runs' state, {with_state} with two ({growth:+.2%})"
+        f"\nplan C's task: {clean} input tokens without earlier runs' state, {with_state} with two "
+        f"({growth:+.2%})"
     )
     assert abs(growth) < 0.002, (clean, with_state)
