@@ -20,6 +20,7 @@ import json
 import os
 import pty
 import re
+import secrets
 import select
 import subprocess
 import sys
@@ -32,7 +33,6 @@ import pytest
 from orchestrator.tools.sandbox import detect_sandbox
 from tests.conftest import git, make_repo
 from tests.fakes.messages_server import (
-    TEST_KEY,
     TEST_MODEL,
     FakeMessagesServer,
     RecordedRequest,
@@ -46,6 +46,9 @@ needs_bwrap = pytest.mark.skipif(
     detect_sandbox("auto").kind != "bubblewrap", reason="bubblewrap cannot run here"
 )
 SANDBOXES = [pytest.param("bubblewrap", marks=needs_bwrap), "none"]
+KEY = f"sk-ant-test-{secrets.token_hex(16)}"
+"""This test run's own key (the fake API takes any): an unconfined command can read any process's
+environment, and other runs on this machine may hold the fakes' TEST_KEY while they start."""
 INNOCENT = "DEPLOY_NOTE"
 """A variable with a name no deny-list flags, holding the key all the same."""
 
@@ -103,7 +106,7 @@ while pid > 1:
     except OSError as exc:
         failed(f"{pid}/walk", exc)
         break
-    if b"orchestrate" in cmdline:
+    if any(os.path.basename(arg) == b"orchestrate" for arg in cmdline.split(b"\0")):
         scan_memory(pid)
     pid = int(stat.rsplit(b")", 1)[1].split()[1])
 for entry in sorted(os.listdir("/proc")):
@@ -168,9 +171,9 @@ def key_env(sandbox: str) -> dict[str, str]:
     """The user's environment: the key under its own name, a token, and the key under an innocent
     name; the sandbox setting as the user chose it."""
     return {
-        "ANTHROPIC_API_KEY": TEST_KEY,
-        "GITHUB_TOKEN": TEST_KEY,
-        INNOCENT: TEST_KEY,
+        "ANTHROPIC_API_KEY": KEY,
+        "GITHUB_TOKEN": KEY,
+        INNOCENT: KEY,
         "ORCHESTRATE_SANDBOX": sandbox,
         "ORCHESTRATE_MAX_RETRIES": "0",
     }
@@ -183,7 +186,7 @@ _B64 = re.compile(rb"[A-Za-z0-9+/]{16,}={0,2}")
 
 def has_key(data: bytes, depth: int = 2) -> bool:
     """The key in `data`, as it is or inside base64 (nested up to `depth`)."""
-    if TEST_KEY.encode() in data:
+    if KEY.encode() in data:
         return True
     if depth == 0:
         return False
@@ -283,9 +286,13 @@ def test_a_hostile_model_and_its_tests_never_get_the_key(tmp_path: Path, sandbox
     assert {"leak_agent.txt", "leak_verify.txt", "snoop.py"} <= set(committed)
     agent_saw = snooped(repo / "leak_agent.txt")
     verify_saw = snooped(repo / "leak_verify.txt")
+    if sandbox == "none":
+        # Unconfined, the snoop found orchestrate among its ancestors and went for its memory.
+        assert "/mem " in agent_saw
+        assert "/mem " in verify_saw
     if sandbox == "bubblewrap":
         # Its own PID namespace: orchestrate and the test process are not there to read.
-        assert "/mem scanned" not in agent_saw + verify_saw
+        assert "/mem " not in agent_saw + verify_saw
         assert not (outside / "agent.txt").exists()
         assert not (outside / "verify.txt").exists()
     shown = orchestrate(repo, "show")
@@ -333,7 +340,7 @@ def test_the_snoop_finds_a_key_where_there_is_one(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "snoop.py", "found.txt"],
         cwd=tmp_path,
-        env={**os.environ, INNOCENT: TEST_KEY},
+        env={**os.environ, INNOCENT: KEY},
         capture_output=True,
         check=True,
         timeout=60,
@@ -490,7 +497,7 @@ def test_claude_code_gets_its_own_key_and_nothing_else(tmp_path: Path, sandbox: 
     # The fake does no work: the task's check fails and it is retried; only what claude saw matters.
     orchestrate(repo, "run", "plan.md", "--agent", "claude-code", "--max-attempts", "1", env=env)
     seen = json.loads((home / ".claude" / "env.json").read_text())
-    assert seen["ANTHROPIC_API_KEY"] == TEST_KEY  # the CLI needs it to reach the API
+    assert seen["ANTHROPIC_API_KEY"] == KEY  # the CLI needs it to reach the API
     for name in ("GITHUB_TOKEN", INNOCENT, "CLAUDECODE"):
         assert name not in seen
     if sandbox == "bubblewrap":
