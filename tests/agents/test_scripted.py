@@ -105,7 +105,7 @@ def test_bad_scripts_are_refused_naming_the_file(tmp_path: Path, content: str, m
 def test_missing_script_and_unknown_tasks(tmp_path: Path) -> None:
     with pytest.raises(ScriptError, match="--script FILE"):
         create_agent(Settings(agent="scripted"))
-    with pytest.raises(ScriptError, match="not found"):
+    with pytest.raises(ScriptError, match="no such script file"):
         load_script(tmp_path / "missing.json")
     agent = _agent(tmp_path, {"T1": [], "T404": []})
     with pytest.raises(ScriptError, match="T404"):
