@@ -104,8 +104,19 @@ def _wipe_environ_block(libc: ctypes.CDLL) -> str:
     return ""
 
 
+_sealed: Sealed | None = None
+
+
 def seal_process() -> Sealed:
-    """Steps 1-4 above; each that cannot be done here is named in `problems`."""
+    """Steps 1-4 above, once per process (later calls return the first one's result); each step
+    that cannot be done here is named in `problems`."""
+    global _sealed
+    if _sealed is None:
+        _sealed = _seal()
+    return _sealed
+
+
+def _seal() -> Sealed:
     sealed = Sealed(held=hold_secrets())
     if not sys.platform.startswith("linux"):
         sealed.problems.append("not Linux: /proc and prctl protections do not apply")
