@@ -146,3 +146,32 @@ def test_a_sandboxed_command_that_times_out_leaves_nothing_running(tmp_path: Pat
     assert result.timed_out
     time.sleep(3)
     assert not marker.exists(), "a process in the sandbox outlived the timeout"
+
+
+@needs_bwrap
+def test_credential_files_in_home_are_masked_unless_given_back(tmp_path: Path) -> None:
+    from orchestrator.tools.sandbox import credential_paths
+
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text("aws_secret_access_key = s3cr3t\n")
+    (home / ".claude").mkdir()
+    (home / ".claude" / ".credentials.json").write_text('{"token": "s3cr3t"}')
+    (home / ".claude.json").write_text('{"primaryApiKey": "s3cr3t"}')
+    (home / ".gitconfig").write_text("[user]\n\tname = Ann\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    found = credential_paths(home)
+    assert {p.name for p in found} == {".aws", ".credentials.json", ".claude.json"}
+    sandbox = bubblewrap.reading(home).hiding(*found)  # (home is in /tmp, private in the sandbox)
+    look = (
+        f"cat {home}/.aws/credentials {home}/.claude/.credentials.json {home}/.claude.json {home}/.gitconfig"
+    )
+    done = _run(sandbox.wrap(["bash", "-c", look + "; true"], work), work)
+    assert "s3cr3t" not in done.stdout
+    assert "name = Ann" in done.stdout  # the rest of home is there, read-only
+    # An agent CLI given its own state back (claude-code) sees its credentials, and only those.
+    given = sandbox.writing(home / ".claude", home / ".claude.json")
+    done = _run(given.wrap(["bash", "-c", look + "; true"], work), work)
+    assert done.stdout.count("s3cr3t") == 2
+    assert "aws_secret_access_key" not in done.stdout

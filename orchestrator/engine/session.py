@@ -49,7 +49,7 @@ from orchestrator.persistence.repo import GitError, GitRepo, find_repo_root
 from orchestrator.planfile import parse_plan
 from orchestrator.planfile.writer import set_box
 from orchestrator.tools.processes import kill_leftovers, tag_children
-from orchestrator.tools.sandbox import Sandbox, SandboxUnavailable, detect_sandbox
+from orchestrator.tools.sandbox import Sandbox, SandboxUnavailable, credential_paths, detect_sandbox
 
 
 @runtime_checkable
@@ -108,12 +108,13 @@ def build_agent(settings: Settings, plan: Plan) -> Agent:
 
 def run_sandbox(settings: Settings, state_root: Path) -> Sandbox:
     """The run's one sandbox, found in pre-flight: bubblewrap where it works (or where the settings
-    require it), hiding the run's state (`state_root`) from every command."""
+    require it), hiding the run's state (`state_root`) and the user's credential files from every
+    command."""
     try:
         sandbox = detect_sandbox(settings.sandbox)
     except SandboxUnavailable as exc:
         raise PreflightError(str(exc)) from None
-    return sandbox.hiding(state_root)
+    return sandbox.hiding(state_root, *credential_paths())
 
 
 def announce_sandbox(runner: Runner) -> None:

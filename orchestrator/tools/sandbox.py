@@ -22,6 +22,25 @@ from typing import Literal
 SandboxMode = Literal["auto", "bubblewrap", "none"]
 
 
+CREDENTIALS = (
+    ".anthropic", ".claude.json", ".claude/.credentials.json", ".config/anthropic", ".netrc",
+    ".git-credentials", ".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".config/gh", ".kube",
+    ".docker/config.json", ".pypirc", ".npmrc", ".cargo/credentials.toml", ".cargo/credentials",
+)  # fmt: skip
+"""Where keys and tokens live in a home directory. The sandbox shows the whole disk read-only, and a
+command that reads a key from one of these could still write it into the repository or tell the
+model: they are masked (an agent CLI given its own state back, ~/.claude, sees its credentials)."""
+
+
+def credential_paths(home: Path | None = None) -> list[Path]:
+    """The files and folders of CREDENTIALS that exist in `home` (default: the user's)."""
+    try:
+        base = home if home is not None else Path.home()
+    except RuntimeError:  # no home directory to be found
+        return []
+    return [base / name for name in CREDENTIALS if (base / name).exists()]
+
+
 class SandboxUnavailable(RuntimeError):
     """bubblewrap was asked for explicitly and cannot run here."""
 
@@ -74,7 +93,12 @@ class Sandbox:
             "--tmpfs", "/tmp",
             "--bind", str(root), str(root),
         ]  # fmt: skip
-        # Mount order matters: each mount covers what came before it at and below its path.
+        # Mount order matters: each mount covers what came before it at and below its path. What
+        # is hidden stays hidden inside what is shown; what a command is given to write (an agent
+        # CLI's own state) it gets whole.
+        for path in self.readable:
+            if path.exists():
+                wrapped += ["--ro-bind", str(path), str(path)]
         for path in self.hidden:
             if path.is_dir():
                 wrapped += ["--tmpfs", str(path)]
@@ -83,9 +107,6 @@ class Sandbox:
         for path in self.writable:
             if path.exists():
                 wrapped += ["--bind", str(path), str(path)]
-        for path in self.readable:
-            if path.exists():
-                wrapped += ["--ro-bind", str(path), str(path)]
         if any(root.is_relative_to(h) for h in self.hidden):
             # A worktree of a parallel run lives under the run's state: bound back in (bwrap makes
             # its mount point inside the empty tmpfs), and nothing else of the state with it.
