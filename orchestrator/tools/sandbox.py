@@ -4,9 +4,9 @@ Under bubblewrap a command sees the whole file system read-only, its workspace r
 workspace's `.git`, a directory or a worktree's file, read-only: orchestrate alone commits), a
 private /tmp, no network unless the sandbox says so, its own PID namespace (orchestrate's process
 and its /proc/<pid>/environ are not there to read) and no capabilities, even when orchestrate runs
-as root (root keeping CAP_SYS_ADMIN inside could remount / read-write). The run's own state
-(`hidden`) is masked by an empty tmpfs. Where bubblewrap is missing or user namespaces are
-disabled, commands run unconfined and `warning` says so in words the user must be shown.
+as root (root keeping CAP_SYS_ADMIN inside could remount / read-write). The run's own state and
+the user's credential files (`hidden`) are masked. Where bubblewrap is missing or user namespaces
+are disabled, commands run unconfined and `warning` says so in words the user must be shown.
 """
 
 from __future__ import annotations
@@ -51,18 +51,14 @@ class Sandbox:
     warning: str = ""
     """Non-empty when commands run unconfined: the words the user must be shown, loudly."""
     hidden: tuple[Path, ...] = ()
-    """Paths the agent may neither read nor write, whatever the kind (the run's own state): the
-    agent's file tools refuse them and, under bubblewrap, they are masked."""
+    """Paths the agent may neither read nor write, whatever the kind (the run's own state, credential
+    files): the agent's file tools refuse them and, under bubblewrap, they are masked."""
     network: bool = False
     """Whether commands keep the network (an agent CLI must reach its model; checks may, by setting)."""
     readable: tuple[Path, ...] = ()
-    """Paths that must stay visible (read-only) although they would be hidden (a prompt file in /tmp)."""
+    """Paths shown read-only that the sandbox would not show otherwise (a prompt file in our /tmp)."""
     writable: tuple[Path, ...] = ()
     """Paths outside the workspace a command may write (an agent CLI's own state directory)."""
-
-    @property
-    def confined(self) -> bool:
-        return self.kind == "bubblewrap"
 
     def hiding(self, *paths: Path) -> Sandbox:
         """This sandbox, also hiding `paths`."""
