@@ -119,6 +119,8 @@ class Sandbox:
             "--die-with-parent",
             "--new-session",
             "--cap-drop", "ALL",
+            # The private /tmp is the one place besides the workspace a command can write.
+            "--setenv", "TMPDIR", "/tmp",
             "--chdir", str(root),
             "--",
             *argv,
