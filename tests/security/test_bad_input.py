@@ -143,9 +143,19 @@ def test_allow_dirty_keeps_a_users_non_utf8_file_out_of_the_commits(repo: Path, 
     json.loads(shown.stdout)
 
 
-def test_a_task_whose_agent_made_a_non_utf8_name_commits_it(repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sandbox", ["auto", "none"])
+def test_a_task_whose_agent_made_a_non_utf8_name_commits_it(repo: Path, tmp_path: Path, sandbox: str) -> None:
     script = write_script(tmp_path / "script.json", MAKES_BAD_NAME)
-    done = orchestrate(repo, "run", "plan.md", "--agent", "scripted", "--script", str(script))
+    done = orchestrate(
+        repo,
+        "run",
+        "plan.md",
+        "--agent",
+        "scripted",
+        "--script",
+        str(script),
+        env={"ORCHESTRATE_SANDBOX": sandbox},
+    )
     assert done.returncode == 0, done.stderr
     assert_clean_failure(done)
     assert task_commits(repo) == ["T001", "T002"]
@@ -302,7 +312,9 @@ def test_a_non_utf8_name_reaches_the_model_as_escaped_text(repo: Path) -> None:
 # -- files that are not regular files, or too big ----------------------------------------------
 
 
-def limited_orchestrate(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def limited_orchestrate(
+    repo: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """With 1 GB of address space and a short timeout: a read that never ends fails the test."""
 
     def limit_memory() -> None:
@@ -311,6 +323,7 @@ def limited_orchestrate(repo: Path, *args: str) -> subprocess.CompletedProcess[s
     return subprocess.run(
         [str(ORCHESTRATE), *args],
         cwd=repo,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=30,
@@ -383,10 +396,11 @@ def test_an_agent_cannot_hang_resume_with_a_fifo_plan(repo: Path, tmp_path: Path
     assert_clean_failure(done)
 
 
+@pytest.mark.parametrize("sandbox", ["auto", "none"])
 @pytest.mark.parametrize("parallel", [[], ["--parallel", "2"]], ids=["serial", "parallel"])
 @pytest.mark.parametrize("swap", ["mkfifo plan.md", "ln -s /dev/zero plan.md"], ids=["fifo", "dev-zero"])
 def test_an_agent_that_swaps_the_plan_for_a_fifo_or_a_device_cannot_hang_the_run(
-    repo: Path, tmp_path: Path, swap: str, parallel: list[str]
+    repo: Path, tmp_path: Path, swap: str, parallel: list[str], sandbox: str
 ) -> None:
     """The plan is read without blocking and put back; changing it fails the attempt, as ever."""
     script = write_script(
@@ -398,8 +412,9 @@ def test_an_agent_that_swaps_the_plan_for_a_fifo_or_a_device_cannot_hang_the_run
     )
     mode = stat.S_IMODE((repo / "plan.md").stat().st_mode)
     done = limited_orchestrate(
-        repo, "run", "plan.md", "--agent", "scripted", "--script", str(script), *parallel
-    )
+        repo, "run", "plan.md", "--agent", "scripted", "--script", str(script), *parallel,
+        env={"ORCHESTRATE_SANDBOX": sandbox},
+    )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert_clean_failure(done)
     assert "the agent changed plan.md; undone" in done.stderr
