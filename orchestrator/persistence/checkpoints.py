@@ -53,9 +53,9 @@ class RunStore:
 
     @classmethod
     def for_repo(cls, repo_root: Path, checkpoints_dir: Path) -> RunStore:
-        if checkpoints_dir.is_absolute():
-            return cls(checkpoints_dir)
-        return cls(repo_root / checkpoints_dir, repo_root)
+        root = Path(os.path.normpath(repo_root / checkpoints_dir))
+        inside = root != repo_root and root.is_relative_to(repo_root)
+        return cls(root, repo_root if inside else None)
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
