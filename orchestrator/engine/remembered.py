@@ -122,7 +122,7 @@ def resume_settings(
         value = _take(rule, name, recorded[name], own, repo_root, checkpoints)
         if value is not _SKIP and _valid(own, name, value):
             adopted[name] = value
-    settings = load_settings(repo_root, {**adopted, **flags}) if adopted else own
+    settings = load_settings(repo_root, flags, recorded=adopted) if adopted else own
     _check_agent(run_id, recorded, flags, settings)
     return _compare(settings, recorded, flags)
 
