@@ -14,13 +14,17 @@ from orchestrator.tools.shell import run_shell
 PEAK_LIMIT_MB = 100
 """Python, the package and pydantic take about 40 MB; the output itself must add next to nothing."""
 
+# VmHWM, not getrusage's ru_maxrss: the latter keeps the peak of the process it was forked from
+# (a large pytest) across exec.
 _MEASURE = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from orchestrator.tools.shell import run_shell
 result = run_shell(sys.argv[1], cwd=Path(sys.argv[2]), timeout=float(sys.argv[3]))
+status = Path("/proc/self/status").read_text()
+peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
 print(json.dumps({
-    "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_mb": peak_kb / 1024,
     "exit_code": result.exit_code, "timed_out": result.timed_out, "duration": result.duration,
     "truncated": result.truncated, "output": result.output,
 }))
