@@ -724,7 +724,7 @@ def _worktree_point(runner: Runner, record: TaskRecord, worktree: Worktree) -> s
     except GitError:
         return None
     (ws.git_dir / "index.lock").unlink(missing_ok=True)  # ours alone: stale after a kill
-    tampered = ws.undo_tampering(ws.changed_paths())
+    tampered = ws.undo_tampering(ws.changed_paths()).here
     if tampered:  # by an attempt a kill cut short: its work is not picked up
         runner.record("git_tampered", task=record.id, attempt=record.attempt, changes=tampered)
         runner.notice(f"the agent tampered with git's own files: {'; '.join(tampered)}", "error", record.id)
