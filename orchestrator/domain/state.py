@@ -142,7 +142,9 @@ class RunState(BaseModel):
     """The settings the run was started with (resume reuses them; flags may override)."""
     selection: dict[str, Any] = Field(default_factory=dict)
     preexisting: dict[str, str | None] = Field(default_factory=dict)
-    """Paths already dirty when an --allow-dirty run started, with their blob ids: not the run's."""
+    """Paths already dirty when an --allow-dirty run started, or changed by the user while it was
+    stopped (recorded by an --allow-dirty resume: `user_changes`), with their blob ids: not the
+    run's, kept out of its commits while they stay as they were."""
     status: RunStatus = RunStatus.RUNNING
     message: str = ""
     started_at: float = 0.0
@@ -205,6 +207,9 @@ class RunState(BaseModel):
             self.settings.update(record.get("overrides", {}))
             if isinstance(record.get("selection"), dict):  # tasks the user added since join the run
                 self.selection = dict(record["selection"])
+            return
+        if kind == "user_changes":
+            self.preexisting.update(record.get("paths", {}))
             return
         if kind in ("run_stopped", "run_finished"):
             self.status = RunStatus(record.get("status", "stopped"))

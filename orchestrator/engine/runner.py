@@ -655,10 +655,14 @@ class Runner:
         outcome = self.agent.run(request, self._listener(task.id, attempt))
         crash_point("after_agent", task.id)
         restored, tampered = self._guard(ws_repo, plan_bytes)
-        # No snapshot of the tree here: the verification that follows decides (a kill before it
-        # ends is resumed by verifying again), and the tree is recorded as verified or as failed.
+        # In place, the tree as the agent left it: after a stop the user may edit the tree, and a
+        # resume tells their changes (paths that differ from this tree) from the task's (paths
+        # this tree changed), which are all its commit may hold. Two git processes against an
+        # agent call. In a worktree no one else edits, so no snapshot: the verification that
+        # follows decides (a kill before it ends is resumed by verifying again).
         # Synced with the verdict that follows (task_verified, attempt_failed): lost to a power
         # cut, the attempt is merely run again.
+        tree = ws_repo.snapshot_tree() if in_place else None
         self.record(
             "agent_finished",
             durable=False,
@@ -667,6 +671,7 @@ class Runner:
             status=outcome.status.value,
             summary=redact(outcome.summary[:4000]),
             turns=outcome.turns,
+            **({"tree": tree} if tree else {}),
             **usage_to_record(outcome.usage),
         )
         self.emit(
@@ -698,7 +703,7 @@ class Runner:
                 f"the agent reported {outcome.status.value}: {outcome.summary.strip() or 'no reason given'}"
             )
         if reason:
-            tree = ws_repo.snapshot_tree()
+            tree = tree or ws_repo.snapshot_tree()
             self.record("attempt_failed", task=task.id, attempt=attempt, reason=reason, tree=tree)
             crash_point("after_failed_attempt", task.id)
             return False

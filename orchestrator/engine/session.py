@@ -411,19 +411,30 @@ def resume_run(
                     "error",
                 )
             announce_sandbox(runner)
-            plan, in_place = reconcile(runner, plan)
-            # A task picked up mid-way owns the tree's changes; otherwise they are someone else's,
-            # but for the plan's: the user's edits to it are read and kept (committed with the
-            # next task's tick).
-            leftover = [] if in_place else [p for p in runner.ours(git.changed_paths()) if p != state.plan]
+            reconciled = reconcile(runner, plan)
+            plan = reconciled.plan
+            # The tree's changes are the run's where a task picked up mid-way made them; the rest
+            # are someone else's, but for the plan's: the user's edits to it are read and kept
+            # (committed with the next task's tick).
+            leftover = [
+                p for p in runner.ours(git.changed_paths()) if p != state.plan and p not in reconciled.owned
+            ]
             if leftover and not settings.allow_dirty:
                 raise PreflightError(
-                    f"the work tree has changes the run did not make ({leftover[0]}, ...); "
-                    "commit or stash them, or pass --allow-dirty to leave them out of the run's commits"
+                    f"the work tree has changes the run did not make ({_some(leftover)}); commit or "
+                    "stash them, or pass --allow-dirty to leave them in the tree, out of the run's commits"
                 )
-            # With --allow-dirty they stay as they are, out of every commit of the run (as a
-            # new run's are), unless a task changes them.
-            ctx.preexisting.update({path: git.hash_file(path) for path in leftover})
+            if leftover:
+                # With --allow-dirty they stay as they are, out of every commit of the run (as a
+                # new run's are) unless a task changes them; journaled, so that a later resume
+                # knows them for the user's even in a tree a task was verified on.
+                theirs = {path: git.hash_file(path) for path in leftover}
+                runner.record("user_changes", paths=theirs)
+                ctx.preexisting.update(theirs)
+                runner.notice(
+                    f"changes the run did not make ({_some(leftover)}) stay in the work tree, out of "
+                    "the run's commits (--allow-dirty)"
+                )
             if runner_hook is not None:
                 runner_hook(runner)
             return runner.run(resumed=True)
@@ -482,15 +493,30 @@ def unused_ref(git: GitRepo, ref: str) -> str:
     return candidate
 
 
-def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
-    """Make the journal agree with the branch and the work tree before going on; the plan as it
-    is now, and the tasks picked up mid-way in the run's work tree.
+@dataclass
+class Reconciled:
+    """What resume found, to go on from."""
+
+    plan: Plan
+    """The plan as it is now."""
+    in_place: list[str]
+    """Tasks picked up mid-way in the run's work tree."""
+    owned: set[str]
+    """The paths those tasks changed: all their commits may hold. Any other change in the tree but
+    the plan's is not the run's."""
+
+
+def reconcile(runner: Runner, plan: Plan) -> Reconciled:
+    """Make the journal agree with the branch and the work tree before going on.
 
     - a commit with the task's trailer on the branch: the task is done (whatever the journal says);
     - journaled done but no such commit (the branch was reset): the task runs again;
     - verified or committing, no commit: an unticked tree that still matches the verified hash is
       committed now; a tick without its commit is not trusted (undone, then verified again);
     - agent finished, tree intact: verification (perhaps half-done) runs again;
+    - agent finished, verified, or between attempts, and the user changed the tree since (serial
+      runs): see _pick_up_in_place; paths the task did not change are the user's, never part of
+      its commit;
     - caught mid-run (or its tree changed since): its edits are kept in a ref, the tree is reset
       (but for the plan: the user's edits to it are kept and read, a task added there joins the
       run; the run's own tick that no commit carries is undone), and the task is re-run;
@@ -504,6 +530,7 @@ def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
     committed = {c.task_id: c.sha for c in git.trailer_commits(run_id)}
     in_worktrees = _reconcile_worktrees(runner, committed)
     in_place: list[str] = []
+    owned: set[str] = set()
     # Tasks of a serial run can only be picked up mid-way by a serial executor (in place).
     adopt_in_place = not isinstance(runner.executor, WorktreeExecutor)
     plan_file = runner.ctx.plan_path
@@ -539,10 +566,11 @@ def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
             continue
         if record.status is TaskStatus.PENDING and record.tree is not None and task is not None:
             # Between a failed attempt and the next: its edits are what the retry builds on.
-            if adopt_in_place and git.snapshot_tree() == record.tree:
-                runner.resume_at(task_id, "retry")
+            point = _pick_up_in_place(runner, record, owned) if adopt_in_place else None
+            if point is not None:
+                runner.resume_at(task_id, point)
                 in_place.append(task_id)
-            else:
+            elif not adopt_in_place:
                 _keep_and_reset(runner, task_id, record.attempt, "interrupted")
             continue
         if not record.status.in_flight or task is None:
@@ -551,14 +579,20 @@ def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
             # The tick is in the work tree but no commit carries it: not trusted.
             plan = set_box(runner.ctx.plan_path, task_id, False)
             task = plan.task(task_id) or task
-        tree = git.snapshot_tree()
-        point = _pick_up_at(record, tree) if adopt_in_place else None
-        if point is not None:
-            runner.resume_at(task_id, point)
-            in_place.append(task_id)
-        else:
-            _keep_and_reset(runner, task_id, record.attempt, "interrupted")
-            runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
+        if adopt_in_place and record.tree is not None:
+            point = _pick_up_in_place(runner, record, owned)
+            if point is not None:
+                runner.resume_at(task_id, point)
+                in_place.append(task_id)
+            else:  # what it left was set aside there
+                runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
+            continue
+        if adopt_in_place and record.status is not TaskStatus.RUNNING:
+            # Its agent's tree is not on record (a journal of an older orchestrate): whose the
+            # tree's changes are cannot be told, so none of them are taken for its work.
+            runner.notice("its work tree is not on record; running it again", "warning", task_id)
+        _keep_and_reset(runner, task_id, record.attempt, "interrupted")
+        runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
     plan = parse_plan(runner.ctx.plan_path)
     runner.ctx.selection = resumed_selection(plan, state.selection)
     runner.plan = plan
@@ -571,7 +605,71 @@ def reconcile(runner: Runner, plan: Plan) -> tuple[Plan, list[str]]:
     for record in state.tasks.values():
         if record.status is TaskStatus.DONE:
             runner.scheduler.done.add(record.id)
-    return plan, in_place
+    return Reconciled(plan, in_place, owned)
+
+
+def _pick_up_in_place(runner: Runner, record: TaskRecord, owned: set[str]) -> str | None:
+    """Where a serial task with its tree on record goes on in the run's work tree ('retry',
+    'verify', 'commit'; the paths it changed are added to `owned`), or None: run it again.
+
+    The task's paths are those its recorded tree (as its agent left it, as verified, or as a
+    failed attempt left it) changes against the branch head, less what was dirty before an
+    --allow-dirty run and still is as it was; paths where the tree now differs from the recorded
+    one were changed since the stop, by someone else (the user). Apart, the task goes on with its
+    own paths and the user's stay as they are, never part of its commit (the dirty-tree check
+    decides about them). Where the user changed a path of the task's, whose work the path holds
+    cannot be told: the whole tree is kept in a named ref, the task's paths are put back as the
+    branch has them (the user's other changes stay), and the attempt runs again."""
+    git = runner.repo
+    plan_rel = runner.ctx.plan_rel
+    head_tree = git.head_tree()
+    recorded = record.tree
+    if recorded is None or head_tree is None:
+        return None
+    now = git.snapshot_tree()
+    preexisting = runner.ctx.preexisting
+    mine = {
+        path
+        for path in git.changed_between(head_tree, recorded)
+        if path != plan_rel
+        and (path not in preexisting or git.rev(f"{recorded}:{path}") != preexisting[path])
+    }
+    theirs = {path for path in git.changed_between(recorded, now) if path != plan_rel}
+    retry = record.status is TaskStatus.PENDING
+    if not theirs & mine:
+        owned |= mine
+        if theirs:
+            since = {
+                TaskStatus.PENDING: "its failed attempt",
+                TaskStatus.AGENT_DONE: "its agent finished (yours, or a check's that a stop cut short)",
+            }.get(record.status, "it was verified")
+            runner.notice(
+                f"its work is intact and picked up where it stopped; the changes made since {since} "
+                f"({_some(sorted(theirs))}) are not part of it",
+                task_id=record.id,
+            )
+        return "retry" if retry else _pick_up_at(record, now)
+    if not mine & set(git.changed_between(head_tree, now)):
+        return None  # none of its edits is left in the tree (set aside earlier): nothing to keep
+    ref = unused_ref(git, ref_name(runner.ctx.run_id, record.id, f"attempt-{record.attempt}"))
+    run = runner.ctx.run_id
+    if git.save_snapshot(ref, f"orchestrate: the work tree as resume found it, task {record.id} (run {run})"):
+        runner.record("edits_saved", task=record.id, attempt=record.attempt, ref=ref)
+    touched = _some(sorted(theirs & mine))
+    runner.notice(
+        f"{touched} changed since the stop, and its attempt had changed them too: the work tree as it "
+        f"was is kept in {ref}; its own paths are put back and the attempt runs again",
+        "warning",
+        record.id,
+    )
+    git.restore_head(sorted(mine))
+    return None
+
+
+def _some(paths: list[str], shown: int = 3) -> str:
+    """A few of `paths`, and how many more."""
+    more = f", and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(paths[:shown]) + more
 
 
 def _pick_up_at(record: TaskRecord, tree: str) -> str | None:

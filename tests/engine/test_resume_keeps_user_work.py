@@ -6,13 +6,25 @@ and every task committed exactly once. Real `orchestrate` processes, killed at n
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.crash_bench import Project, make_project, orchestrate, resume_args, run_args
+from benchmarks.crash_bench import (
+    GUIDE,
+    GUIDE_TEXT,
+    USER_NOTES,
+    Project,
+    make_project,
+    orchestrate,
+    resume_args,
+    run_args,
+)
 from orchestrator.engine.crash import CRASH_POINTS, PARALLEL_CRASH_POINTS
 from tests.conftest import git
 
@@ -56,6 +68,47 @@ def _show(project: Project) -> str:
     done = orchestrate([*resume_args(project)[:3], "show", "--repo", str(project.repo)], project.repo)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def _commits_touching(repo: Path, *paths: str) -> list[str]:
+    """The subjects of the commits that changed any of `paths`, oldest first."""
+    return git(repo, "log", "--reverse", "--format=%s", "--", *paths).splitlines()
+
+
+def _paths_by_task(repo: Path) -> dict[str, set[str]]:
+    """Each task commit: the paths it changed."""
+    raw = git(repo, "log", "--format=%x1e%(trailers:key=Orchestrate-Task,valueonly)", "--name-only")
+    found: dict[str, set[str]] = {}
+    for entry in raw.split("\x1e"):
+        lines = [line.strip() for line in entry.strip().splitlines() if line.strip()]
+        if lines and lines[0] in ("T001", "T002", "T003", "T004", "T005", "T006"):
+            assert lines[0] not in found, f"{lines[0]} committed twice"
+            found[lines[0]] = set(lines[1:])
+    return found
+
+
+SERIAL_TASK_PATHS = {
+    "T001": {"calc.py", "log.txt", "plan.md"},
+    "T002": {"calc.py", "log.txt", "plan.md"},
+    "T003": {"notes/a.txt", "log.txt", "plan.md"},
+    "T004": {"notes/b.txt", "log.txt", "plan.md"},
+}
+"""What each task of the crash harness's serial plan commits: its own work and its tick, nothing else."""
+
+USER_EDIT = {USER_NOTES: "my notes\n", GUIDE: f"{GUIDE_TEXT}A line of my own.\n"}
+"""The crash harness's user edit: a new file, and a tracked file no task touches."""
+
+
+def _edit_as_the_user(repo: Path, files: dict[str, str]) -> None:
+    for path, content in files.items():
+        (repo / path).write_text(content)
+
+
+def _status(repo: Path) -> list[str]:
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True, text=True
+    )
+    return done.stdout.splitlines()
 
 
 def test_a_parallel_run_killed_while_merging_keeps_the_users_edits(tmp_path: Path) -> None:
@@ -185,6 +238,8 @@ def _user_edits_then_resume(project: Project, tasks: list[str]) -> None:
     assert "- [x] T006" in project.plan.read_text()
     assert _kept(repo, ".gitignore", "__pycache__/\n*.log\n", said), said
     assert _kept(repo, "mine.txt", "mine\n", said), said
+    # ...and in none of the run's commits: they are not a task's work.
+    assert _commits_touching(repo, ".gitignore", "mine.txt") == ["initial"], said
     # A ref the output names is one `orchestrate show` lists too.
     shown = _show(project)
     assert all(ref in shown for ref in _refs_named(said)), (said, shown)
@@ -246,3 +301,139 @@ def test_a_task_the_user_took_out_of_the_plan_mid_attempt_leaves_its_edits_in_a_
     assert _committed_tasks(repo) == ["T001", "T003", "T004"]
     assert _kept(repo, "calc.py", partial, done.stderr)
     assert git(repo, "status", "--porcelain") == ""
+
+
+# --- a plain resume after the user edited the tree: nothing of theirs lands in a task's commit ---
+
+# Where a serial task is picked up in place (its work tree hash is on record) or started again.
+PLAIN_RESUME_POINTS = (
+    "after_agent_record",  # agent_finished: verified again, in place
+    "mid_verify",
+    "after_verify",
+    "after_verified",  # task_verified: verified again (the tree moved), in place
+    "after_committing",
+    "after_tick",
+    "after_failed_attempt",  # between attempts: the retry builds on the failed attempt's edits
+    "after_commit",  # committed: done, not picked up
+)
+
+
+def _plain_then_allow_dirty(project: Project, edit: dict[str, str]) -> str:
+    """A plain resume refuses (exit 2) over the user's changes, naming one and --allow-dirty,
+    having committed nothing; the user's files are untouched. Then --allow-dirty to the end.
+    Returns everything both said."""
+    repo = project.repo
+    before = _committed_tasks(repo)
+    plain = _resume(project)
+    assert plain.returncode == 2, plain.stderr
+    assert "--allow-dirty" in plain.stderr
+    assert any(path in plain.stderr for path in edit), plain.stderr
+    assert "Traceback" not in plain.stderr
+    assert _committed_tasks(repo) == before  # nothing of the user's was committed meanwhile
+    allowed = _resume(project, "--allow-dirty")
+    assert allowed.returncode == 0, plain.stderr + allowed.stderr
+    return plain.stderr + allowed.stderr
+
+
+@pytest.mark.parametrize("point", PLAIN_RESUME_POINTS)
+def test_a_plain_resume_never_commits_the_users_edits_into_the_interrupted_task(
+    point: str, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path)
+    _crash(project, point, "T002")
+    repo = project.repo
+    _edit_as_the_user(repo, USER_EDIT)
+
+    said = _plain_then_allow_dirty(project, USER_EDIT)
+    # Each task's commit holds its own paths and its tick: nothing of the user's.
+    assert _paths_by_task(repo) == SERIAL_TASK_PATHS, said
+    assert _commits_touching(repo, USER_NOTES, GUIDE) == ["initial"], said
+    # The user's edits are where they left them, uncommitted; nothing else is.
+    for path, content in USER_EDIT.items():
+        assert (repo / path).read_text() == content
+    assert sorted(_status(repo)) == [f" M {GUIDE}", f"?? {USER_NOTES}"], said
+    assert "out of the run's commits" in said
+
+
+def test_a_second_resume_still_keeps_the_users_edits_out(tmp_path: Path) -> None:
+    """Killed again after the --allow-dirty resume verified the task on a tree holding the user's
+    edits: the next resume (plain: the user already said --allow-dirty for these) still leaves them
+    out of the commit."""
+    project = make_project(tmp_path)
+    _crash(project, "after_agent_record", "T002")
+    repo = project.repo
+    _edit_as_the_user(repo, USER_EDIT)
+    refused = _resume(project)
+    assert refused.returncode == 2, refused.stderr
+    again = orchestrate(
+        [*resume_args(project), "--allow-dirty"], repo, {"ORCHESTRATE_CRASH_AT": "after_verified:T002"}
+    )
+    assert again.returncode == 137, again.stderr
+    last = _resume(project)
+    assert last.returncode == 0, last.stderr
+    assert _paths_by_task(repo) == SERIAL_TASK_PATHS, last.stderr
+    assert sorted(_status(repo)) == [f" M {GUIDE}", f"?? {USER_NOTES}"]
+
+
+def test_a_graceful_stop_after_the_agent_step_then_a_plain_resume_keeps_the_users_edits_out(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path)
+    repo = project.repo
+    script = json.loads(project.script.read_text())
+    first = script["T002"]["attempts"][0]
+    script["T002"]["attempts"][0] = [first[0], {"sleep": 2.0}]  # long enough for the signal to land
+    project.script.write_text(json.dumps(script))
+    proc = subprocess.Popen(
+        run_args(project),
+        cwd=repo,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while "def mul" not in ((repo / "calc.py").read_text() if (repo / "calc.py").exists() else ""):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "T002's first attempt never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # as `kill PID`: finish the agent step, then stop
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "stopped on request" in err
+    _edit_as_the_user(repo, USER_EDIT)
+
+    said = _plain_then_allow_dirty(project, USER_EDIT)
+    assert _paths_by_task(repo) == SERIAL_TASK_PATHS, said
+    assert sorted(_status(repo)) == [f" M {GUIDE}", f"?? {USER_NOTES}"], said
+
+
+@pytest.mark.parametrize("point", ["after_agent_record", "after_verified", "after_failed_attempt"])
+def test_a_user_edit_of_a_path_the_agent_changed_is_kept_in_a_named_ref_and_the_attempt_runs_again(
+    point: str, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path)
+    _crash(project, point, "T002")
+    repo = project.repo
+    theirs = (repo / "calc.py").read_text() + "# the user's line\n"
+    edit = {"calc.py": theirs, USER_NOTES: "my notes\n"}
+    _edit_as_the_user(repo, edit)
+
+    plain = _resume(project)
+    assert plain.returncode == 2, plain.stderr  # user-notes.txt is not the run's either
+    # The whole tree as the user left it is in a ref the output names (and `show` lists)...
+    saved = [r for r in _refs_named(plain.stderr) if _blob_in(repo, r, "calc.py") == theirs]
+    assert saved, plain.stderr
+    assert _blob_in(repo, saved[0], USER_NOTES) == "my notes\n"
+    assert saved[0] in _show(project)
+    # ...the task's path is back as the branch has it, for the attempt to run again; the user's
+    # other change stays in the tree.
+    assert (repo / "calc.py").read_text() == git(repo, "show", "HEAD:calc.py") + "\n"
+    assert (repo / USER_NOTES).read_text() == "my notes\n"
+
+    allowed = _resume(project, "--allow-dirty")
+    assert allowed.returncode == 0, allowed.stderr
+    assert _paths_by_task(repo) == SERIAL_TASK_PATHS, allowed.stderr
+    assert _status(repo) == [f"?? {USER_NOTES}"]
+    assert "- [x] T002" in project.plan.read_text()
