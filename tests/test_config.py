@@ -193,6 +193,8 @@ def test_a_bad_flag_is_refused_before_anything_runs(
         ("ORCHESTRATE_SANDBOX", "off", ["environment variable ORCHESTRATE_SANDBOX", "bubblewrap"]),
         ("ORCHESTRATE_MODEL", "", ["environment variable ORCHESTRATE_MODEL", "at least 1 character"]),
         ("ORCHESTRATE_CONTEXT_WINDOW", "9" * 30, ["environment variable ORCHESTRATE_CONTEXT_WINDOW"]),
+        # Secret-looking by name (TOKEN): still read as our setting, not held back as a secret.
+        ("ORCHESTRATE_MAX_TOKENS", "0", ["environment variable ORCHESTRATE_MAX_TOKENS", "max_tokens"]),
         (
             "ORCHESTRATE_PRICES",
             '{"my-model": {"input": 1, "output": 1, "cache": 2}}',

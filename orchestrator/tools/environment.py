@@ -41,6 +41,10 @@ KEPT_FOR_OURSELVES: frozenset[str] = frozenset({"SSH_AUTH_SOCK"})
 """Secret-looking by name, but a socket path our own git may need (ssh commit signing); it stays in
 our environment and is still never passed to a child."""
 
+OUR_SETTINGS = "ORCHESTRATE_"
+"""Our own settings (ORCHESTRATE_MAX_TOKENS looks secret by name): read by config, never passed to a
+child (they are not on the allow-list)."""
+
 _held: dict[str, str] = {}
 
 
@@ -57,7 +61,11 @@ def secret(name: str) -> str | None:
 def hold_secrets() -> list[str]:
     """Move every secret-looking variable out of os.environ (and so out of every child's and git's
     environment) into this module; `secret(name)` still reads them. Returns their names."""
-    names = [k for k in os.environ if is_secret_name(k) and k not in KEPT_FOR_OURSELVES]
+    names = [
+        k
+        for k in os.environ
+        if is_secret_name(k) and k not in KEPT_FOR_OURSELVES and not k.startswith(OUR_SETTINGS)
+    ]
     for name in names:
         _held[name] = os.environ.pop(name)
     return names
