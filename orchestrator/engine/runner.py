@@ -82,7 +82,7 @@ class BudgetExceeded(Exception):  # noqa: N818 - reads as the event it is
 
 
 class StopRequested(Exception):  # noqa: N818
-    """A stop (first Ctrl-C) was asked for and the current step has finished."""
+    """A stop (a first Ctrl-C, SIGTERM or SIGHUP) was asked for and the current step has finished."""
 
 
 @dataclass
@@ -229,11 +229,13 @@ class Runner:
     # -- control ---------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """First Ctrl-C: finish the current step, then stop resumably."""
+        """First stop signal (Ctrl-C, SIGTERM, SIGHUP): finish the current step, then stop
+        resumably."""
         if not self._stop_requested:
             self._stop_requested = True
             self.notice(
-                "stopping after the current step (press Ctrl-C again to abort now; both are resumable)",
+                "stopping after the current step (a second stop signal (Ctrl-C, SIGTERM or SIGHUP) "
+                "aborts now; both are resumable)",
                 level="warning",
             )
 
@@ -309,7 +311,10 @@ class Runner:
             wait_for_tasks = False
             status = RunStatus.STOPPED
             hint = f"orchestrate resume {self.ctx.run_id}"
-            message = "aborted (second Ctrl-C); the interrupted task is picked up on resume"
+            message = (
+                "aborted by a second stop signal (Ctrl-C, SIGTERM or SIGHUP); the interrupted task is "
+                "picked up on resume"
+            )
         except OrchestrateError as exc:
             # Work may have been done by now: whatever stops the run (a commit git refused, the
             # plan changed under it) is a resumable stop once its cause is fixed, exit 1, not 2.

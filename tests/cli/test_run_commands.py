@@ -287,7 +287,7 @@ def test_ctrl_c_stops_resumably(tmp_path: Path, presses: int) -> None:
         assert (repo / "a.txt").exists()
         assert "stopped on request" in err
     else:
-        assert "aborted" in err
+        assert "aborted by a second stop signal (Ctrl-C, SIGTERM or SIGHUP)" in err
         assert not (repo / "a.txt").exists()
     assert "orchestrate resume" in err
     assert git(repo, "rev-list", "--count", "HEAD") == "1"
