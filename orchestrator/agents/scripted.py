@@ -13,7 +13,8 @@ per-attempt behaviour (an attempt past the last list replays the last one). Step
                                         report one model call's usage (to exercise budgets)
 
 A task absent from the script changes nothing and succeeds. Paths are relative to the workspace
-and may not leave it.
+and refused as the file tools refuse them: outside it, in the run's state (the sandbox's hidden
+paths), or in .git.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
 from orchestrator.input_files import SCRIPT_LIMIT, NotReadable, read_regular_file
 from orchestrator.tools.environment import child_env
+from orchestrator.tools.files import ToolError, agent_path
 from orchestrator.tools.shell import run_shell, truncate_middle
 from orchestrator.tools.workspace import OutsideWorkspace, Workspace
 
@@ -132,13 +134,14 @@ class ScriptedAgent:
         return attempts[min(attempt, len(attempts)) - 1]
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
-        workspace = Workspace(request.workspace)
+        hidden = request.sandbox.hidden if request.sandbox is not None else ()
+        workspace = Workspace(request.workspace, hidden)
         usage = Usage()
         done: list[str] = []
         for step in self.steps_for(request.task_id, request.attempt):
             try:
                 failure = self._step(step, workspace, request, listener, done)
-            except OutsideWorkspace as exc:
+            except (OutsideWorkspace, ToolError) as exc:
                 failure = str(exc)
             if isinstance(failure, Usage):
                 usage = usage + failure
@@ -158,7 +161,7 @@ class ScriptedAgent:
     ) -> str | Usage | None:
         if "write" in step or "append" in step:
             kind = "write" if "write" in step else "append"
-            target = workspace.resolve(step[kind])
+            target = agent_path(workspace, step[kind])
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "w" if kind == "write" else "a", encoding="utf-8", newline="") as f:
                 f.write(step["content"])

@@ -40,8 +40,10 @@ def _is_private(ws: Workspace, path: Path) -> bool:
     return path != ws.root and bool(_PRIVATE_NAMES & set(path.relative_to(ws.root).parts))
 
 
-def _target(ws: Workspace, path: str) -> Path:
-    """The resolved path the agent named, refused when outside the workspace, hidden, or in .git."""
+def agent_path(ws: Workspace, path: str) -> Path:
+    """The resolved path the agent named, refused when outside the workspace, hidden, or in .git
+    (OutsideWorkspace, HiddenPath, ToolError): every agent's file access goes through it, the
+    scripted agent's steps included."""
     target = ws.resolve(path)
     if _is_private(ws, target):
         raise ToolError(f"{path} is inside .git, which only orchestrate reads and changes")
@@ -78,7 +80,7 @@ def _text_of(path: Path, shown: str) -> str:
 
 def read_file(ws: Workspace, path: str, start_line: int | None = None, end_line: int | None = None) -> str:
     """The file's lines, numbered from 1 (the numbers and the tab after them are not part of the file)."""
-    target = _target(ws, path)
+    target = agent_path(ws, path)
     lines = _text_of(target, path).splitlines(keepends=True)
     if not lines:
         return f"{path} is empty"
@@ -108,7 +110,7 @@ def read_file(ws: Workspace, path: str, start_line: int | None = None, end_line:
 
 def write_file(ws: Workspace, path: str, content: str) -> str:
     """Create or overwrite a file (parent directories are created)."""
-    target = _target(ws, path)
+    target = agent_path(ws, path)
     if target.is_dir():
         raise ToolError(f"{path} is a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +121,7 @@ def write_file(ws: Workspace, path: str, content: str) -> str:
 
 def edit_file(ws: Workspace, path: str, old_string: str, new_string: str, replace_all: bool = False) -> str:
     """Replace `old_string`, which must occur exactly once unless replace_all is set."""
-    target = _target(ws, path)
+    target = agent_path(ws, path)
     text = _text_of(target, path)
     if not old_string:
         raise ToolError("old_string is empty; use write_file to create a file")
@@ -144,7 +146,7 @@ def edit_file(ws: Workspace, path: str, old_string: str, new_string: str, replac
 
 def list_dir(ws: Workspace, path: str = ".", recursive: bool = False) -> str:
     """Entries of a directory, directories with a trailing slash; .git, caches and hidden paths left out."""
-    target = _target(ws, path)
+    target = agent_path(ws, path)
     if not target.is_dir():
         raise ToolError(f"{path} is not a directory" if target.exists() else f"no such directory: {path}")
     entries: list[str] = []
@@ -188,7 +190,7 @@ def search(ws: Workspace, pattern: str, path: str = ".", glob: str | None = None
         regex = re.compile(pattern)
     except re.error as exc:
         raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from exc
-    start = _target(ws, path)
+    start = agent_path(ws, path)
     if not start.exists():
         raise ToolError(f"no such file or directory: {path}")
     hits: list[str] = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from orchestrator.agents.base import AgentEvent, AgentRequest, AgentStatus
 from orchestrator.agents.registry import create_agent
 from orchestrator.agents.scripted import ScriptedAgent, ScriptError, load_script
 from orchestrator.config import Settings
+from orchestrator.tools.sandbox import Sandbox
 
 
 def _agent(tmp_path: Path, script: object) -> ScriptedAgent:
@@ -110,3 +113,68 @@ def test_missing_script_and_unknown_tasks(tmp_path: Path) -> None:
     agent = _agent(tmp_path, {"T1": [], "T404": []})
     with pytest.raises(ScriptError, match="T404"):
         agent.check_tasks(["T1", "T2"])
+
+
+def test_write_and_append_refuse_the_runs_hidden_state(tmp_path: Path) -> None:
+    """The run's state (Sandbox.hidden) is out of a scripted step's reach as it is out of the file
+    tools': a write or append there fails the attempt and changes nothing; .git too."""
+    ws = tmp_path / "ws"
+    (ws / "checkpoints" / "run-1").mkdir(parents=True)
+    journal = ws / "checkpoints" / "run-1" / "journal.jsonl"
+    journal.write_text('{"type": "run_started"}\n')
+    (ws / ".git").mkdir()
+    (ws / "state").symlink_to(ws / "checkpoints")  # a link into the state
+    agent = _agent(
+        tmp_path,
+        {
+            "T1": [{"append": "checkpoints/run-1/journal.jsonl", "content": '{"type": "planted"}\n'}],
+            "T2": [{"write": "checkpoints/run-1/prompts/T1.md", "content": "planted"}],
+            "T3": [{"append": "state/run-1/journal.jsonl", "content": "planted\n"}],
+            "T4": [{"write": ".git/config", "content": "[core]\n\tfsmonitor = /bin/false\n"}],
+        },
+    )
+    sandbox = Sandbox("none").hiding(ws / "checkpoints")
+    for task in ("T1", "T2", "T3"):
+        request = _request(ws, task).model_copy(update={"sandbox": sandbox})
+        outcome = agent.run(request, lambda e: None)
+        assert outcome.status is AgentStatus.FAILED, task
+        assert "run state" in outcome.summary, outcome.summary
+    refused = agent.run(_request(ws, "T4").model_copy(update={"sandbox": sandbox}), lambda e: None)
+    assert refused.status is AgentStatus.FAILED
+    assert ".git" in refused.summary
+    assert journal.read_text() == '{"type": "run_started"}\n'
+    assert not (ws / "checkpoints" / "run-1" / "prompts").exists()
+    assert not (ws / ".git" / "config").exists()
+
+
+def test_a_scripted_write_into_the_runs_state_fails_the_attempt(tmp_path: Path) -> None:
+    """Through the CLI: a script that writes into checkpoints/ (the run's state, inside the
+    repository by default) gets its attempt failed, the file never appears, and the run goes on."""
+    from tests.conftest import make_repo
+
+    plan = "# P\n\n- [ ] T001 Write `a.txt`\n  - Verify: `test -f a.txt`\n"
+    repo = make_repo(tmp_path / "repo", {"README.md": "# r\n", "plan.md": plan})
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            {
+                "T001": {
+                    "attempts": [
+                        [{"write": "checkpoints/planted.txt", "content": "x"}],
+                        [{"write": "a.txt", "content": "a\n"}],
+                    ]
+                }
+            }
+        )
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("orchestrate")), "run", "plan.md", "--script", str(script)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (repo / "checkpoints" / "planted.txt").exists()
+    assert "run state" in done.stderr, done.stderr
