@@ -3,21 +3,31 @@
 Each function returns the text the model sees and raises ToolError (or OutsideWorkspace) with a
 message the model can act on; the caller turns those into is_error tool results. None of them
 reads, writes or walks into `.git` or the paths the workspace hides (the run's own state).
+
+Only regular files are read or written (see orchestrator.input_files): a FIFO the agent made would
+block the agent loop on open until someone came to its other end, and a device such as /dev/zero
+never ends; reads stop at FILE_LIMIT. list and search go past anything else.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from fnmatch import fnmatch
 from pathlib import Path
 
+from orchestrator.input_files import MB, NotReadable, megabytes, read_regular_file
 from orchestrator.tools.workspace import HiddenPath, OutsideWorkspace, Workspace
 
 READ_LIMIT = 60_000
 """Characters one read returns; the model asks for a line range to see more."""
+FILE_LIMIT = 10 * MB
+"""Bytes of a file read or searched (held whole in memory); a bigger one is refused, or skipped."""
 LIST_LIMIT = 500
 SEARCH_LIMIT = 200
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+"""Opening never blocks (a FIFO without a reader fails at once) nor follows a link put at the name."""
 # Version-control internals are never the agent's to read or touch: orchestrate owns the commits,
 # and what git runs is configured there.
 _PRIVATE_NAMES = {".git"}
@@ -52,12 +62,16 @@ def agent_path(ws: Workspace, path: str) -> Path:
 
 def _shown(ws: Workspace, entry: Path) -> bool:
     """Whether a walk may show `entry` (found below a shown directory, not followed): not a name
-    in .git's place, and not a link into .git or a hidden path. A link pointing out of the
-    workspace is shown by name, and refused when opened."""
+    in .git's place, not a link into .git or a hidden path, and not a FIFO, a socket or a device.
+    A link pointing out of the workspace is shown by name, and refused when opened."""
     if entry.name in _PRIVATE_NAMES or ws.hides(entry):
         return False
-    if not entry.is_symlink():
-        return True
+    try:
+        mode = entry.lstat().st_mode
+    except OSError:
+        return False  # gone meanwhile
+    if not stat.S_ISLNK(mode):
+        return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
     try:
         return not _is_private(ws, ws.resolve(entry))
     except HiddenPath:
@@ -66,12 +80,22 @@ def _shown(ws: Workspace, entry: Path) -> bool:
         return True
 
 
+def _bytes_of(path: Path, shown: str) -> bytes:
+    """The file's bytes, read only when it is a regular file within FILE_LIMIT (opened without
+    blocking); ToolError saying why not."""
+    try:
+        hint = "look at parts of it with run_command (head, sed -n, grep)"
+        return read_regular_file(path, what="text", limit=FILE_LIMIT, hint=hint)
+    except NotReadable as exc:
+        raise ToolError(f"{shown}: {exc.message}") from None
+
+
 def _text_of(path: Path, shown: str) -> str:
     if not path.exists():
         raise ToolError(f"no such file: {shown}")
     if path.is_dir():
         raise ToolError(f"{shown} is a directory; use list_dir")
-    data = path.read_bytes()
+    data = _bytes_of(path, shown)
     if b"\0" in data[:8192]:
         raise ToolError(f"{shown} looks like a binary file ({len(data)} bytes); not shown")
     # newline="" semantics: keep CRLF as it is so that edits write back what was there.
@@ -114,9 +138,43 @@ def write_file(ws: Workspace, path: str, content: str) -> str:
     if target.is_dir():
         raise ToolError(f"{path} is a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", encoding="utf-8", newline="") as f:
-        f.write(content)
+    _write_text(target, path, content)
     return f"wrote {len(content.encode('utf-8'))} bytes to {ws.relative(target)}"
+
+
+def _write_text(target: Path, shown: str, text: str) -> None:
+    """Write `text` to `target` (resolved: no link in it), a regular file or none yet; ToolError
+    for anything else (a FIFO, a device), found without blocking on it."""
+    try:
+        _refuse_unless_regular(os.lstat(target).st_mode, shown)  # a FIFO: open would say ENXIO
+    except FileNotFoundError:
+        pass
+    fd = os.open(target, _WRITE_FLAGS, 0o666)
+    try:
+        _refuse_unless_regular(os.fstat(fd).st_mode, shown)  # what was there when it was opened
+        stream = os.fdopen(fd, "w", encoding="utf-8", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
+    with stream:
+        stream.write(text)
+
+
+def _refuse_unless_regular(mode: int, shown: str) -> None:
+    if not stat.S_ISREG(mode):
+        raise ToolError(f"{shown}: is not a regular file ({_kind(mode)}); write a regular file")
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def edit_file(ws: Workspace, path: str, old_string: str, new_string: str, replace_all: bool = False) -> str:
@@ -139,8 +197,7 @@ def edit_file(ws: Workspace, path: str, old_string: str, new_string: str, replac
             "or set replace_all"
         )
     updated = text.replace(old_string, new_string) if replace_all else text.replace(old_string, new_string, 1)
-    with target.open("w", encoding="utf-8", newline="") as f:
-        f.write(updated)
+    _write_text(target, path, updated)
     return f"replaced {count if replace_all else 1} occurrence(s) in {ws.relative(target)}"
 
 
@@ -168,6 +225,8 @@ def list_dir(ws: Workspace, path: str = ".", recursive: bool = False) -> str:
 
 
 def _files_under(ws: Workspace, start: Path) -> list[Path]:
+    """The files a search reads below `start` (or `start` itself): links resolved, and what the
+    walk may not show (see _shown) left out."""
     if start.is_file():
         return [start]
     found: list[Path] = []
@@ -175,6 +234,8 @@ def _files_under(ws: Workspace, start: Path) -> list[Path]:
         base = Path(current)
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and _shown(ws, base / d))
         for name in sorted(files):
+            if not _shown(ws, base / name):
+                continue
             try:
                 resolved = ws.resolve(base / name)
             except OutsideWorkspace:
@@ -194,13 +255,15 @@ def search(ws: Workspace, pattern: str, path: str = ".", glob: str | None = None
     if not start.exists():
         raise ToolError(f"no such file or directory: {path}")
     hits: list[str] = []
+    too_big = 0
     for file in _files_under(ws, start):
         relative = ws.relative(file)
         if glob and not (fnmatch(relative, glob) or fnmatch(file.name, glob)):
             continue
         try:
-            data = file.read_bytes()
-        except OSError:
+            data = read_regular_file(file, what="text", limit=FILE_LIMIT)
+        except NotReadable:  # not a regular file (a link to a FIFO), gone, or too big
+            too_big += _size(file) > FILE_LIMIT
             continue
         if b"\0" in data[:8192]:
             continue
@@ -210,4 +273,13 @@ def search(ws: Workspace, pattern: str, path: str = ".", glob: str | None = None
                 if len(hits) >= SEARCH_LIMIT:
                     hits.append(f"[... stopped at {SEARCH_LIMIT} matches; narrow the pattern or path ...]")
                     return "\n".join(hits)
-    return "\n".join(hits) if hits else f"no match for {pattern!r}"
+    skipped = f"\n[{too_big} file(s) over {megabytes(FILE_LIMIT)} not searched]" if too_big else ""
+    return ("\n".join(hits) if hits else f"no match for {pattern!r}") + skipped
+
+
+def _size(path: Path) -> int:
+    try:
+        status = path.stat()
+    except OSError:
+        return 0
+    return status.st_size if stat.S_ISREG(status.st_mode) else 0
