@@ -600,6 +600,11 @@ class Runner:
                 crash_point("after_verified", task.id)
                 result.passed, result.unverified, result.tree = True, not commands, tree
                 return result
+            if self._cut_short_by_stop(outcome):
+                # No verdict: the task stays as its agent left it, and resume verifies again.
+                self.notice("its check was cut short by the stop; resume checks again", task_id=task.id)
+                result.stopped = True
+                return result
             failure = outcome.failure_report()
             changes_kept = True
             self.record(
@@ -610,6 +615,13 @@ class Runner:
                 failed = outcome.failure
                 why = failed.explain() if failed else "verification failed"
                 self.emit(TaskRetrying(task_id=task.id, next_attempt=attempt + 1, reason=why))
+
+    def _cut_short_by_stop(self, outcome: VerificationOutcome) -> bool:
+        """The check failed because the stop's own signal killed it: a terminal's Ctrl-C or
+        hang-up goes to its whole process group, and a command caught starting (before it is in a
+        session of its own) dies of it."""
+        failed = outcome.failure
+        return failed is not None and failed.exit_code < 0 and (self._stop_requested or self._halt)
 
     def _agent_attempt(
         self,

@@ -437,3 +437,33 @@ def test_a_user_edit_of_a_path_the_agent_changed_is_kept_in_a_named_ref_and_the_
     assert _paths_by_task(repo) == SERIAL_TASK_PATHS, allowed.stderr
     assert _status(repo) == [f"?? {USER_NOTES}"]
     assert "- [x] T002" in project.plan.read_text()
+
+
+def test_a_check_the_stop_signal_killed_is_no_verdict(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C or hang-up reaches the whole process group, and a check that is just
+    starting can be caught in it (killed by the signal, exit -1): that is not the task's failure.
+    The task stays as its agent left it and resume verifies it again, so the agent's work is not
+    done twice (here: its append would land twice)."""
+    mark = tmp_path / "stopped-once"
+    # The first time: stop orchestrate (SIGTERM to its pid, as `kill PID`), then die of SIGHUP as
+    # a check caught in the signal does.
+    verify = f"test -f {mark} || {{ touch {mark}; kill -TERM $PPID; sleep 0.5; kill -HUP $$; }}"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "plan.md").write_text(f"# Plan\n\n- [ ] T001 Append to `out.txt`\n  - Verify: `{verify}`\n")
+    git(repo, "init", "-q", "-b", "work")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"T001": [{"append": "out.txt", "content": "once\n"}]}))
+    project = Project(tmp_path, repo, repo / "plan.md", script)
+    unconfined = {"ORCHESTRATE_SANDBOX": "none"}  # the check must reach orchestrate's pid
+
+    stopped = orchestrate(run_args(project), repo, unconfined)
+    assert stopped.returncode == 1, stopped.stderr
+    assert "stopped on request" in stopped.stderr
+    assert "retrying" not in stopped.stderr
+    resumed = orchestrate(resume_args(project), repo, unconfined)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _committed_tasks(repo) == ["T001"]
+    assert (repo / "out.txt").read_text() == "once\n", stopped.stderr + resumed.stderr
