@@ -37,7 +37,7 @@ from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
 from orchestrator.input_files import SCRIPT_LIMIT, NotReadable, read_regular_file
 from orchestrator.tools.environment import child_env
-from orchestrator.tools.files import ToolError, agent_path
+from orchestrator.tools.files import ToolError, agent_path, write_regular
 from orchestrator.tools.shell import run_shell, truncate_middle
 from orchestrator.tools.workspace import OutsideWorkspace, Workspace
 
@@ -163,8 +163,7 @@ class ScriptedAgent:
             kind = "write" if "write" in step else "append"
             target = agent_path(workspace, step[kind])
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "w" if kind == "write" else "a", encoding="utf-8", newline="") as f:
-                f.write(step["content"])
+            write_regular(target, step[kind], step["content"], append=kind == "append")
             done.append(f"{'wrote' if kind == 'write' else 'appended to'} {step[kind]}")
             listener(AgentEvent(kind="tool_call", detail=f"{kind} {step[kind]}"))
         elif "run" in step:

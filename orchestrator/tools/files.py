@@ -138,18 +138,19 @@ def write_file(ws: Workspace, path: str, content: str) -> str:
     if target.is_dir():
         raise ToolError(f"{path} is a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(target, path, content)
+    write_regular(target, path, content)
     return f"wrote {len(content.encode('utf-8'))} bytes to {ws.relative(target)}"
 
 
-def _write_text(target: Path, shown: str, text: str) -> None:
-    """Write `text` to `target` (resolved: no link in it), a regular file or none yet; ToolError
-    for anything else (a FIFO, a device), found without blocking on it."""
+def write_regular(target: Path, shown: str, text: str, *, append: bool = False) -> None:
+    """Write (or append) `text` to `target` (resolved: no link in it), a regular file or none yet;
+    ToolError for anything else (a FIFO, a device), found without blocking on it."""
     try:
         _refuse_unless_regular(os.lstat(target).st_mode, shown)  # a FIFO: open would say ENXIO
     except FileNotFoundError:
         pass
-    fd = os.open(target, _WRITE_FLAGS, 0o666)
+    flags = (_WRITE_FLAGS & ~os.O_TRUNC) | os.O_APPEND if append else _WRITE_FLAGS
+    fd = os.open(target, flags, 0o666)
     try:
         _refuse_unless_regular(os.fstat(fd).st_mode, shown)  # what was there when it was opened
         stream = os.fdopen(fd, "w", encoding="utf-8", newline="")
@@ -197,7 +198,7 @@ def edit_file(ws: Workspace, path: str, old_string: str, new_string: str, replac
             "or set replace_all"
         )
     updated = text.replace(old_string, new_string) if replace_all else text.replace(old_string, new_string, 1)
-    _write_text(target, path, updated)
+    write_regular(target, path, updated)
     return f"replaced {count if replace_all else 1} occurrence(s) in {ws.relative(target)}"
 
 

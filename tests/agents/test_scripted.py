@@ -178,3 +178,37 @@ def test_a_scripted_write_into_the_runs_state_fails_the_attempt(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert not (repo / "checkpoints" / "planted.txt").exists()
     assert "run state" in done.stderr, done.stderr
+
+
+def test_write_and_append_to_a_fifo_fail_at_once(tmp_path: Path) -> None:
+    """A step's own FIFO (made by a `run` step) would block a plain open for writing until a reader
+    came: the step fails at once instead."""
+    import threading
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    agent = _agent(
+        tmp_path,
+        {
+            "T1": [{"run": "mkfifo pipe"}, {"write": "pipe", "content": "x"}],
+            "T2": [{"append": "pipe", "content": "x"}],
+        },
+    )
+    outcomes: list[AgentStatus] = []
+    summaries: list[str] = []
+
+    def both() -> None:
+        for task in ("T1", "T2"):
+            outcome = agent.run(_request(ws, task), lambda e: None)
+            outcomes.append(outcome.status)
+            summaries.append(outcome.summary)
+
+    worker = threading.Thread(target=both, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    if worker.is_alive():  # unblock it so the test process can end, then fail
+        with open(ws / "pipe", "rb") as reader:
+            reader.read()
+        pytest.fail("a write step blocked on a FIFO")
+    assert outcomes == [AgentStatus.FAILED, AgentStatus.FAILED]
+    assert all("FIFO" in s for s in summaries), summaries
