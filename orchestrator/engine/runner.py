@@ -60,7 +60,7 @@ from orchestrator.engine.verification import (
     run_verification,
 )
 from orchestrator.engine.worktrees import Worktree, WorktreeExecutor, worktrees_root
-from orchestrator.errors import OrchestrateError
+from orchestrator.errors import OrchestrateError, OutOfSpace, out_of_space
 from orchestrator.persistence.journal import Journal, atomic_write
 from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitError, GitRepo
 from orchestrator.planfile import parse_plan
@@ -320,7 +320,18 @@ class Runner:
             # plan changed under it) is a resumable stop once its cause is fixed, exit 1, not 2.
             status = RunStatus.STOPPED
             hint = f"orchestrate resume {self.ctx.run_id}"
-            message = f"stopped: {self._explain(exc)}; put that right, then resume"
+            remedy = "make room" if out_of_space(exc) else "put that right"
+            message = f"stopped: {self._explain(exc)}; {remedy}, then resume"
+        except OSError as exc:
+            if not out_of_space(exc):
+                self._finish(RunStatus.STOPPED, f"stopped by an internal error: {exc!r}", "")
+                raise
+            # A full disk (a quota, a file-size limit) wherever the write was: git's index, a
+            # worktree, an artifact. Every durable step before it was journaled.
+            status = RunStatus.STOPPED
+            hint = f"orchestrate resume {self.ctx.run_id}"
+            where = f" ({exc.filename})" if exc.filename else ""
+            message = f"stopped: {exc.strerror}{where}; make room, then resume"
         except BaseException as exc:
             self._finish(RunStatus.STOPPED, f"stopped by an internal error: {exc!r}", "")
             raise
@@ -354,7 +365,12 @@ class Runner:
 
     def _finish(self, status: RunStatus, message: str, hint: str) -> RunResult:
         kind = "run_stopped" if status is RunStatus.STOPPED else "run_finished"
-        self.record(kind, status=status.value, message=message, resume_hint=hint)
+        try:
+            self.record(kind, status=status.value, message=message, resume_hint=hint)
+        except OutOfSpace:
+            # No room left for the last word: the run reads as interrupted, which resume takes
+            # up alike; the summary below still says why it stopped.
+            self.notice("the run's journal had no room for its last record", level="warning")
         tasks = self.state.tasks.values()
         saved = [ref for t in tasks for ref in t.saved_refs]
         if saved:

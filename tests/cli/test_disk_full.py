@@ -89,7 +89,16 @@ def test_a_full_disk_stops_the_run_resumably(tiny_disk: Path, tmp_path: Path, pa
     assert "orchestrate resume" in stopped.stderr, stopped.stderr
     assert "Traceback" not in last
 
+    assert "internal error" not in stopped.stderr, stopped.stderr
+
     filler.unlink()
+    # What the journal says of the stop (where it had room to say it) is the clear line too.
+    stop = orchestrate(repo, "show", "--json")
+    assert stop.returncode == 0, stop.stderr
+    told = json.loads(stop.stdout).get("message") or ""
+    assert "internal error" not in told, told
+    if told:
+        assert "make room, then resume" in told, told
     resumed = orchestrate(repo, "resume")
     assert resumed.returncode == 0, resumed.stderr
     tasks = git(repo, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
