@@ -175,3 +175,27 @@ def test_credential_files_in_home_are_masked_unless_given_back(tmp_path: Path) -
     done = _run(given.wrap(["bash", "-c", look + "; true"], work), work)
     assert done.stdout.count("s3cr3t") == 2
     assert "aws_secret_access_key" not in done.stdout
+
+
+@needs_bwrap
+def test_tools_on_path_under_tmp_are_found_inside_read_only_and_the_rest_of_tmp_stays_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout and its venv under /tmp (as CI clones them): the private /tmp must not hide the
+    # interpreter and the tools the command is meant to find.
+    assert tmp_path.is_relative_to("/tmp")
+    tools = tmp_path / "venv" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "mytool").write_text("#!/bin/sh\necho tool ran\n")
+    (tools / "mytool").chmod(0o755)
+    private = tmp_path / "other"
+    private.mkdir()
+    (private / "secret.txt").write_text("not for the sandbox\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+    script = f"mytool; cat {private}/secret.txt; echo x > {tools}/mytool; true"
+    done = _run(bubblewrap.wrap(["bash", "-c", script], work), work)
+    assert "tool ran" in done.stdout, done.stderr
+    assert "not for the sandbox" not in done.stdout
+    assert (tools / "mytool").read_text() == "#!/bin/sh\necho tool ran\n"

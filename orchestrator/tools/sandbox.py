@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -87,8 +89,12 @@ class Sandbox:
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
-            "--bind", str(root), str(root),
         ]  # fmt: skip
+        for path in _toolchain_in_tmp():
+            # The private /tmp would hide the interpreter and the tools a command is meant to find
+            # (a checkout and its venv under /tmp, as CI makes them): shown again, read-only.
+            wrapped += ["--ro-bind", str(path), str(path)]
+        wrapped += ["--bind", str(root), str(root)]
         # Mount order matters: each mount covers what came before it at and below its path. What
         # is hidden stays hidden inside what is shown; what a command is given to write (an agent
         # CLI's own state) it gets whole.
@@ -126,6 +132,21 @@ class Sandbox:
             *argv,
         ]  # fmt: skip
         return wrapped
+
+
+def _toolchain_in_tmp() -> list[Path]:
+    """The directories under /tmp that a child's PATH, our interpreter or our venv name: what the
+    sandbox's private /tmp must not hide. Outermost only (a bind covers what is below it)."""
+    names = [*os.environ.get("PATH", "").split(os.pathsep), sys.prefix, sys.base_prefix]
+    names.append(os.environ.get("VIRTUAL_ENV", ""))
+    found: set[Path] = set()
+    for name in names:
+        if not name or not Path(name).is_absolute():
+            continue
+        for path in {Path(name), Path(name).resolve()}:
+            if path.is_relative_to("/tmp") and path != Path("/tmp") and path.is_dir():
+                found.add(path)
+    return sorted(p for p in found if not any(p != q and p.is_relative_to(q) for q in found))
 
 
 @functools.cache
