@@ -287,12 +287,6 @@ def read_config(repo_root: Path) -> ConfigFile | None:
     return None
 
 
-def file_settings(repo_root: Path) -> tuple[dict[str, Any], Path | None]:
-    """Settings from orchestrate.toml, else [tool.orchestrate] in pyproject.toml."""
-    config = read_config(repo_root)
-    return (config.values, config.path) if config else ({}, None)
-
-
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     """ORCHESTRATE_MAX_COST=2.5 -> {"max_cost": "2.5"}; lists and tables as JSON."""
     out: dict[str, Any] = {}

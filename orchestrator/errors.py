@@ -44,12 +44,6 @@ class PreflightError(UsageError):
     """The repository is not in a state we may run in (dirty tree, protected branch, ...)."""
 
 
-class TaskFailed(OrchestrateError):
-    """A task or check failed: exit 1."""
-
-    exit_code = 1
-
-
 class RunStopped(OrchestrateError):
     """The run stopped cleanly and can be resumed (budget, interrupt, API unavailable): exit 1."""
 

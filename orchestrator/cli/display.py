@@ -27,7 +27,6 @@ from orchestrator.domain.events import (
     AgentFinished,
     Event,
     Notice,
-    Reporter,
     RunFinished,
     RunStarted,
     TaskFinished,
@@ -361,17 +360,6 @@ class LiveReporter:
             case _:
                 if self._running:
                     self._live.refresh()
-
-
-class FanOut:
-    """Sends each event to several reporters (the display and the journal's own, say)."""
-
-    def __init__(self, *reporters: Reporter) -> None:
-        self.reporters = reporters
-
-    def emit(self, event: Event) -> None:
-        for reporter in self.reporters:
-            reporter.emit(event)
 
 
 def pick_reporter(

@@ -75,10 +75,6 @@ class Executor(Protocol):
         (unless none is in flight)."""
         ...
 
-    def in_flight(self) -> list[str]:
-        """Started tasks whose results have not been collected by `wait` yet."""
-        ...
-
     def free(self) -> int:
         """Slots free for another task now."""
         ...
@@ -124,9 +120,6 @@ class InlineExecutor:
 
     def start(self, task: Task, work: Work) -> None:
         self._pending.append((task, work))
-
-    def in_flight(self) -> list[str]:
-        return [task.id for task, _ in self._pending]
 
     def free(self) -> int:
         return self.slots - len(self._pending)

@@ -63,7 +63,6 @@ from orchestrator.engine.worktrees import Worktree, WorktreeExecutor, worktrees_
 from orchestrator.errors import OrchestrateError, OutOfSpace, out_of_space
 from orchestrator.persistence.journal import Journal, atomic_write
 from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitError, GitRepo
-from orchestrator.planfile import parse_plan
 from orchestrator.planfile.parser import plan_bytes_as_left, read_plan_bytes
 from orchestrator.planfile.writer import atomic_write as write_plan
 from orchestrator.planfile.writer import set_box, with_box
@@ -243,9 +242,6 @@ class Runner:
         """Pick a task up mid-way on resume: 'verify' (its agent's work is intact), 'commit' (its
         verified work is intact) or 'retry' (a failed attempt's edits are intact for the next)."""
         self._resume_at[task_id] = point
-
-    def resuming_tasks(self) -> list[str]:
-        return list(self._resume_at)
 
     def ours(self, paths: list[str]) -> list[str]:
         """The changed paths that belong to the run: not those dirty before an --allow-dirty run
@@ -930,7 +926,3 @@ def prompt_renderer(
     """The run's templates, read once from the commit the run starts from, compiled, and tried on
     the open tasks of `selection` (a mistake or an unsafe access in one is a ConfigError)."""
     return PromptRenderer.for_run(repo, plan_path, settings, plan=plan, selection=selection or [])
-
-
-def reparse(plan_path: Path) -> Plan:
-    return parse_plan(plan_path)

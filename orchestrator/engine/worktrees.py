@@ -232,10 +232,6 @@ class WorktreeExecutor:
             self._active.add(task.id)
         thread.start()
 
-    def in_flight(self) -> list[str]:
-        with self._mutex:
-            return list(self._running)
-
     def free(self) -> int:
         with self._mutex:
             return self.slots - len(self._active)
