@@ -2,9 +2,11 @@
 
 Each task walks a durable state machine, each step recorded before the action it announces:
 
-    pending -> running(attempt) -> agent_done -> verified(tree) -> committing -> done(sha)
-                    ^                |                                 |
-                    +---- retry -----+  (attempt failed, with its tree)  +-> failed / skipped
+    pending -> running(attempt) -> agent_done(tree*) -> verified(tree) -> committing -> done(sha)
+                    ^                |                                       |
+                    +---- retry -----+  (attempt failed, with its tree)        +-> failed / skipped
+
+    (*) in the run's own work tree only: what a resume tells the user's later changes by.
 
 The journal is the record of what was attempted; the commits' trailers are the truth of what was
 finished. Resume reconciles the two (see orchestrator/engine/session.py).
@@ -47,7 +49,8 @@ class TaskStatus(StrEnum):
     RUNNING = "running"
     """An attempt started; the agent may have left partial edits."""
     AGENT_DONE = "agent_done"
-    """The agent finished; verification is under way (resume verifies again)."""
+    """The agent finished; verification is under way (resume verifies again). In the run's own
+    work tree (serial runs) the tree as the agent left it is recorded."""
     VERIFIED = "verified"
     """Verification passed on the recorded tree; the commit has not started."""
     COMMITTING = "committing"
@@ -103,8 +106,8 @@ class TaskRecord(BaseModel):
     """Attempts counted against max_attempts: a resume gives a failed task a fresh allowance."""
     usage: Usage = Field(default_factory=Usage)
     tree: str | None = None
-    """The work tree's hash as verified (verified, committing), or as a failed attempt left it
-    (pending, between attempts)."""
+    """The work tree's hash as verified (verified, committing), as a failed attempt left it
+    (pending, between attempts), or as the agent left it (agent_done, in the run's work tree)."""
     commit: str | None = None
     unverified: bool = False
     reason: str = ""
