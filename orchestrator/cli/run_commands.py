@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -376,13 +375,9 @@ def register(app: typer.Typer) -> None:
             _execute(json_output, call)
         except typer.Exit:
             pass
-        log = subprocess.run(
-            ["git", "log", "--oneline", "--decorate"],
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
+        from orchestrator.persistence.scratch import decorated_log
+
+        log = decorated_log(scratch)
 
         def out(text: str) -> None:
             typer.echo(text, err=json_output)
@@ -408,17 +403,7 @@ def _make_demo_repo(directory: Path | None) -> Path:
     shutil.copyfile(source / "demo.md", scratch / "plans" / "demo.md")
     (scratch / ".gitignore").write_text("__pycache__/\n.pytest_cache/\n")
     (scratch / "README.md").write_text("# wordcount\n\nA scratch project that `orchestrate demo` builds.\n")
+    from orchestrator.persistence.scratch import init_scratch_repo
 
-    def git(*args: str) -> None:
-        subprocess.run(["git", *args], cwd=scratch, check=True, capture_output=True)
-
-    git("init", "-q", "-b", "main")
-    has_identity = subprocess.run(
-        ["git", "config", "user.email"], cwd=scratch, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    if not has_identity and not os.environ.get("GIT_AUTHOR_EMAIL"):
-        git("config", "user.name", "orchestrate demo")
-        git("config", "user.email", "demo@orchestrate.invalid")
-    git("add", "-A")
-    git("commit", "-q", "-m", "Scratch project with the demo plan")
+    init_scratch_repo(scratch, "Scratch project with the demo plan")
     return scratch

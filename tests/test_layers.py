@@ -1,0 +1,75 @@
+"""Only persistence/ starts git (issue 11): a scan of every module's syntax tree outside it.
+
+A static check, not a runtime one: it looks for the ways our code names git as a program (an
+argv whose first item is "git" or git_program(), a call given the bare name "git", GitPython's
+`import git`), which is what a new `subprocess.run(["git", ...])` in the CLI or the engine would
+look like. The engine's git goes through GitRepo; the command an agent or a check runs is the
+user's (it may well be git) and is not ours to route.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import orchestrator
+
+PACKAGE = Path(orchestrator.__file__).parent
+PERSISTENCE = PACKAGE / "persistence"
+
+
+def _names_git(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant) and node.value == "git":
+        return True
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        return name == "git_program"
+    return False
+
+
+def git_starts(source: str) -> list[int]:
+    """The lines of `source` that start git or reach for the means to."""
+    lines: list[int] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.List, ast.Tuple)) and node.elts and _names_git(node.elts[0]):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and node.args and _names_git(node.args[0]):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "git" for a in node.names):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module.split(".")[0] == "git" or any(a.name == "git_program" for a in node.names):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Attribute) and node.attr == "git_program":
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_only_persistence_starts_git() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if PERSISTENCE not in path.parents
+        for line in git_starts(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
+def test_the_scan_sees_each_way_of_starting_git() -> None:
+    # What the CLI's demo did before its git moved to persistence/scratch.py, and the other shapes.
+    samples = [
+        'subprocess.run(["git", "init", "-q"], cwd=scratch, check=True)',
+        'subprocess.run(("git", "log"), check=False)',
+        "os.execvp('git', ['git', 'status'])",
+        "subprocess.Popen([git_program(), 'status'])",
+        "subprocess.Popen([repo_module.git_program(), 'status'])",
+        "from orchestrator.persistence.repo import git_program",
+        "import git",
+        "from git import Repo",
+        "shutil.which('git')",
+    ]
+    for sample in samples:
+        assert git_starts(sample) == [1], sample
+    assert git_starts('subprocess.run(["ls", "git"])\nrepo.git("status")\nx = "git"') == []
