@@ -589,14 +589,8 @@ class GitRepo:
             found.append(TrailerCommit(sha=sha.strip(), task_id=task, run_id=run))
         return found
 
-    def is_ancestor(self, sha: str, of: str = "HEAD") -> bool:
-        return self._run(["merge-base", "--is-ancestor", sha, of]).returncode == 0
-
     def ref_exists(self, ref: str) -> bool:
         return bool(self.git("rev-parse", "--verify", "--quiet", ref, check=False).strip())
-
-    def log_oneline(self, limit: int = 50) -> str:
-        return self.git("log", "--oneline", f"-{limit}").rstrip("\n")
 
     def rev(self, rev: str) -> str | None:
         """The object `rev` names (`HEAD`, a branch, `<sha>^{tree}`), or None."""
