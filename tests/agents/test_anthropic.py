@@ -443,7 +443,7 @@ def test_a_long_retry_after_stops_at_once_when_it_exceeds_the_wait_limit(
     started = time.monotonic()
     with pytest.raises(AgentUnavailable, match="rate limited") as caught:
         run(repo, recorder, max_retries=4, rate_limit_wait=60)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 30  # not the hour, nor the 60 s wait limit's worth
     assert caught.value.retry_after == 3600
     assert len(fake_api.message_requests) == 1
 
@@ -492,6 +492,7 @@ def test_a_fault_then_success_is_retried_by_the_sdk(
     assert run(repo, recorder, max_retries=2).status == AgentStatus.DONE
 
 
+@pytest.mark.slow  # a wall-clock bound: a loaded machine could fail it for the wrong reason
 def test_a_slow_response_past_the_timeout_stops_the_run_resumably(
     fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
 ) -> None:

@@ -199,6 +199,7 @@ def test_a_crash_without_result_fails_with_its_stderr(
     ]
 
 
+@pytest.mark.slow  # a wall-clock bound: a loaded machine could fail it for the wrong reason
 def test_a_session_past_the_timeout_is_killed(fake_bin: Path, tmp_path: Path, recorder: Recorder) -> None:
     script(fake_bin, [INIT, ASSISTANT, result()], pause=10)
     started = time.monotonic()
@@ -208,6 +209,7 @@ def test_a_session_past_the_timeout_is_killed(fake_bin: Path, tmp_path: Path, re
     assert outcome.summary.startswith("claude timed out after 0.5s (agent_timeout) and was killed")
 
 
+@pytest.mark.slow  # a wall-clock bound: a loaded machine could fail it for the wrong reason
 def test_a_listener_that_stops_the_run_kills_the_session(fake_bin: Path, tmp_path: Path) -> None:
     class Interrupted(Exception):
         pass

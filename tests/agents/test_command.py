@@ -98,7 +98,7 @@ def test_a_command_past_the_timeout_is_killed_with_its_children(tmp_path: Path, 
     started = time.monotonic()
     template = "(sleep 30; touch late.txt) & echo started; sleep 30"
     outcome = create_agent(command_settings(template, agent_timeout=0.5)).run(request(tmp_path), recorder)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # not the command's 30 s
     assert outcome.status == AgentStatus.FAILED
     assert outcome.summary == "the agent command timed out after 0.5s (agent_timeout) and was killed\nstarted"
     time.sleep(0.2)

@@ -311,6 +311,7 @@ PARALLEL_PLAN = """\
 """
 
 
+@pytest.mark.slow  # side by side is shown by 0.3 s sleeps: a loaded machine could serialise them
 def test_run_parallel_json_shows_tasks_side_by_side_in_their_worktrees(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"plan.md": PARALLEL_PLAN})
     script = tmp_path / "script.json"

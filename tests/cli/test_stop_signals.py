@@ -158,7 +158,7 @@ def test_a_second_signal_of_another_kind_aborts_at_once_and_leaves_nothing_runni
     assert proc.returncode == 1, err
     assert "aborted by a second stop signal" in err
     assert "Ctrl-C" not in err.replace("(Ctrl-C, SIGTERM or SIGHUP)", "")
-    assert time.monotonic() - started < 10  # not the step's 60 s
+    assert time.monotonic() - started < 30  # not the step's 60 s
     run_id = _run_id(repo)
     try:
         assert not _growing(repo / "leak.txt")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from orchestrator.engine.verification import OUTPUT_TAIL, run_verification
 from orchestrator.tools.shell import run_shell
 
@@ -58,6 +60,7 @@ def test_300_mb_of_output_keeps_memory_flat_and_the_tail_right(tmp_path: Path) -
     assert len(output) < 20_100
 
 
+@pytest.mark.slow  # a wall-clock bound: a loaded machine could fail it for the wrong reason
 def test_yes_under_a_timeout_keeps_memory_flat_and_stops_on_time(tmp_path: Path) -> None:
     result = _measured("yes", tmp_path, 2)
     assert result["timed_out"]
