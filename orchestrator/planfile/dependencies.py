@@ -3,8 +3,8 @@
 Phases run in order, tasks within a phase in document order, `[P]` runs side by side, and
 what the plan says in words ("depends on T001", "**Depends on**: Phase 44", "can run in
 parallel with 2A", "T008 blocks T009") overrides the order; see the parser's docstring for
-the whole rule set. The builder reads the parser's first-pass structures (tasks, sections,
-phases) and writes nothing back but diagnostics.
+the whole rule set. Stage 4 of parsing: it reads the outline (tasks, sections, free text) with
+the phases and ids the earlier stages found, and writes nothing back but diagnostics.
 """
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from orchestrator.domain import dag
-from orchestrator.domain.plan import Severity
+from orchestrator.domain.plan import Diagnostic, Severity
 from orchestrator.planfile import refs
-
-if TYPE_CHECKING:
-    from orchestrator.planfile.parser import Parser, PhaseInfo, RawTask
-
-IMPLICIT_PHASE_ID = "plan"
+from orchestrator.planfile.outline import Outline, RawTask
+from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseInfo
 
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 
@@ -35,17 +31,32 @@ class _Block:
     by_section: dict[int, _Block] = field(default_factory=dict)
 
 
+def build_dependencies(
+    outline: Outline, phases: list[PhaseInfo], diagnostics: list[Diagnostic]
+) -> dict[int, list[str]]:
+    """Every task's direct dependencies (task index -> ids), once the phases and ids stages ran."""
+    by_id = {task.id: task for task in outline.tasks}
+    return DependencyBuilder(outline, phases, by_id, diagnostics).run()
+
+
 class DependencyBuilder:
     """Implied and explicit dependencies, phase by phase (see the module docstring)."""
 
-    def __init__(self, parser: Parser, phases: list[PhaseInfo], by_id: dict[str, RawTask]) -> None:
-        self.p = parser
+    def __init__(
+        self,
+        outline: Outline,
+        phases: list[PhaseInfo],
+        by_id: dict[str, RawTask],
+        diagnostics: list[Diagnostic],
+    ) -> None:
+        self.outline = outline
+        self.diagnostics = diagnostics
         self.phases = phases
         self.phase_by_id = {info.id.lower(): info for info in phases}
         self.by_id = by_id
         self.by_lower = {key.lower(): task for key, task in by_id.items()}
-        self.order = {task.id: task.index for task in parser.tasks}
-        self.depends: dict[int, list[str]] = {task.index: [] for task in parser.tasks}
+        self.order = {task.id: task.index for task in outline.tasks}
+        self.depends: dict[int, list[str]] = {task.index: [] for task in outline.tasks}
         self.explicit: set[tuple[int, str]] = set()
         self.stated: set[tuple[int, str, int]] = set()
         """(task index, id, line) edges stated in prose elsewhere in the plan ("T008 blocks T009")."""
@@ -55,9 +66,12 @@ class DependencyBuilder:
         self.phase_entry: list[str] = []
         self.current: PhaseInfo | None = None
         self.scopes: dict[str, list[int]] = {}
-        for section in parser.sections:
+        for section in outline.sections:
             if section.scope:
                 self.scopes.setdefault(section.scope, []).append(section.index)
+
+    def _diag(self, severity: Severity, line: int, message: str, code: str = "") -> None:
+        self.diagnostics.append(Diagnostic(severity=severity, line=line, message=message, code=code))
 
     # ---- resolution -----------------------------------------------------------------------
 
@@ -75,7 +89,7 @@ class DependencyBuilder:
         if start is None or end is None:
             return None
         low, high = sorted((start.index, end.index))
-        return [task.id for task in self.p.tasks[low : high + 1]]
+        return [task.id for task in self.outline.tasks[low : high + 1]]
 
     def _phase_ids(self, name: str) -> list[str] | None:
         info = self.phase_by_id.get(name.lower())
@@ -101,7 +115,7 @@ class DependencyBuilder:
         if info.key in self.phase_exit:
             return self.phase_exit[info.key]
         # A forward reference: the phase has not been laid out yet, so wait for all of it.
-        return [self.p.tasks[i].id for i in info.tasks if not self.p.tasks[i].optional]
+        return [self.outline.tasks[i].id for i in info.tasks if not self.outline.tasks[i].optional]
 
     def _section_ids(self, name: str) -> list[str] | None:
         candidates = self.scopes.get(name.lower())
@@ -112,14 +126,16 @@ class DependencyBuilder:
         index = (same_phase or candidates)[-1]
         if index in self.section_exit:
             return self.section_exit[index]
-        chain_tasks = [t for t in self.p.tasks if index in self.p.chain(t.section) and not t.optional]
+        chain_tasks = [
+            t for t in self.outline.tasks if index in self.outline.chain(t.section) and not t.optional
+        ]
         return [t.id for t in chain_tasks]
 
     def _phase_sections(self, info: PhaseInfo) -> set[int]:
         return {
             s.index
-            for s in self.p.sections
-            if any(a in self.p.chain(s.index) for a in info.anchor_sections | set(info.sections))
+            for s in self.outline.sections
+            if any(a in self.outline.chain(s.index) for a in info.anchor_sections | set(info.sections))
         }
 
     def resolve(self, ref: refs.Reference, line: int, strict: bool, prefer_phase: bool = False) -> list[str]:
@@ -148,7 +164,7 @@ class DependencyBuilder:
         if found is None:
             is_phase = ref.kind == "phase" or prefer_phase and not ref.kind
             if strict and is_phase and not ref.range_end and self._earlier_than_every_phase(ref.name):
-                self.p.diag(
+                self._diag(
                     Severity.WARNING,
                     line + 1,
                     f"phase {ref.name} is not in this plan (an earlier milestone?); taken as done",
@@ -156,7 +172,7 @@ class DependencyBuilder:
             elif strict and _looks_like_id(ref):
                 shown = f"{ref.name}–{ref.range_end}" if ref.range_end else ref.name
                 what = f"{ref.kind} " if ref.kind else ""
-                self.p.diag(
+                self._diag(
                     Severity.ERROR,
                     line + 1,
                     f"unknown dependency {what}{shown}: no task, section or phase has that id",
@@ -196,7 +212,7 @@ class DependencyBuilder:
             self.current = info
             entry = previous_exit
             preamble = "\n".join(
-                self.p.preamble(s) for s in sorted(info.anchor_sections | set(info.sections))
+                self.outline.preamble(s) for s in sorted(info.anchor_sections | set(info.sections))
             )
             line = info.first_line
             explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, prefer_phase=True)
@@ -213,14 +229,15 @@ class DependencyBuilder:
             aside = not parallel and (
                 refs.says_parallel(preamble)
                 or any(
-                    self.p.tasks[i].phase_item is not None and self.p.tasks[i].parallel for i in info.tasks
+                    self.outline.tasks[i].phase_item is not None and self.outline.tasks[i].parallel
+                    for i in info.tasks
                 )
             )
             entries[info.key] = entry
             self.phase_entry = entry
             root = self._blocks(info)
             self._run_block(root, entry)
-            summaries = [i for i in info.tasks if self.p.tasks[i].phase_item is not None]
+            summaries = [i for i in info.tasks if self.outline.tasks[i].phase_item is not None]
             others = [i for i in info.tasks if i not in set(summaries)]
             sinks = self._sinks(others) or entry
             for index in summaries:
@@ -266,15 +283,15 @@ class DependencyBuilder:
         root = _Block(section=None)
         anchors = info.anchor_sections | set(info.sections)
         for index in info.tasks:
-            task = self.p.tasks[index]
+            task = self.outline.tasks[index]
             if task.phase_item is not None:
                 continue
-            if task.parent is not None and self.p.tasks[task.parent].phase_key == task.phase_key:
+            if task.parent is not None and self.outline.tasks[task.parent].phase_key == task.phase_key:
                 continue
-            chain = self.p.chain(task.section)
+            chain = self.outline.chain(task.section)
             cut = max((k for k, s in enumerate(chain) if s in anchors), default=-1)
             if info.key == IMPLICIT_PHASE_ID or info.key.startswith(("section:", "kiro:")):
-                outer = {self.p.title_section(), info.container}
+                outer = {self.outline.title_section(), info.container}
                 cut = max((k for k, s in enumerate(chain) if s in anchors or s in outer), default=-1)
             block = root
             for section in chain[cut + 1 :]:
@@ -296,7 +313,7 @@ class DependencyBuilder:
         for kind, item in block.items:
             if kind == "task":
                 assert isinstance(item, int)
-                task = self.p.tasks[item]
+                task = self.outline.tasks[item]
                 if task.parallel:
                     if group_base is None:
                         group_base, group_exits = frontier, []
@@ -312,8 +329,8 @@ class DependencyBuilder:
             assert item.section is not None
             group_base = None
             index = item.section
-            preamble = self.p.preamble(index)
-            line = self.p.sections[index].line
+            preamble = self.outline.preamble(index)
+            line = self.outline.sections[index].line
             explicit = self.clauses_deps(refs.dependency_clauses(preamble), line)
             section_entry = frontier
             parallel = False
@@ -357,11 +374,11 @@ class DependencyBuilder:
 
     def _descendants(self, index: int) -> list[int]:
         out: list[int] = []
-        stack = list(self.p.tasks[index].children)
+        stack = list(self.outline.tasks[index].children)
         while stack:
             child = stack.pop()
             out.append(child)
-            stack.extend(self.p.tasks[child].children)
+            stack.extend(self.outline.tasks[child].children)
         return out
 
     def _run_task(self, task: RawTask, frontier: list[str]) -> list[str]:
@@ -374,9 +391,9 @@ class DependencyBuilder:
         if task.children:
             children = _Block(section=None, items=[("task", c) for c in task.children])
             after_children = self._run_block(children, entry)
-            required = [self.p.tasks[c].id for c in task.children if not self.p.tasks[c].optional]
+            required = [self.outline.tasks[c].id for c in task.children if not self.outline.tasks[c].optional]
             if task.optional and not required:  # an optional group is done when its parts are
-                required = [self.p.tasks[c].id for c in task.children]
+                required = [self.outline.tasks[c].id for c in task.children]
             self.depends[task.index] = required or entry
             if task.optional:
                 return after_children
@@ -389,7 +406,7 @@ class DependencyBuilder:
         return [task.id]
 
     def _sinks(self, indices: Iterable[int]) -> list[str]:
-        members = [self.p.tasks[i] for i in indices]
+        members = [self.outline.tasks[i] for i in indices]
         ids = {task.id for task in members}
         # An optional task waiting on a task does not make that task less of an end.
         waited_on = {
@@ -398,7 +415,7 @@ class DependencyBuilder:
         return [task.id for task in members if not task.optional and task.id not in waited_on]
 
     def _free_statements(self) -> None:
-        for line, text in self.p.free_text:
+        for line, text in self.outline.free_text:
             for statement in refs.free_statements(text):
                 earlier = [d for ref in statement.earlier for d in (self._free_ids(ref) or [])]
                 later = [d for ref in statement.later for d in (self._free_ids(ref) or [])]
@@ -420,21 +437,22 @@ class DependencyBuilder:
             dep_task = self.by_id.get(dep)
             if dep_task is None or dep_task.index <= index:  # only a forward reference can contradict
                 continue
-            target = self.p.tasks[index].id
-            for _ in range(len(self.p.tasks)):
+            target = self.outline.tasks[index].id
+            for _ in range(len(self.outline.tasks)):
                 path = self._path(dep, target)
                 implied = [edge for edge in path or [] if edge not in self.explicit]
                 if not implied:
                     break
                 waiting, skipped = implied[-1]
-                self.p.diag(
+                self._diag(
                     Severity.INFO,
                     line + 1,
-                    f"{target} waits for {dep} as this line says, so {self.p.tasks[waiting].id} no longer "
+                    f"{target} waits for {dep} as this line says, "
+                    f"so {self.outline.tasks[waiting].id} no longer "
                     f"waits for {skipped}, which the list puts before it",
                 )
                 skipped_index = self.by_id[skipped].index
-                waiting_id = self.p.tasks[waiting].id
+                waiting_id = self.outline.tasks[waiting].id
                 instead = [
                     d
                     for d in self.depends[skipped_index]
@@ -459,7 +477,7 @@ class DependencyBuilder:
                         step = came_from[dep]
                         while step is not None:
                             edges.append(step)
-                            step = came_from[self.p.tasks[step[0]].id]
+                            step = came_from[self.outline.tasks[step[0]].id]
                         return edges[::-1]
                     following.append(dep)
             frontier = following
