@@ -102,8 +102,6 @@ SCRIPT: dict[str, Any] = {
     ],
 }
 
-TASKS = ["T001", "T002", "T003", "T004"]
-
 PARALLEL_PLAN = """\
 # Parallel crash plan
 
