@@ -6,6 +6,13 @@ blocks, tables and block quotes are not tasks. Line regexes only read *inside* o
 block: the box at the start of a list item's first paragraph, a heading's words, a
 task's own text.
 
+Stages, each reading what the ones before it found (imports flow one way):
+    outline.py       the blocks, read once: sections, tasks with box offsets, free text
+    phases.py        which phase each task is in, the phases in run order
+    ids.py           every task's id
+    dependencies.py  every task's direct dependencies
+    this module      reads the file, runs them, builds the Plan and its diagnostics
+
 What counts as a task
     A list item whose first paragraph starts with `[ ]`, `[x]` or `[X]` (then a space or
     the end of the line), `[ ]*` marking it optional (Kiro). `[/]` (in progress) and `[-]`
