@@ -15,7 +15,6 @@ the main thread, so there is one writer of the run's state and one merge at a ti
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import re
 import threading
@@ -31,7 +30,7 @@ from orchestrator.agents.base import (
     AgentStatus,
     AgentUnavailable,
 )
-from orchestrator.config import Settings
+from orchestrator.config import CONFIG_FILE, PYPROJECT, Settings
 from orchestrator.domain import dag
 from orchestrator.domain.events import (
     AgentActivity,
@@ -49,6 +48,7 @@ from orchestrator.domain.events import (
 from orchestrator.domain.plan import BoxState, Plan, Task
 from orchestrator.domain.state import RunState, RunStatus, TaskStatus, usage_to_record
 from orchestrator.domain.usage import Usage
+from orchestrator.engine import protected
 from orchestrator.engine.crash import crash_point
 from orchestrator.engine.executor import Executor, InlineExecutor, TaskResult
 from orchestrator.engine.prompts import PromptRenderer
@@ -61,7 +61,8 @@ from orchestrator.engine.verification import (
 )
 from orchestrator.engine.worktrees import Worktree, WorktreeExecutor, worktrees_root
 from orchestrator.errors import OrchestrateError, OutOfSpace, out_of_space
-from orchestrator.persistence.journal import Journal, atomic_write
+from orchestrator.input_files import PLAN_LIMIT, SETTINGS_LIMIT
+from orchestrator.persistence.journal import Journal
 from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitError, GitRepo
 from orchestrator.planfile.parser import plan_bytes_as_left, read_plan_bytes
 from orchestrator.planfile.writer import atomic_write as write_plan
@@ -174,6 +175,11 @@ class Runner:
         self._open: set[str] = set()
         """Tasks started and not yet landed, failed or set aside: never started twice."""
         self._rank = {task_id: n for n, task_id in enumerate(dag.execution_order(plan))}
+        self._settings_at_start = {
+            name: protected.settings_bytes(self.repo.root, name) for name in (CONFIG_FILE, PYPROJECT)
+        }
+        """The settings files as the run found them in its work tree (an uncommitted edit of the
+        user's included): what a later run or resume would read (see _undo_forbidden)."""
         self._resume_at: dict[str, str] = {}
         for record in self.state.tasks.values():
             if record.status is TaskStatus.DONE:
@@ -512,9 +518,24 @@ class Runner:
         )
 
     def _guard(self, workspace_repo: GitRepo, plan_bytes: bytes | None) -> tuple[list[str], list[str]]:
-        """Undo what the agent may not change: git's own files (its config, hooks, a worktree's
-        `.git` file, a repository inside the tree: tampering), the plan file and `protected_paths`.
-        Returns the paths restored and, in words, the tampering undone."""
+        """Undo what the agent may not change (see _undo_forbidden) and put the plan file back as
+        it was before the agent, never through a link it put in the place of the plan's folder
+        (that is tampering too). Returns the paths restored and, in words, the tampering undone."""
+        restored, tampered = self._undo_forbidden(workspace_repo)
+        changed_plan, links = protected.put_back(
+            workspace_repo.root, self.ctx.plan_rel, plan_bytes, PLAN_LIMIT
+        )
+        tampered += [f"{words}; the plan put back" for words in links]
+        if changed_plan:
+            restored.insert(0, self.ctx.plan_rel)
+        return restored, tampered
+
+    def _undo_forbidden(self, workspace_repo: GitRepo, staged: bool = False) -> tuple[list[str], list[str]]:
+        """Undo what neither an agent nor a check it wrote may change: git's own files (its config,
+        hooks, a worktree's `.git` file, a repository inside the tree: tampering), `protected_paths`,
+        and pyproject.toml's settings table (see engine.protected). `staged`: a merge may have
+        staged them (the run's work tree before its commit). Returns the paths restored and, in
+        words, the tampering undone."""
         changed = workspace_repo.changed_paths()
         found = workspace_repo.undo_tampering(changed)
         tampered = found.here
@@ -527,27 +548,84 @@ class Runner:
             what = f"{', '.join(at_work)} were at work: {'; '.join(found.shared)}"
             self.notice(f"git's own files were changed while {what}", "error")
         restored: list[str] = []
-        plan_file = workspace_repo.root / self.ctx.plan_rel
-        current = plan_bytes_as_left(plan_file)  # never blocks on a FIFO, never reads /dev/zero
-        if current != plan_bytes:
-            if plan_bytes is None:
-                plan_file.unlink()
+        in_place = workspace_repo.root == self.repo.root
+        # Not the user's own uncommitted edit (an --allow-dirty run), as long as it is intact.
+        preexisting = self.ctx.preexisting if in_place else {}
+        hit = [
+            p
+            for p in protected.matching(changed, self.settings.protected_paths)
+            if p not in preexisting or workspace_repo.hash_file(p) != preexisting[p]
+        ]
+        if hit:
+            if staged:
+                workspace_repo.restore_head(hit)
             else:
-                atomic_write(plan_file, plan_bytes)
-            restored.append(self.ctx.plan_rel)
-        if self.settings.protected_paths:
-            # Not the user's own uncommitted edit (an --allow-dirty run), as long as it is intact.
-            preexisting = self.ctx.preexisting
-            hit = [
-                p
-                for p in changed
-                if any(fnmatch.fnmatch(p, g) for g in self.settings.protected_paths)
-                and (p not in preexisting or workspace_repo.hash_file(p) != preexisting[p])
-            ]
-            if hit:
                 workspace_repo.reset_paths(hit)
-                restored.extend(hit)
+            restored.extend(hit)
+        if in_place:
+            restored += self._undo_ignored_settings(changed)
+        if not protected.matching([PYPROJECT], self.settings.protected_paths):
+            restored += self._undo_settings_table(workspace_repo, changed, staged)
         return restored, tampered
+
+    def _undo_ignored_settings(self, changed: list[str]) -> list[str]:
+        """orchestrate.toml is read from the work tree: one that git ignores (the agent's own
+        .gitignore) shows in no status, is never committed, and yet the next run or resume would
+        read it. Put back as the run found it."""
+        if CONFIG_FILE in changed or protected.settings_bytes(self.repo.root, CONFIG_FILE) == (
+            self._settings_at_start[CONFIG_FILE]
+        ):
+            return []
+        protected.put_back(self.repo.root, CONFIG_FILE, self._settings_at_start[CONFIG_FILE], SETTINGS_LIMIT)
+        return [CONFIG_FILE]
+
+    def _undo_settings_table(self, workspace_repo: GitRepo, changed: list[str], staged: bool) -> list[str]:
+        """pyproject.toml's [tool.orchestrate] as it was: in the run's work tree, as the run found
+        it (read before it began, so an uncommitted edit of the user's is the reference, and one
+        git ignores is seen); in a worktree, as its commit has it. Alone, byte for byte, where that
+        can be done; else the whole file's change."""
+        root = workspace_repo.root
+        if root == self.repo.root:
+            before = self._settings_at_start[PYPROJECT]
+        elif PYPROJECT in changed:
+            before = workspace_repo.head_bytes(PYPROJECT)
+        else:
+            return []
+        now = protected.settings_bytes(root, PYPROJECT)
+        if not protected.table_changed(before, now):
+            return []
+        fixed = protected.with_table_of(before, now) if now is not None else None
+        if fixed is not None and protected.is_regular_file(root / PYPROJECT):
+            protected.put_back(root, PYPROJECT, fixed if fixed.strip() or before else None, SETTINGS_LIMIT)
+            return [f"{PYPROJECT} {protected.TABLE_NAME}"]
+        if PYPROJECT in changed:
+            if staged:
+                workspace_repo.restore_head([PYPROJECT])
+            else:
+                workspace_repo.reset_paths([PYPROJECT])
+        else:  # ignored by git: as the run found it
+            protected.put_back(root, PYPROJECT, before, SETTINGS_LIMIT)
+        return [f"{PYPROJECT} (the whole file: its {protected.TABLE_NAME} could not be put back alone)"]
+
+    def _forbidden_reason(
+        self, task: Task, attempt: int, restored: list[str], tampered: list[str], who: str
+    ) -> str:
+        """Journal and say what `who` ("the agent", "its checks") changed that it may not; the
+        reason its attempt failed, or "" when nothing was."""
+        reasons: list[str] = []
+        if tampered:
+            # Nothing of it ran (orchestrate's git names its own git dir and turns such programs
+            # off), but an agent that tries is not trusted with this attempt.
+            what = "; ".join(tampered)
+            self.record("git_tampered", task=task.id, attempt=attempt, changes=tampered)
+            self.notice(f"{who} tampered with git's own files: {what}", level="error", task_id=task.id)
+            reasons.append(f"tampering with git's own files ({what}); none of it was run")
+        if restored:
+            self.record("protected_restored", task=task.id, attempt=attempt, paths=restored)
+            self.notice(f"{who} changed {', '.join(restored)}; undone", level="warning", task_id=task.id)
+            may = "it" if who == "the agent" else "they"
+            reasons.append(f"{who} changed paths {may} may not change ({', '.join(restored)}); undone")
+        return "; ".join(reasons) + ", and the attempt failed" if reasons else ""
 
     def _attempts(self, task: Task, workspace: Path) -> TaskResult:
         """Run the task's attempts in `workspace` until one passes verification or none are left."""
@@ -601,7 +679,10 @@ class Runner:
             result.attempts = attempt
             outcome = self._verify(task, attempt, commands, workspace)
             crash_point("after_verify", task.id)
-            if outcome.passed:
+            # The checks ran code the agent may have written, which no sandbox keeps from the
+            # workspace: what they changed that no one may is undone, and fails the attempt.
+            broke = self._checks_broke(task, attempt, ws_repo) if outcome.passed and commands else ""
+            if outcome.passed and not broke:
                 # What is left (the snapshot, the branch commit) is not the task's work: its slot
                 # may take the next task meanwhile.
                 self.executor.checks_passed(task.id)
@@ -612,12 +693,12 @@ class Runner:
                 crash_point("after_verified", task.id)
                 result.passed, result.unverified, result.tree = True, not commands, tree
                 return result
-            if self._cut_short_by_stop(outcome):
+            if not broke and self._cut_short_by_stop(outcome):
                 # No verdict: the task stays as its agent left it, and resume verifies again.
                 self.notice("its check was cut short by the stop; resume checks again", task_id=task.id)
                 result.stopped = True
                 return result
-            failure = outcome.failure_report()
+            failure = broke or outcome.failure_report()
             changes_kept = True
             self.record(
                 "attempt_failed", task=task.id, attempt=attempt, reason=failure, tree=ws_repo.snapshot_tree()
@@ -625,8 +706,14 @@ class Runner:
             crash_point("after_failed_attempt", task.id)
             if record.attempts_since_reset < self.settings.max_attempts:
                 failed = outcome.failure
-                why = failed.explain() if failed else "verification failed"
-                self.emit(TaskRetrying(task_id=task.id, next_attempt=attempt + 1, reason=why))
+                why = broke or (failed.explain() if failed else "verification failed")
+                self.emit(TaskRetrying(task_id=task.id, next_attempt=attempt + 1, reason=why.splitlines()[0]))
+
+    def _checks_broke(self, task: Task, attempt: int, ws_repo: GitRepo) -> str:
+        """Undo what the task's checks changed that they may not (see _undo_forbidden): the reason
+        the attempt failed, or "" when they changed nothing of it."""
+        restored, tampered = self._undo_forbidden(ws_repo)
+        return self._forbidden_reason(task, attempt, restored, tampered, "its checks")
 
     def _cut_short_by_stop(self, outcome: VerificationOutcome) -> bool:
         """The check failed because the stop's own signal killed it: a terminal's Ctrl-C or
@@ -713,21 +800,8 @@ class Runner:
             )
         )
         crash_point("after_agent_record", task.id)
-        reason = ""
-        if tampered:
-            # Nothing of it ran (orchestrate's git names its own git dir and turns such programs
-            # off), but an agent that tries is not trusted with this attempt.
-            what = "; ".join(tampered)
-            self.record("git_tampered", task=task.id, attempt=attempt, changes=tampered)
-            self.notice(f"the agent tampered with git's own files: {what}", level="error", task_id=task.id)
-            reason = f"tampering with git's own files ({what}); none of it was run, and the attempt failed"
-        if restored:
-            self.record("protected_restored", task=task.id, attempt=attempt, paths=restored)
-            self.notice(f"the agent changed {', '.join(restored)}; undone", level="warning", task_id=task.id)
-            reason = reason or (
-                f"the agent changed paths it may not change ({', '.join(restored)}); the change was undone"
-            )
-        elif outcome.status is not AgentStatus.DONE:
+        reason = self._forbidden_reason(task, attempt, restored, tampered, "the agent")
+        if not restored and outcome.status is not AgentStatus.DONE:
             reason = reason or (
                 f"the agent reported {outcome.status.value}: {outcome.summary.strip() or 'no reason given'}"
             )
@@ -759,8 +833,9 @@ class Runner:
         self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
         if commands:
             outcome = self._verify(task, attempt, commands, workspace)
-            if not outcome.passed:
-                result.reason = outcome.failure_report()
+            broke = self._checks_broke(task, attempt, self.repo.at(workspace)) if outcome.passed else ""
+            if not outcome.passed or broke:
+                result.reason = broke or outcome.failure_report()
                 self.record("attempt_failed", task=task.id, attempt=attempt, reason=result.reason)
                 return result
         ws_repo = self.repo.at(workspace)
@@ -790,6 +865,13 @@ class Runner:
                 files = self.executor.overlap(result)
                 self._merge_failed(result, files, why, outcome.failure_report())
                 return
+            if outcome is not None:
+                # The checks ran again, in the run's own work tree: what they changed that no one
+                # may is put back before the commit (the task's work was verified where it ran).
+                with self.executor.lock:
+                    restored, tampered = self._undo_forbidden(self.repo, staged=True)
+                attempt = self.state.task(task.id).attempt
+                self._forbidden_reason(task, attempt, restored, tampered, "its checks")
         with self.executor.lock:
             plan = self._tick(task)
             crash_point("after_tick", task.id)

@@ -182,6 +182,22 @@ class GitRepo:
         input_text: str | None = None,
         guarded: bool = True,
     ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [git_program(), *SAFETY, *args],
+            cwd=self.root,
+            capture_output=True,
+            # Paths are bytes to git: decoded as os.fsdecode does (so that a file name that is not
+            # UTF-8 survives), they go back to git unchanged as arguments (os.fsencode).
+            encoding="utf-8",
+            errors="surrogateescape",
+            check=False,
+            env=self._env(env, guarded),
+            input=input_text,
+        )
+
+    def _env(self, env: Mapping[str, str] | None, guarded: bool) -> dict[str, str]:
+        """The environment of a git command: its directories named, and what the repository's
+        config may no longer say pinned (see ConfigGuard)."""
         guard = self._locate()
         for folder in (self._git_dir, self._common_dir):
             # git would follow a `gitdir:` file or a symlink put in its place to the agent's own.
@@ -202,18 +218,19 @@ class GitRepo:
             full_env["GIT_CONFIG_COUNT"] = str(first + len(pins))
         if env is not None:
             full_env.update(env)
-        return subprocess.run(
-            [git_program(), *SAFETY, *args],
+        return full_env
+
+    def head_bytes(self, path: str) -> bytes | None:
+        """The bytes the file at `path` (from the top of the tree) has in HEAD, exactly (no
+        newline translation, no filter), or None when HEAD has no such file."""
+        done = subprocess.run(
+            [git_program(), *SAFETY, "cat-file", "blob", f"HEAD:{path}"],
             cwd=self.root,
             capture_output=True,
-            # Paths are bytes to git: decoded as os.fsdecode does (so that a file name that is not
-            # UTF-8 survives), they go back to git unchanged as arguments (os.fsencode).
-            encoding="utf-8",
-            errors="surrogateescape",
             check=False,
-            env=full_env,
-            input=input_text,
+            env=self._env(None, True),
         )
+        return done.stdout if done.returncode == 0 else None
 
     def git(
         self,
