@@ -17,7 +17,7 @@ from orchestrator.domain import dag
 from orchestrator.domain.plan import Diagnostic, Severity
 from orchestrator.planfile import refs
 from orchestrator.planfile.outline import Outline, RawTask
-from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseInfo
+from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseInfo, PhaseLayout
 
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 
@@ -32,11 +32,10 @@ class _Block:
 
 
 def build_dependencies(
-    outline: Outline, phases: list[PhaseInfo], diagnostics: list[Diagnostic]
+    outline: Outline, layout: PhaseLayout, ids: list[str], diagnostics: list[Diagnostic]
 ) -> dict[int, list[str]]:
-    """Every task's direct dependencies (task index -> ids), once the phases and ids stages ran."""
-    by_id = {task.id: task for task in outline.tasks}
-    return DependencyBuilder(outline, phases, by_id, diagnostics).run()
+    """Every task's direct dependencies (task index -> ids), from what the phases and ids stages found."""
+    return DependencyBuilder(outline, layout, ids, diagnostics).run()
 
 
 class DependencyBuilder:
@@ -45,17 +44,22 @@ class DependencyBuilder:
     def __init__(
         self,
         outline: Outline,
-        phases: list[PhaseInfo],
-        by_id: dict[str, RawTask],
+        layout: PhaseLayout,
+        ids: list[str],
         diagnostics: list[Diagnostic],
     ) -> None:
         self.outline = outline
+        self.ids = ids
+        """Task index -> its id (the ids stage)."""
+        self.phase_of = layout.key_of_task
+        """Task index -> its phase's key (the phases stage)."""
+        phases = layout.phases
+        by_id = {ids[task.index]: task for task in outline.tasks}
         self.diagnostics = diagnostics
         self.phases = phases
         self.phase_by_id = {info.id.lower(): info for info in phases}
         self.by_id = by_id
         self.by_lower = {key.lower(): task for key, task in by_id.items()}
-        self.order = {task.id: task.index for task in outline.tasks}
         self.depends: dict[int, list[str]] = {task.index: [] for task in outline.tasks}
         self.explicit: set[tuple[int, str]] = set()
         self.stated: set[tuple[int, str, int]] = set()
@@ -78,7 +82,7 @@ class DependencyBuilder:
     def _task_ids(self, name: str) -> list[str] | None:
         task = self.by_id.get(name) or self.by_lower.get(name.lower())
         if task is not None:
-            return [task.id]
+            return [self.ids[task.index]]
         if name.lower().startswith("phase-"):
             return None
         return _span(name, self._range)
@@ -89,7 +93,7 @@ class DependencyBuilder:
         if start is None or end is None:
             return None
         low, high = sorted((start.index, end.index))
-        return [task.id for task in self.outline.tasks[low : high + 1]]
+        return self.ids[low : high + 1]
 
     def _phase_ids(self, name: str) -> list[str] | None:
         info = self.phase_by_id.get(name.lower())
@@ -115,7 +119,7 @@ class DependencyBuilder:
         if info.key in self.phase_exit:
             return self.phase_exit[info.key]
         # A forward reference: the phase has not been laid out yet, so wait for all of it.
-        return [self.outline.tasks[i].id for i in info.tasks if not self.outline.tasks[i].optional]
+        return [self.ids[i] for i in info.tasks if not self.outline.tasks[i].optional]
 
     def _section_ids(self, name: str) -> list[str] | None:
         candidates = self.scopes.get(name.lower())
@@ -129,7 +133,7 @@ class DependencyBuilder:
         chain_tasks = [
             t for t in self.outline.tasks if index in self.outline.chain(t.section) and not t.optional
         ]
-        return [t.id for t in chain_tasks]
+        return [self.ids[t.index] for t in chain_tasks]
 
     def _phase_sections(self, info: PhaseInfo) -> set[int]:
         return {
@@ -286,7 +290,7 @@ class DependencyBuilder:
             task = self.outline.tasks[index]
             if task.phase_item is not None:
                 continue
-            if task.parent is not None and self.outline.tasks[task.parent].phase_key == task.phase_key:
+            if task.parent is not None and self.phase_of[task.parent] == self.phase_of[task.index]:
                 continue
             chain = self.outline.chain(task.section)
             cut = max((k for k, s in enumerate(chain) if s in anchors), default=-1)
@@ -385,15 +389,19 @@ class DependencyBuilder:
         explicit = self.clauses_deps(refs.dependency_clauses(task.context), task.line)
         entry = frontier
         if explicit is not None:
-            same_phase = any(self.by_id[d].phase_key == task.phase_key for d in explicit if d in self.by_id)
+            same_phase = any(
+                self.phase_of[self.by_id[d].index] == self.phase_of[task.index]
+                for d in explicit
+                if d in self.by_id
+            )
             entry = dedupe(explicit if same_phase else explicit + self.phase_entry)
-            entry = [d for d in entry if d != task.id]
+            entry = [d for d in entry if d != self.ids[task.index]]
         if task.children:
             children = _Block(section=None, items=[("task", c) for c in task.children])
             after_children = self._run_block(children, entry)
-            required = [self.outline.tasks[c].id for c in task.children if not self.outline.tasks[c].optional]
+            required = [self.ids[c] for c in task.children if not self.outline.tasks[c].optional]
             if task.optional and not required:  # an optional group is done when its parts are
-                required = [self.outline.tasks[c].id for c in task.children]
+                required = [self.ids[c] for c in task.children]
             self.depends[task.index] = required or entry
             if task.optional:
                 return after_children
@@ -403,16 +411,20 @@ class DependencyBuilder:
                 self.explicit.update((task.index, dep) for dep in explicit)
             if task.optional:
                 return frontier
-        return [task.id]
+        return [self.ids[task.index]]
 
     def _sinks(self, indices: Iterable[int]) -> list[str]:
         members = [self.outline.tasks[i] for i in indices]
-        ids = {task.id for task in members}
+        ids = {self.ids[task.index] for task in members}
         # An optional task waiting on a task does not make that task less of an end.
         waited_on = {
             dep for task in members if not task.optional for dep in self.depends[task.index] if dep in ids
         }
-        return [task.id for task in members if not task.optional and task.id not in waited_on]
+        return [
+            self.ids[task.index]
+            for task in members
+            if not task.optional and self.ids[task.index] not in waited_on
+        ]
 
     def _free_statements(self) -> None:
         for line, text in self.outline.free_text:
@@ -437,7 +449,7 @@ class DependencyBuilder:
             dep_task = self.by_id.get(dep)
             if dep_task is None or dep_task.index <= index:  # only a forward reference can contradict
                 continue
-            target = self.outline.tasks[index].id
+            target = self.ids[index]
             for _ in range(len(self.outline.tasks)):
                 path = self._path(dep, target)
                 implied = [edge for edge in path or [] if edge not in self.explicit]
@@ -448,11 +460,11 @@ class DependencyBuilder:
                     Severity.INFO,
                     line + 1,
                     f"{target} waits for {dep} as this line says, "
-                    f"so {self.outline.tasks[waiting].id} no longer "
+                    f"so {self.ids[waiting]} no longer "
                     f"waits for {skipped}, which the list puts before it",
                 )
                 skipped_index = self.by_id[skipped].index
-                waiting_id = self.outline.tasks[waiting].id
+                waiting_id = self.ids[waiting]
                 instead = [
                     d
                     for d in self.depends[skipped_index]
@@ -477,7 +489,7 @@ class DependencyBuilder:
                         step = came_from[dep]
                         while step is not None:
                             edges.append(step)
-                            step = came_from[self.outline.tasks[step[0]].id]
+                            step = came_from[self.ids[step[0]]]
                         return edges[::-1]
                     following.append(dep)
             frontier = following

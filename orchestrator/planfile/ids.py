@@ -15,8 +15,9 @@ from orchestrator.planfile.outline import Outline
 _SLUG_WORD = re.compile(r"[a-z0-9]+")
 
 
-def assign_ids(outline: Outline, diagnostics: list[Diagnostic]) -> None:
-    """Set every task's `id` (after the phases stage: ids do not depend on phases)."""
+def assign_ids(outline: Outline, diagnostics: list[Diagnostic]) -> list[str]:
+    """Every task's id, by task index (ids do not depend on phases)."""
+    ids = [""] * len(outline.tasks)
     first_line: dict[str, int] = {}
     taken: set[str] = set()
     for task in outline.tasks:
@@ -37,7 +38,7 @@ def assign_ids(outline: Outline, diagnostics: list[Diagnostic]) -> None:
             wanted = renamed
         else:
             first_line[wanted] = task.line + 1
-        task.id = wanted
+        ids[task.index] = wanted
         taken.add(wanted.lower())
     for task in outline.tasks:
         if task.own_id is not None:
@@ -51,7 +52,8 @@ def assign_ids(outline: Outline, diagnostics: list[Diagnostic]) -> None:
             ),
             None,
         )
-        task.id = unique(f"{scope}-{words}" if scope else words, taken)
+        ids[task.index] = unique(f"{scope}-{words}" if scope else words, taken)
+    return ids
 
 
 def unique(wanted: str, taken: set[str], start: int = 2, joiner: str = "-") -> str:

@@ -121,13 +121,11 @@ class RawTask:
     children: list[int] = field(default_factory=list)
     child_ranges: list[tuple[int, int]] = field(default_factory=list)
     context: str = ""
-    id: str = ""
-    phase_key: str = ""
 
 
 class Outline:
-    """The plan's blocks, read once. Its tasks' `id` and `phase_key` are left empty for the
-    `ids` and `phases` stages to fill in; nothing else changes after `build_outline`."""
+    """The plan's blocks, read once; nothing changes them after `build_outline`. The stages
+    after it return what they find (by task index) instead of writing it here."""
 
     def __init__(self, data: bytes, text: str) -> None:
         self.data = data

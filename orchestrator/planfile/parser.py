@@ -106,7 +106,7 @@ from orchestrator.planfile import refs
 from orchestrator.planfile.dependencies import build_dependencies
 from orchestrator.planfile.ids import assign_ids
 from orchestrator.planfile.outline import MAX_NESTING, Outline, RawTask, build_outline
-from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseInfo, assign_phases
+from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseLayout, assign_phases
 
 __all__ = ["MAX_NESTING", "decode", "parse_bytes", "parse_plan", "plan_bytes_as_left", "read_plan_bytes"]
 
@@ -171,10 +171,11 @@ def _plan(outline: Outline, path: Path) -> Plan:
     """The stages over the outline, in order: phases, ids, dependencies; then the Plan and its lint."""
     diagnostics = list(outline.diagnostics)
     title = outline.title(path)
-    phases = assign_phases(outline, title, diagnostics)
-    assign_ids(outline, diagnostics)
-    depends = build_dependencies(outline, phases, diagnostics)
-    diagnostics.extend(_parent_disagreements(outline, phases))
+    layout = assign_phases(outline, title, diagnostics)
+    ids = assign_ids(outline, diagnostics)
+    depends = build_dependencies(outline, layout, ids, diagnostics)
+    diagnostics.extend(_parent_disagreements(outline, layout, ids))
+    phases = layout.phases
     tasks = outline.tasks
     plan_phases = [
         Phase(
@@ -191,18 +192,18 @@ def _plan(outline: Outline, path: Path) -> Plan:
     phase_id = {info.key: info.id for info in phases}
     plan_tasks = [
         Task(
-            id=task.id,
+            id=ids[task.index],
             title=task.title,
             state=task.state,
             optional=task.optional,
-            phase=phase_id[task.phase_key],
+            phase=phase_id[layout.key_of_task[task.index]],
             line=task.line + 1,
             box_offset=task.box_offset,
             section_path=outline.section_path(task.section),
             depends_on=depends[task.index],
             parallel=task.parallel,
             verify=refs.verify_commands(task.context),
-            parent=tasks[task.parent].id if task.parent is not None else None,
+            parent=ids[task.parent] if task.parent is not None else None,
             context=task.context,
         )
         for task in tasks
@@ -232,17 +233,17 @@ def _plan(outline: Outline, path: Path) -> Plan:
     return plan
 
 
-def _parent_disagreements(outline: Outline, phases: list[PhaseInfo]) -> list[Diagnostic]:
+def _parent_disagreements(outline: Outline, layout: PhaseLayout, ids: list[str]) -> list[Diagnostic]:
     """Report, never fix, a parent (or GSD phase item) whose box disagrees with its tasks."""
     found: list[Diagnostic] = []
     tasks = outline.tasks
     for task in tasks:
         if task.children:
-            message = _disagreement(task, [tasks[c] for c in task.children])
+            message = _disagreement(task, [tasks[c] for c in task.children], ids)
         elif task.phase_item is not None:
-            info = next(p for p in phases if p.key == task.phase_key)
+            info = next(p for p in layout.phases if p.key == layout.key_of_task[task.index])
             members = [tasks[i] for i in info.tasks if tasks[i].phase_item is None]
-            message = _disagreement(task, members) if members else None
+            message = _disagreement(task, members, ids) if members else None
         else:
             continue
         if message:
@@ -257,14 +258,14 @@ def _parent_disagreements(outline: Outline, phases: list[PhaseInfo]) -> list[Dia
     return found
 
 
-def _disagreement(parent: RawTask, children: list[RawTask]) -> str | None:
+def _disagreement(parent: RawTask, children: list[RawTask], ids: list[str]) -> str | None:
     required = [c for c in children if not c.optional]
     if not required:
         return None
     open_children = [c for c in required if c.state not in (BoxState.DONE, BoxState.SKIPPED)]
     if parent.state is BoxState.DONE and open_children:
-        listed = ", ".join(f"{c.id} (line {c.line + 1})" for c in open_children[:5])
-        return f"task {parent.id} is ticked but these sub-tasks are not: {listed}"
+        listed = ", ".join(f"{ids[c.index]} (line {c.line + 1})" for c in open_children[:5])
+        return f"task {ids[parent.index]} is ticked but these sub-tasks are not: {listed}"
     if parent.state is BoxState.OPEN and not open_children:
-        return f"task {parent.id} is not ticked although all {len(required)} of its sub-tasks are"
+        return f"task {ids[parent.index]} is not ticked although all {len(required)} of its sub-tasks are"
     return None

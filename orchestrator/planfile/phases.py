@@ -38,12 +38,23 @@ class PhaseInfo:
             self.position = self.first_line
 
 
-def assign_phases(outline: Outline, plan_title: str, diagnostics: list[Diagnostic]) -> list[PhaseInfo]:
-    """Set every task's `phase_key`; the phases that hold tasks, in the order they run (`plan_title`
-    names the implicit phase)."""
+@dataclass
+class PhaseLayout:
+    """What the phases stage found."""
+
+    phases: list[PhaseInfo]
+    """The phases that hold tasks, in the order they run."""
+    key_of_task: list[str]
+    """Task index -> the key of its phase."""
+
+
+def assign_phases(outline: Outline, plan_title: str, diagnostics: list[Diagnostic]) -> PhaseLayout:
+    """Every task's phase, and the phases in the order they run (`plan_title` names the implicit
+    phase)."""
     phases: dict[str, PhaseInfo] = {}
     defined: dict[str, list[tuple[str, str]]] = {}  # number -> [(key, title)]
     used_ids: set[str] = set()
+    key_of_task = [""] * len(outline.tasks)
     section_phase: dict[int, str] = {}  # section index -> key of the phase its heading names
     repeats: list[tuple[str, int, str]] = []  # (key, line, note): said only of phases with tasks
 
@@ -86,17 +97,17 @@ def assign_phases(outline: Outline, plan_title: str, diagnostics: list[Diagnosti
             info = phase_for_number(task.phase_item, task.line, "", False)
             if info.title == f"Phase {task.phase_item}" and task.phase_name:
                 info.title = task.phase_name
-            task.phase_key = info.key
+            key_of_task[task.index] = info.key
             continue
         if task.parent is not None:
-            task.phase_key = outline.tasks[task.parent].phase_key
+            key_of_task[task.index] = key_of_task[task.parent]
             continue
         chain = outline.chain(task.section)
         named = next((s for s in reversed(chain) if s in section_phase), None)
         if named is not None:
             key = section_phase[named]
             phases[key].anchor_sections.add(named)
-            task.phase_key = key
+            key_of_task[task.index] = key
             continue
         outer = [s for s in chain if s != title_section]
         container = outer[0] if outer else None
@@ -112,10 +123,10 @@ def assign_phases(outline: Outline, plan_title: str, diagnostics: list[Diagnosti
             )
             phases[info.key] = info
             kiro_phase[base] = info
-            task.phase_key = info.key
+            key_of_task[task.index] = info.key
             continue
         if base in kiro_phase:  # an unnumbered task after a numbered parent joins its phase
-            task.phase_key = kiro_phase[base].key
+            key_of_task[task.index] = kiro_phase[base].key
             continue
         if container is not None:
             if base not in phases:
@@ -123,16 +134,16 @@ def assign_phases(outline: Outline, plan_title: str, diagnostics: list[Diagnosti
                 phase_id = unique(slug(section.title) or "section", used_ids)
                 phases[base] = PhaseInfo(key=base, id=phase_id, title=section.title, first_line=section.line)
             phases[base].anchor_sections.add(container)
-            task.phase_key = base
+            key_of_task[task.index] = base
             continue
         if IMPLICIT_PHASE_ID not in phases:
             phase_id = unique(IMPLICIT_PHASE_ID, used_ids)
             phases[IMPLICIT_PHASE_ID] = PhaseInfo(
                 key=IMPLICIT_PHASE_ID, id=phase_id, title=plan_title, first_line=task.line
             )
-        task.phase_key = IMPLICIT_PHASE_ID
+        key_of_task[task.index] = IMPLICIT_PHASE_ID
     for task in outline.tasks:
-        phases[task.phase_key].tasks.append(task.index)
+        phases[key_of_task[task.index]].tasks.append(task.index)
     for section in outline.sections:
         if section.index in section_phase:
             phases[section_phase[section.index]].sections.append(section.index)
@@ -145,7 +156,7 @@ def assign_phases(outline: Outline, plan_title: str, diagnostics: list[Diagnosti
             diagnostics.append(Diagnostic(severity=Severity.INFO, line=line + 1, message=note))
     for info in kept:
         info.text = _phase_text(outline, info)
-    return kept
+    return PhaseLayout(kept, key_of_task)
 
 
 def _uses_numbered_parents(outline: Outline) -> bool:

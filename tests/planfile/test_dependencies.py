@@ -32,12 +32,13 @@ def run_stage(markdown: str) -> Stage:
     text = dedent(markdown).lstrip("\n")
     outline = build_outline(text.encode(), text)
     diagnostics: list[Diagnostic] = []
-    phases = assign_phases(outline, "plan", diagnostics)
-    assign_ids(outline, diagnostics)
+    layout = assign_phases(outline, "plan", diagnostics)
+    ids = assign_ids(outline, diagnostics)
     before = len(diagnostics)
-    found = build_dependencies(outline, phases, diagnostics)
+    found = build_dependencies(outline, layout, ids, diagnostics)
+    phases = layout.phases
     return Stage(
-        depends={outline.tasks[index].id: deps for index, deps in found.items()},
+        depends={ids[index]: deps for index, deps in found.items()},
         diagnostics=diagnostics[before:],
         phase_depends={info.id: info.depends_on for info in phases if info.depends_on},
         phase_parallel={info.id: info.parallel_with for info in phases if info.parallel_with},
