@@ -4,7 +4,8 @@ Phases run in order, tasks within a phase in document order, `[P]` runs side by 
 what the plan says in words ("depends on T001", "**Depends on**: Phase 44", "can run in
 parallel with 2A", "T008 blocks T009") overrides the order; see the parser's docstring for
 the whole rule set. Stage 4 of parsing: it reads the outline (tasks, sections, free text) with
-the phases and ids the earlier stages found, and writes nothing back but diagnostics.
+the phases and ids the earlier stages found; besides its result it appends diagnostics and
+fills in each phase's stated `depends_on` and `parallel_with`, which only its preamble reading knows.
 """
 
 from __future__ import annotations
