@@ -22,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,17 @@ def _lstat_mode(path: Path) -> int:
         return path.lstat().st_mode
     except OSError:
         return 0
+
+
+def _real_directory(root: Path, relative: str) -> bool:
+    """Whether `root/relative` is a directory with no link on the way: git looks into nothing
+    else for a nested repository (it takes a link for a link), and orchestrate follows none."""
+    here = root
+    for part in Path(relative).parts:
+        here = here / part
+        if not stat.S_ISDIR(_lstat_mode(here)):
+            return False
+    return True
 
 
 def _marker(path: Path) -> bytes | None:
@@ -87,6 +99,18 @@ class Tampering:
 
     def __bool__(self) -> bool:
         return bool(self.here or self.shared)
+
+
+class GitlinkCache:
+    """The gitlinks (mode 160000 entries) of the commits a repository and its worktrees have been
+    at, shared by them: a commit's are found once, from the last commit known by the difference
+    between the two (one small git process for each new commit), or from its whole tree the
+    first time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_commit: dict[str, frozenset[str]] = {}
+        self.last: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,7 @@ class GitRepo:
         self._linked: dict[Path, GitRepo] = {}
         self._submodules: dict[str, bytes | None] | None = None
         """Each submodule's `.git` as the baseline found it (see undo_tampering)."""
+        self._gitlinks = GitlinkCache()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -277,6 +302,7 @@ class GitRepo:
         repo = GitRepo(path)
         repo._git_dir, repo._common_dir, repo._guard = admin, self.common_dir, self._locate()
         repo._dot_git = f"gitdir: {admin}"
+        repo._gitlinks = self._gitlinks
         repo._submodules = repo._submodule_files(self._submodule_paths())
         # A worktree this process did not make (a resumed run's) has a config.worktree only when git
         # copied the main worktree's into it (`git worktree add` does, where there is one).
@@ -312,11 +338,51 @@ class GitRepo:
     # -- what the agent may not change ---------------------------------------------------
 
     def _submodule_paths(self) -> list[str]:
-        """The submodules the repository declares (in `.gitmodules` as the run found it): their
-        directories are where a `.git` would make git run a nested repository's programs."""
+        """The submodules the repository declares (in `.gitmodules` as the run found it) and the
+        gitlinks of HEAD, declared or not (`git submodule` is not the only way to make one): their
+        directories are where a `.git` would make git run a nested repository's programs (and
+        `git add -A` look inside)."""
+        return list(self._submodule_baseline())
+
+    def _submodule_baseline(self) -> dict[str, bytes | None]:
         if self._submodules is None:
-            self._submodules = self._submodule_files(self._declared_submodules())
-        return list(self._submodules)
+            paths = dict.fromkeys([*self._declared_submodules(), *sorted(self.gitlinks())])
+            self._submodules = self._submodule_files(paths)
+        return self._submodules
+
+    def gitlinks(self) -> frozenset[str]:
+        """The paths of HEAD's gitlinks (see GitlinkCache): no git process while HEAD stays."""
+        head = self.head_now()
+        if head is None:
+            return frozenset()
+        cache = self._gitlinks
+        with cache.lock:
+            known = cache.by_commit.get(head)
+            last = cache.last
+        if known is not None:
+            return known
+        if last is None:
+            raw = self.git("ls-tree", "-r", "-z", head)
+            found = frozenset(
+                path for meta, _, path in (e.partition("\t") for e in raw.split("\0")) if meta[:6] == "160000"
+            )
+        else:
+            raw = self.git("diff-tree", "-r", "-z", "--no-renames", "--raw", last, head)
+            links = set(cache.by_commit[last])
+            fields = raw.split("\0")
+            for meta, path in zip(fields[::2], fields[1::2], strict=False):
+                modes = meta.lstrip(":").split(" ")
+                if len(modes) < 2:
+                    continue
+                if modes[1] == "160000":
+                    links.add(path)
+                elif modes[0] == "160000":
+                    links.discard(path)
+            found = frozenset(links)
+        with cache.lock:
+            cache.by_commit[head] = found
+            cache.last = head
+        return found
 
     def _declared_submodules(self) -> list[str]:
         try:
@@ -334,7 +400,9 @@ class GitRepo:
 
     def git_baseline(self) -> dict[str, Any]:
         """What a resume holds git's own files to (see ConfigGuard.record), and where the git
-        directories were: kept in the journal."""
+        directories were: kept in the journal. Taken before any agent runs, it is also where the
+        submodules' `.git` are looked at first (see undo_tampering)."""
+        self._submodule_paths()
         return {**self._locate().record(), "git_dir": str(self.git_dir), "common_dir": str(self.common_dir)}
 
     def resume_git_baseline(self, recorded: Mapping[str, Any]) -> list[str]:
@@ -378,9 +446,12 @@ class GitRepo:
             if _marker(dot_git) != (self._dot_git + "\n").encode():
                 put_back(dot_git, (self._dot_git + "\n").encode())
                 here.append("the worktree's .git file was changed (put back)")
-        for path, want in (self._submodules or {}).items():
+        # A gitlink that HEAD gained after the baseline (a merge of a worktree's commit) had no `.git`.
+        watched = dict.fromkeys(self.gitlinks(), None)
+        watched.update(self._submodule_baseline())
+        for path, want in watched.items():
             dot_git = self.root / path / ".git"
-            if _marker(dot_git) == want or not dot_git.parent.is_dir():
+            if not _real_directory(self.root, path) or _marker(dot_git) == want:
                 continue
             if want is None or not want.startswith(b"<"):  # none, or a file: put back as it was
                 put_back(dot_git, want)
@@ -389,7 +460,8 @@ class GitRepo:
                 here.append(f"{path}/.git was changed (it cannot be put back)")
         for path in changed:
             dot_git = self.root / path / ".git"
-            if path.endswith("/") and (dot_git.exists() or dot_git.is_symlink()):
+            nested = dot_git.exists() or dot_git.is_symlink()
+            if path.endswith("/") and nested and _real_directory(self.root, path):
                 put_back(dot_git, None)
                 here.append(f"{path}.git: a git repository inside the work tree (removed)")
         return Tampering(here, shared)

@@ -366,3 +366,62 @@ def test_resume_refuses_a_git_directory_the_agent_put_in_place_of_the_repository
     assert done.returncode == 2, done.stdout + done.stderr
     assert "git directory" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+NESTED = r"""
+export GIT_CONFIG_GLOBAL=/dev/null
+mkdir -p vendor/lib && cd vendor/lib && git init -q . && echo n > n.txt && git add n.txt \
+    && git -c user.name=a -c user.email=a@example.invalid commit -qm n
+printf '[core]\n\tfsmonitor = @PROG@\n' >> .git/config
+echo changed >> n.txt
+true
+"""
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["undeclared", "in-gitmodules"])
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_git_directory_put_in_a_gitlink_of_head_is_removed(
+    tmp_path: Path, mode: str, sandbox: str, declared: bool
+) -> None:
+    """HEAD holds a gitlink at vendor/lib (in .gitmodules or not: `git submodule` is not the only
+    way one gets there). The agent makes vendor/lib a repository whose config runs its program:
+    the status orchestrate uses ignores submodules, but `git add -A` would look inside, and the
+    user's own `git status` would run the program. It is removed, as tampering, every attempt."""
+    repo, outside = project(tmp_path)
+    if declared:
+        (repo / ".gitmodules").write_text('[submodule "lib"]\n\tpath = vendor/lib\n\turl = ./lib\n')
+        git(repo, "add", ".gitmodules")
+    head = git(repo, "rev-parse", "HEAD")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{head},vendor/lib")
+    git(repo, "commit", "-qm", "a gitlink")
+    (repo / "vendor" / "lib").mkdir(parents=True)
+    gitlink = git(repo, "ls-tree", "HEAD", "vendor/lib")
+    prog = tmp_path / "prog"
+    prog.write_text(f'#!/bin/sh\necho "ran: $0 $* in $PWD" >> "{outside}/marker"\n')
+    prog.chmod(0o755)
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            {
+                "T001": [
+                    {"write": "one.txt", "content": "1\n"},
+                    {"run": NESTED.replace("@PROG@", str(prog))},
+                ],
+                "T002": [{"write": "two.txt", "content": "2\n"}],
+            }
+        )
+    )
+    done = orchestrate(
+        repo, "run", "plan.md", "--agent", "scripted", "--script", str(script), *mode_args(mode),
+        env=settings_env(sandbox),
+    )  # fmt: skip
+
+    assert not (repo / "vendor" / "lib" / ".git").exists()
+    subprocess.run(["git", "status"], cwd=repo, capture_output=True, check=True)  # the user's own
+    assert not (outside / "marker").exists(), (outside / "marker").read_text()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "vendor/lib/.git" in done.stderr, done.stderr
+    assert "tamper" in done.stderr.lower()
+    assert git(repo, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split() == ["T002"]
+    assert git(repo, "ls-tree", "HEAD", "vendor/lib") == gitlink
