@@ -517,11 +517,14 @@ class Runner:
             env=self.ctx.passed_env(),
         )
 
-    def _guard(self, workspace_repo: GitRepo, plan_bytes: bytes | None) -> tuple[list[str], list[str]]:
-        """Undo what the agent may not change (see _undo_forbidden) and put the plan file back as
-        it was before the agent, never through a link it put in the place of the plan's folder
-        (that is tampering too). Returns the paths restored and, in words, the tampering undone."""
-        restored, tampered = self._undo_forbidden(workspace_repo)
+    def _guard(
+        self, workspace_repo: GitRepo, plan_bytes: bytes | None, staged: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """Undo what the agent or its checks may not change (see _undo_forbidden) and put the plan
+        file back as it was before them (`plan_bytes`), never through a link put in the place of
+        the plan's folder (that is tampering too). Returns the paths restored and, in words, the
+        tampering undone."""
+        restored, tampered = self._undo_forbidden(workspace_repo, staged)
         changed_plan, links = protected.put_back(
             workspace_repo.root, self.ctx.plan_rel, plan_bytes, PLAN_LIMIT
         )
@@ -677,11 +680,13 @@ class Runner:
                     result.stopped = True
                     return result
             result.attempts = attempt
+            plan_bytes = plan_bytes_as_left(workspace / self.ctx.plan_rel)
             outcome = self._verify(task, attempt, commands, workspace)
             crash_point("after_verify", task.id)
             # The checks ran code the agent may have written, which no sandbox keeps from the
             # workspace: what they changed that no one may is undone, and fails the attempt.
-            broke = self._checks_broke(task, attempt, ws_repo) if outcome.passed and commands else ""
+            passed = outcome.passed and commands
+            broke = self._checks_broke(task, attempt, ws_repo, plan_bytes) if passed else ""
             if outcome.passed and not broke:
                 # What is left (the snapshot, the branch commit) is not the task's work: its slot
                 # may take the next task meanwhile.
@@ -709,10 +714,10 @@ class Runner:
                 why = broke or (failed.explain() if failed else "verification failed")
                 self.emit(TaskRetrying(task_id=task.id, next_attempt=attempt + 1, reason=why.splitlines()[0]))
 
-    def _checks_broke(self, task: Task, attempt: int, ws_repo: GitRepo) -> str:
-        """Undo what the task's checks changed that they may not (see _undo_forbidden): the reason
-        the attempt failed, or "" when they changed nothing of it."""
-        restored, tampered = self._undo_forbidden(ws_repo)
+    def _checks_broke(self, task: Task, attempt: int, ws_repo: GitRepo, plan_bytes: bytes | None) -> str:
+        """Undo what the task's checks changed that they may not (see _guard): the reason the
+        attempt failed, or "" when they changed nothing of it."""
+        restored, tampered = self._guard(ws_repo, plan_bytes)
         return self._forbidden_reason(task, attempt, restored, tampered, "its checks")
 
     def _cut_short_by_stop(self, outcome: VerificationOutcome) -> bool:
@@ -831,14 +836,15 @@ class Runner:
         attempt = self.state.task(task.id).attempt
         result.attempts = attempt
         self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
+        ws_repo = self.repo.at(workspace)
         if commands:
+            plan_bytes = plan_bytes_as_left(workspace / self.ctx.plan_rel)
             outcome = self._verify(task, attempt, commands, workspace)
-            broke = self._checks_broke(task, attempt, self.repo.at(workspace)) if outcome.passed else ""
+            broke = self._checks_broke(task, attempt, ws_repo, plan_bytes) if outcome.passed else ""
             if not outcome.passed or broke:
                 result.reason = broke or outcome.failure_report()
                 self.record("attempt_failed", task=task.id, attempt=attempt, reason=result.reason)
                 return result
-        ws_repo = self.repo.at(workspace)
         tree = ws_repo.snapshot_tree()
         self.record("task_verified", task=task.id, attempt=attempt, tree=tree, unverified=False)
         result.passed, result.tree = True, tree
@@ -858,6 +864,7 @@ class Runner:
             return
         crash_point("after_merge", task.id)
         if merge.moved:
+            plan_bytes = plan_bytes_as_left(self.ctx.plan_path)
             outcome = self._recheck(task)
             if outcome is not None and not outcome.passed:
                 failed = outcome.failure
@@ -869,7 +876,7 @@ class Runner:
                 # The checks ran again, in the run's own work tree: what they changed that no one
                 # may is put back before the commit (the task's work was verified where it ran).
                 with self.executor.lock:
-                    restored, tampered = self._undo_forbidden(self.repo, staged=True)
+                    restored, tampered = self._guard(self.repo, plan_bytes, staged=True)
                 attempt = self.state.task(task.id).attempt
                 self._forbidden_reason(task, attempt, restored, tampered, "its checks")
         with self.executor.lock:

@@ -44,6 +44,7 @@ PYPROJECT = '[project]\nname = "demo"\ndependencies = []\n\n[tool.ruff]\nline-le
 HOSTILE_CHECK = r"""
 test -f a.txt || exit 1
 if [ "$WHERE" = main ] && [ ! -d .git ]; then exit 0; fi
+printf -- '- [ ] T009 planted\n  - Verify: `touch planted`\n' >> plan.md
 mkdir -p prompts
 printf 'owned {{ task.id }}\n' > prompts/task.md.j2
 printf 'sandbox = "none"\nverify = ["touch planted"]\n' > orchestrate.toml
@@ -107,6 +108,8 @@ def assert_nothing_trusted_was_committed(repo: Path) -> None:
     assert not (repo / "orchestrate.toml").exists()
     assert "[tool.orchestrate]" not in (repo / "pyproject.toml").read_text()
     assert not (repo / "nested" / ".git").exists()
+    assert "planted" not in (repo / "plan.md").read_text()
+    assert "planted" not in git(repo, "log", "-p", "--", "plan.md")
 
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)
@@ -135,6 +138,7 @@ def test_a_check_that_writes_what_a_later_run_trusts_fails_its_attempt(
     failures = [a.get("failure") or "" for a in shown["tasks"]["T001"]["attempts"]]
     assert len(failures) == 2
     assert all("prompts/task.md.j2" in f and "orchestrate.toml" in f for f in failures), failures
+    assert all("plan.md" in f for f in failures), failures
     assert all("[tool.orchestrate]" in f for f in failures), failures
 
 
@@ -282,26 +286,35 @@ def test_a_table_removed_while_another_settings_file_is_read_is_put_back(tmp_pat
 # -- the plan's folder --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("by", ["agent", "check"])
 @pytest.mark.parametrize("sandbox", SANDBOXES)
 @pytest.mark.parametrize("mode", MODES)
 def test_putting_the_plan_back_never_writes_through_a_link_at_its_folder(
-    tmp_path: Path, mode: str, sandbox: str
+    tmp_path: Path, mode: str, sandbox: str, by: str
 ) -> None:
-    plan = "# Plan\n\n- [ ] T001 [P] Write `a.txt`\n  - Verify: `test -f a.txt`\n"
+    """The agent (or, in its first attempt, the check it wrote) replaces the plan's folder with a
+    link to a folder outside holding a plan of its own: the link is removed, the plan put back in
+    a folder of its own, the attempt failed as tampering; nothing outside is written."""
+    plan = "# Plan\n\n- [ ] T001 [P] Write `a.txt`\n  - Verify: `sh check.sh`\n"
     plan += "- [ ] T002 [P] Write `b.txt`\n  - Verify: `test -f b.txt`\n"
     repo = make_repo(tmp_path / "repo", {"README.md": "# r\n", "docs/plan.md": plan})
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "plan.md").write_text("decoy\n")
+    swap = f"rm -rf docs && ln -s {outside} docs"
+    benign = {"write": "check.sh", "content": "test -f a.txt\n"}
+    first = (
+        [{"write": "a.txt", "content": "a\n"}, benign, {"run": swap}]
+        if by == "agent"
+        else [
+            {"write": "a.txt", "content": "a\n"},
+            {"write": "check.sh", "content": f"test -f a.txt && {swap}\n"},
+        ]
+    )
     script = write_script(
         tmp_path,
         {
-            "T001": {
-                "attempts": [
-                    [{"write": "a.txt", "content": "a\n"}, {"run": f"rm -rf docs && ln -s {outside} docs"}],
-                    [{"write": "a.txt", "content": "a\n"}],
-                ]
-            },
+            "T001": {"attempts": [first, [{"write": "a.txt", "content": "a\n"}, benign]]},
             "T002": [{"write": "b.txt", "content": "b\n"}],
         },
     )
