@@ -158,11 +158,6 @@ class RunLock:
         self._fd = fd
         self._write_holder()
 
-    def name_run(self, run_id: str) -> None:
-        """The run the holder carries out, once it is known (a resume of the latest run)."""
-        self.run_id = run_id
-        self._write_holder()
-
     def release(self) -> None:
         holder = _read_holder(self.holder_file)
         if holder is not None and holder.get("pid") == os.getpid():
