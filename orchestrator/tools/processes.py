@@ -44,6 +44,14 @@ _KILL_ROUNDS = 200
 """Rounds of stopping or killing before giving up on a tree that keeps forking (a few ms each)."""
 
 _lock = threading.Lock()
+
+# A child between fork and setsid is still in our process group, so a terminal's Ctrl-C or hang-up
+# (sent to the whole group) reaches it too. Forked, it still has our Python handlers there and the
+# signal is only noted (exec then drops them); vfork'd, CPython resets every handler to the default
+# and unblocks signals *before* its setsid, so the child dies of the stop meant for us, and a check
+# or an agent step caught starting is taken for a failure (the crash harness saw the retry do the
+# task's work twice). Forking costs a page-table copy per command: a millisecond or two.
+subprocess._USE_VFORK = False  # type: ignore[misc]  # final in typeshed; CPython documents it as the switch
 _run_id: str | None = None
 """The run whose processes are started now; set by `tag_children`."""
 _subreaper = False
