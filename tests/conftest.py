@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+
+from orchestrator.tools.sandbox import detect_sandbox
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_PLANS = REPO_ROOT.parent / "shared" / "plans"
@@ -63,3 +67,29 @@ def shared_plans() -> Path:
     if not SHARED_PLANS.is_dir():
         pytest.skip(f"real-world plans not found at {SHARED_PLANS}")
     return SHARED_PLANS
+
+
+ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
+"""The installed console script, run as a user runs it (its process sealed before anything else)."""
+
+needs_bwrap = pytest.mark.skipif(
+    detect_sandbox("auto").kind != "bubblewrap", reason="bubblewrap cannot run here"
+)
+SANDBOXES = [pytest.param("bubblewrap", marks=needs_bwrap), "none"]
+"""Parametrize a security test over both: what must hold with the sandbox and without it."""
+
+
+def orchestrate(
+    repo: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`orchestrate ARGS` in `repo`, as a subprocess; output decoded whatever bytes it holds."""
+    return subprocess.run(
+        [str(ORCHESTRATE), *args],
+        cwd=repo,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        timeout=timeout,
+        check=False,
+    )

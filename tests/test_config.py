@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
-from tests.conftest import git, make_repo
+from tests.conftest import git, make_repo, orchestrate
 
 
 def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
@@ -59,7 +57,6 @@ def test_the_default_agent_is_anthropic_unless_a_script_is_given(tmp_path: Path)
 
 # -- through the CLI: every bad setting is one line naming where it came from, exit 2 ----------
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
 
 PLAN = """\
 # Plan
@@ -73,20 +70,6 @@ PLAN = """\
 """
 
 SCRIPT = {"T001": [{"write": "a.txt", "content": "a\n"}], "T002": [{"write": "b.txt", "content": "b\n"}]}
-
-
-def orchestrate(
-    repo: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def snapshot(repo: Path) -> tuple[str, str, str]:

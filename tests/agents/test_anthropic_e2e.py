@@ -7,16 +7,13 @@ check), then reports done; the engine verifies, ticks and commits.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import git, make_repo
+from tests.conftest import git, make_repo, orchestrate
 from tests.fakes.messages_server import (
     TEST_KEY,
     TEST_MODEL,
@@ -47,7 +44,6 @@ WORK = {
     ),
     "T002": ("notes/one.txt", "one\n", "cat notes/one.txt"),
 }
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
 
 
 def model(request: RecordedRequest) -> Response:
@@ -68,20 +64,6 @@ def model(request: RecordedRequest) -> Response:
 def repo(tmp_path: Path) -> Path:
     return make_repo(
         tmp_path / "repo", {"README.md": "# greeting\n", ".gitignore": "__pycache__/\n", "plan.md": PLAN}
-    )
-
-
-def orchestrate(
-    repo: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
 

@@ -12,12 +12,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from orchestrator.config import DEFAULT_MODEL
-from tests.conftest import REPO_ROOT, git
+from tests.conftest import ORCHESTRATE, REPO_ROOT, git
 from tests.fakes.messages_server import (
     TEST_KEY,
     FakeMessagesServer,
@@ -27,7 +26,6 @@ from tests.fakes.messages_server import (
     tool_calls,
 )
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
 SCRIPT: dict[str, Any] = json.loads((REPO_ROOT / "plans" / "demo.script.json").read_text())
 
 

@@ -6,9 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import git, make_repo
-
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
+from tests.conftest import ORCHESTRATE, git, make_repo
 
 PLAN = """\
 # Plan

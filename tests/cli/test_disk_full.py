@@ -12,15 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, make_repo
-
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
+from tests.conftest import git, make_repo, orchestrate
 
 PLAN = """\
 # Plan
@@ -54,12 +51,6 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
-
-
-def orchestrate(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args], cwd=repo, capture_output=True, text=True, timeout=180, check=False
-    )
 
 
 @pytest.mark.parametrize("parallel", [[], ["--parallel", "2"]], ids=["serial", "parallel"])

@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator.tools.sandbox import detect_sandbox
-from tests.conftest import git, make_repo
+from tests.conftest import ORCHESTRATE, git, make_repo, needs_bwrap
 from tests.fakes.messages_server import (
     TEST_KEY,
     TEST_MODEL,
@@ -29,11 +27,6 @@ from tests.fakes.messages_server import (
     Response,
     finish,
     tool_call,
-)
-
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
-needs_bwrap = pytest.mark.skipif(
-    detect_sandbox("auto").kind != "bubblewrap", reason="bubblewrap cannot run here"
 )
 
 PLAN = """\

@@ -14,13 +14,12 @@ import re
 import resource
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import git, make_repo
+from tests.conftest import ORCHESTRATE, git, make_repo, orchestrate
 from tests.fakes.messages_server import (
     TEST_KEY,
     TEST_MODEL,
@@ -32,7 +31,6 @@ from tests.fakes.messages_server import (
     tool_calls,
 )
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
 BAD_NAME = b"bad\xff.txt"
 """Not UTF-8: 0xff never appears in UTF-8."""
 SHELL_BAD_NAME = "$'bad\\xff.txt'"
@@ -47,21 +45,6 @@ PLAN = """\
 - [ ] T002 Make another file
   - Verify: `test -f two.txt`
 """
-
-
-def orchestrate(
-    repo: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        errors="backslashreplace",
-        timeout=120,
-        check=False,
-    )
 
 
 def assert_clean_failure(done: subprocess.CompletedProcess[str]) -> None:

@@ -25,14 +25,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator.tools.sandbox import detect_sandbox
-from tests.conftest import git, make_repo
+from tests.conftest import SANDBOXES, git, make_repo, orchestrate
 from tests.fakes.messages_server import (
     TEST_KEY,
     TEST_MODEL,
@@ -43,11 +41,6 @@ from tests.fakes.messages_server import (
     tool_call,
 )
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
-needs_bwrap = pytest.mark.skipif(
-    detect_sandbox("auto").kind != "bubblewrap", reason="bubblewrap cannot run here"
-)
-SANDBOXES = [pytest.param("bubblewrap", marks=needs_bwrap), "none"]
 MODES = ["parallel", "in-place"]
 
 PLAN = """\
@@ -143,20 +136,6 @@ def untouched_global_config() -> None:
     this test runs git itself: the agent may have written to it, and orchestrate leaves the user's
     files alone (its own git ignores what they say to run)."""
     Path(os.environ["GIT_CONFIG_GLOBAL"]).unlink(missing_ok=True)
-
-
-def orchestrate(
-    repo: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def project(tmp_path: Path) -> tuple[Path, Path]:

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.tools.sandbox import detect_sandbox
-from tests.conftest import git, make_repo
+from tests.conftest import ORCHESTRATE, SANDBOXES, git, make_repo, needs_bwrap, orchestrate
 from tests.fakes.messages_server import (
     TEST_MODEL,
     FakeMessagesServer,
@@ -41,11 +40,6 @@ from tests.fakes.messages_server import (
     tool_call,
 )
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
-needs_bwrap = pytest.mark.skipif(
-    detect_sandbox("auto").kind != "bubblewrap", reason="bubblewrap cannot run here"
-)
-SANDBOXES = [pytest.param("bubblewrap", marks=needs_bwrap), "none"]
 KEY = f"sk-ant-test-{secrets.token_hex(16)}"
 """This test run's own key (the fake API takes any): an unconfined command can read any process's
 environment, and other runs on this machine may hold the fakes' TEST_KEY while they start."""
@@ -150,21 +144,6 @@ PLAN = """\
 - [ ] T001 Add the notes
   - Verify: `python3 -m unittest`
 """
-
-
-def orchestrate(
-    repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        errors="backslashreplace",
-        timeout=timeout,
-        check=False,
-    )
 
 
 def key_env(sandbox: str) -> dict[str, str]:

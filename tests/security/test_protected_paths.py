@@ -18,22 +18,13 @@ All through the real CLI, in real git repositories, with bubblewrap and with `sa
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator.tools.sandbox import detect_sandbox
-from tests.conftest import git, make_repo
+from tests.conftest import SANDBOXES, git, make_repo, orchestrate
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
-needs_bwrap = pytest.mark.skipif(
-    detect_sandbox("auto").kind != "bubblewrap", reason="bubblewrap cannot run here"
-)
-SANDBOXES = [pytest.param("bubblewrap", marks=needs_bwrap), "none"]
 MODES = ["in-place", "parallel"]
 
 PYPROJECT = '[project]\nname = "demo"\ndependencies = []\n\n[tool.ruff]\nline-length = 100\n'
@@ -65,20 +56,6 @@ PLAN = """\
 - [ ] T002 [P] Write `b.txt`
   - Verify: `test -f b.txt`
 """
-
-
-def orchestrate(
-    repo: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def write_script(tmp_path: Path, steps: dict[str, Any]) -> Path:

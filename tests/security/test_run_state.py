@@ -10,11 +10,9 @@ hostile `--script`, and a same-user process that edits the journal between a sto
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from orchestrator.domain.state import RunState
 from orchestrator.persistence.journal import read_records
 from orchestrator.tools.sandbox import Sandbox, detect_sandbox
 from orchestrator.tools.toolset import Toolset
-from tests.conftest import git, make_repo
+from tests.conftest import git, make_repo, orchestrate
 from tests.fakes.messages_server import (
     TEST_KEY,
     TEST_MODEL,
@@ -35,7 +33,6 @@ from tests.fakes.messages_server import (
     tool_call,
 )
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
 BUBBLEWRAP = detect_sandbox("auto").kind == "bubblewrap"
 needs_bubblewrap = pytest.mark.skipif(not BUBBLEWRAP, reason="bubblewrap cannot run here")
 SANDBOXES = ["none", pytest.param("bubblewrap", marks=needs_bubblewrap)]
@@ -53,20 +50,6 @@ PLAN = """\
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def orchestrate(
-    repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def assert_no_traceback(done: subprocess.CompletedProcess[str]) -> None:

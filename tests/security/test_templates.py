@@ -11,17 +11,23 @@ CLI in a subprocess, in a real git repository.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import git, make_repo
+from tests.conftest import orchestrate as run_orchestrate
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
 SECRET = "sk-ant-test-DO-NOT-LEAK-4242"
+
+
+def orchestrate(
+    repo: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """With a key in the environment: a template that reaches for it must find nothing."""
+    return run_orchestrate(repo, *args, env={"ANTHROPIC_API_KEY": SECRET, **(env or {})})
+
 
 PLAN = """\
 # Plan: templates
@@ -54,20 +60,6 @@ def payloads(marker: Path) -> dict[str, str]:
             f"{{{{ joiner.__init__.__globals__.os.system('{shell}') }}}}"
         ),
     }
-
-
-def orchestrate(
-    repo: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, "ANTHROPIC_API_KEY": SECRET, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def snapshot(repo: Path) -> tuple[str, str, list[str]]:

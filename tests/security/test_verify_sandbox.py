@@ -8,18 +8,14 @@ write outside the workspace, into `.git` and into the run's journal, to reach a 
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from orchestrator.tools.sandbox import detect_sandbox
-from tests.conftest import git, make_repo
+from tests.conftest import git, make_repo, orchestrate
 
-ORCHESTRATE = Path(sys.executable).with_name("orchestrate")
 pytestmark = pytest.mark.skipif(
     detect_sandbox("auto").kind != "bubblewrap", reason="bubblewrap cannot run here"
 )
@@ -54,18 +50,6 @@ report["orchestrate_visible"] = any(
 with open("check_report.json", "w") as f:
     json.dump(report, f)
 """
-
-
-def orchestrate(repo: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ORCHESTRATE), *args],
-        cwd=repo,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("network", [False, True])
