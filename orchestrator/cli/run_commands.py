@@ -304,6 +304,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"last word: {state.message}")
         for warning in state.warnings:
             typer.echo(f"WARNING: {warning}")
+        if state.preexisting:
+            # Uncommitted changes of the user's (at the start with --allow-dirty, or made while the
+            # run was stopped): left in the tree, never in a task's commit.
+            paths = sorted(state.preexisting)
+            more = f" (and {len(paths) - 10} more)" if len(paths) > 10 else ""
+            typer.echo(f"kept out of the run's commits as yours: {', '.join(paths[:10])}{more}")
         for task_id in state.order:
             t = state.tasks[task_id]
             flag = " (unverified)" if t.unverified else ""

@@ -373,6 +373,9 @@ def test_a_second_resume_still_keeps_the_users_edits_out(tmp_path: Path) -> None
     assert last.returncode == 0, last.stderr
     assert _paths_by_task(repo) == SERIAL_TASK_PATHS, last.stderr
     assert sorted(_status(repo)) == [f" M {GUIDE}", f"?? {USER_NOTES}"]
+    # `show` says which of the tree's changes the run kept out of its commits as the user's.
+    kept = [line for line in _show(project).splitlines() if line.startswith("kept out of")]
+    assert kept == [f"kept out of the run's commits as yours: {GUIDE}, {USER_NOTES}"], kept
 
 
 def test_a_graceful_stop_after_the_agent_step_then_a_plain_resume_keeps_the_users_edits_out(
