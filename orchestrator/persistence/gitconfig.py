@@ -12,9 +12,13 @@ with orchestrate's environment. So:
   pager, submodule recursion (SAFETY);
 - the repository's own config files (under its git directory) are watched: changed since the
   baseline, they are put back before the next command reads them;
+- every command carries the settings with a fixed name that run a program (`gpg.program`,
+  `commit.gpgSign`, `core.pager`...) at their baseline value, or off: a file written after the
+  check below and before git reads it changes none of them;
 - any other config file changed since the baseline makes the next command list the configuration
   again, and every setting that names a program is pinned to its value at the baseline (or turned
   off when it had none) through GIT_CONFIG_COUNT (which, unlike `-c`, takes any subsection name);
+  a driver whose name the agent chose (`filter.<name>.clean`) is pinned from then on;
 - the repository's hooks are compared with the baseline when an attempt ends (orchestrate runs
   none, but the user's next `git commit` would); what was added or changed is put back;
 - what changed is kept for `changes()`, which the runner reports as tampering.
@@ -156,9 +160,22 @@ def _program_setting(key: str) -> str | None:
     return None
 
 
+_ALWAYS_PINNED = (
+    "core.fsmonitor", "core.hookspath", "core.editor", "core.askpass", "core.gitproxy",
+    "sequence.editor", "core.pager", "core.sshcommand", "diff.external", "gpg.program",
+    "gpg.openpgp.program", "gpg.x509.program", "gpg.ssh.program", "gpg.ssh.defaultkeycommand",
+    "commit.gpgsign", "tag.gpgsign", "protocol.allow", "credential.helper",
+)  # fmt: skip
+"""Program settings with a fixed name: every command carries them at their baseline value (or
+off), so that a config file written between the check before a command and git's read of it
+(another task's agent, without bubblewrap, while this command lands a commit) cannot change them.
+Settings whose name the agent chooses (`filter.<name>.clean`) can only be pinned once seen."""
+
+
 def pins(baseline: list[Entry], now: list[Entry]) -> list[tuple[str, str]]:
-    """(key, value) pairs that give every program setting whose values differ from the baseline
-    its baseline value again (the last one, as git reads it), or turn it off."""
+    """(key, value) pairs that give every program setting with a fixed name its baseline value
+    (the last one, as git reads it; off when it had none), and every other program setting whose
+    values differ from the baseline its baseline value again, or turn it off."""
 
     def values(entries: list[Entry]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -169,9 +186,15 @@ def pins(baseline: list[Entry], now: list[Entry]) -> list[tuple[str, str]]:
 
     before, after = values(baseline), values(now)
     pinned: list[tuple[str, str]] = []
+    for key in _ALWAYS_PINNED:
+        was = before.get(key, [])
+        if _MULTI_VALUED.fullmatch(key):
+            pinned += [(key, ""), *((key, v) for v in was)]
+        else:
+            pinned.append((key, was[-1] if was else _program_setting(key) or ""))
     for key, current in after.items():
         was = before.get(key, [])
-        if current == was:
+        if current == was or key in _ALWAYS_PINNED:
             continue
         if _MULTI_VALUED.fullmatch(key):
             pinned += [(key, ""), *((key, v) for v in was)]
@@ -274,6 +297,7 @@ class ConfigGuard:
             self._own[path] = _read(path)
         self._baseline = self._list()
         self._sort(self._baseline)
+        self._pins = tuple(pins(self._baseline, self._baseline))
         self._known = {path: _signature(path) for path in [*self._own, *self._others]}
         self._dirs = {path: _signature(path) for path in self._dirs}
         self._hooks = {p.name: hook for p in _files(self._common / "hooks") if (hook := _Hook.of(p))}

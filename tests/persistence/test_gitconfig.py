@@ -116,3 +116,25 @@ def test_a_git_dir_replaced_by_a_git_file_is_not_followed(tmp_path: Path) -> Non
     with pytest.raises(GitError, match="no longer a directory"):
         repo.status()
     assert not marker.exists()
+
+
+def test_a_signing_program_written_between_the_check_and_gits_read_is_not_run(tmp_path: Path) -> None:
+    """Without bubblewrap another task's agent writes the user's git config while orchestrate lands
+    a commit: the check before the command may miss it (here: the same size and time, as a write
+    just after the check would be). Settings with a fixed name are pinned on every command anyway."""
+    program, marker = marking_program(tmp_path)
+    config = Path(os.environ["GIT_CONFIG_GLOBAL"])
+    hostile = f"[gpg]\n\tprogram = {program}\n[commit]\n\tgpgSign = true\n[core]\n\tpager = {program}\n"
+    config.write_text("#" * (len(hostile) - 1) + "\n")
+    repo_path = make_repo(tmp_path / "repo")
+    repo = GitRepo(repo_path)
+    assert repo.head() is not None  # the baseline is taken
+    seen = config.stat()
+    config.write_text(hostile)
+    os.utime(config, ns=(seen.st_atime_ns, seen.st_mtime_ns))
+    (repo_path / "a.txt").write_text("a\n")
+
+    repo.commit_all("T001: a", {})
+
+    assert not marker.exists()
+    assert git(repo_path, "log", "-1", "--format=%s") == "T001: a"
