@@ -10,9 +10,13 @@ user's (it may well be git) and is not ours to route.
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 from pathlib import Path
 
 import orchestrator
+from orchestrator.persistence.gitconfig import SAFETY
+from tests.conftest import orchestrate
 
 PACKAGE = Path(orchestrator.__file__).parent
 PERSISTENCE = PACKAGE / "persistence"
@@ -73,3 +77,38 @@ def test_the_scan_sees_each_way_of_starting_git() -> None:
     for sample in samples:
         assert git_starts(sample) == [1], sample
     assert git_starts('subprocess.run(["ls", "git"])\nrepo.git("status")\nx = "git"') == []
+
+
+def _logging_git(folder: Path, log: Path) -> Path:
+    """A `git` that writes each argv to `log` (each argument NUL-ended, each call ended by RS and a
+    newline) and runs the real git: first on PATH, it sees every git process orchestrate starts."""
+    real = shutil.which("git")
+    assert real is not None
+    folder.mkdir()
+    script = folder / "git"
+    script.write_text(
+        f"#!/bin/sh\nprintf '%s\\0' \"$@\" >> '{log}'\nprintf '\\036\\n' >> '{log}'\nexec '{real}' \"$@\"\n"
+    )
+    script.chmod(0o755)
+    return folder
+
+
+def test_every_git_process_orchestrate_starts_carries_the_safety_settings(tmp_path: Path) -> None:
+    # Dynamic, where the scan above is static: the demo (a scratch repository made, a parallel run
+    # with worktrees, commits, merges) then status, runs and show, each git process seen as it starts.
+    log = tmp_path / "git.log"
+    wrapper = _logging_git(tmp_path / "bin", log)
+    env = {"PATH": f"{wrapper}{os.pathsep}{os.environ['PATH']}"}
+    scratch = tmp_path / "demo"
+    for args in (
+        ("demo", "--agent", "scripted", "--parallel", "2", "--dir", str(scratch)),
+        ("status", "plans/demo.md"),
+        ("runs",),
+        ("show",),
+    ):
+        done = orchestrate(scratch if args[0] != "demo" else tmp_path, *args, env=env)
+        assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
+    calls = [record.split("\0")[:-1] for record in log.read_text(errors="replace").split("\x1e\n")[:-1]]
+    assert len(calls) > 20
+    unsafe = [" ".join(call) for call in calls if tuple(call[: len(SAFETY)]) != SAFETY]
+    assert unsafe == []

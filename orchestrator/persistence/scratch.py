@@ -1,6 +1,8 @@
 """A scratch repository for `orchestrate demo`: made, given a first commit, and its log read back.
 
-Here, not in the CLI, because persistence/ is the only package that starts git."""
+Here, not in the CLI, because persistence/ is the only package that starts git; with the same
+SAFETY settings as every other git command (the user's global hooks or fsmonitor do not run for the
+demo's commit)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,13 @@ import os
 import subprocess
 from pathlib import Path
 
+from orchestrator.persistence.gitconfig import SAFETY
 from orchestrator.persistence.repo import git_program
 
 
 def _git(directory: Path, *args: str, check: bool = True) -> str:
     return subprocess.run(
-        [git_program(), *args], cwd=directory, check=check, capture_output=True, text=True
+        [git_program(), *SAFETY, *args], cwd=directory, check=check, capture_output=True, text=True
     ).stdout
 
 
