@@ -9,11 +9,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-IMPORT_NAMES = {"gitpython": "git", "markdown-it-py": "markdown_it", "mdit-py-plugins": "mdit_py_plugins"}
+IMPORT_NAMES = {"markdown-it-py": "markdown_it", "mdit-py-plugins": "mdit_py_plugins"}
 """Distributions whose module is named otherwise."""
-KEPT_UNUSED = {"gitpython"}
-"""Chosen by the project's owner (DESIGN.md, "Packages the user chose"); git runs as a subprocess
-today (persistence/repo.py says why)."""
 
 
 def test_every_runtime_dependency_is_imported_by_the_package() -> None:
@@ -23,8 +20,7 @@ def test_every_runtime_dependency_is_imported_by_the_package() -> None:
     unused = [
         name
         for name in names
-        if name not in KEPT_UNUSED
-        and not re.search(
+        if not re.search(
             rf"^\s*(import|from)\s+{re.escape(IMPORT_NAMES.get(name, name.replace('-', '_')))}\b",
             sources,
             re.MULTILINE,

@@ -10,6 +10,18 @@ one whose `gitdir` file git itself keeps under `worktrees/`), never what the wor
 says, which the agent can rewrite. What git runs on its own (fsmonitor, hooks, filters, drivers,
 signing programs) is as persistence/gitconfig.py says; `undo_tampering` puts back, when an attempt
 ends, what the agent changed in git's files.
+
+Why not GitPython (the design card named it; it was dropped, measured with GitPython 3.2.1 and git
+2.x on the project's 2-core machine):
+- safety: `import git` runs `git version` twice before any of our code can give it SAFETY (see
+  gitconfig.py), and `Repo(worktree)` follows the worktree's `.git` file, which the agent can point
+  at a git directory of its own (tried: `Repo.git_dir` was then the agent's). Every git process
+  orchestrate starts must carry the settings (tests/test_layers.py checks it by running them);
+- processes: reading the trailers of N commits takes 1 + N processes (`rev-list`, then one
+  `interpret-trailers --parse` per commit) where `git log --format=%(trailers...)` takes 1; `is_dirty`
+  plus `untracked_files` take 4 (two diffs, two statuses) where one `git status -z` does it all;
+- time: importing it adds 60-105 ms to a command that imports in about 500 ms.
+What it would read better (identity, status, branches) is a few lines of argv here.
 """
 
 from __future__ import annotations
