@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestrator.domain.plan import Diagnostic, Plan, Task
+from orchestrator.domain.plan import Check, Diagnostic, Plan, Step, Task
+
+PARSE_SCHEMA = "parse.schema.json"
+"""The JSON Schema of `plan_json`, shipped next to this module."""
 
 
 def task_json(task: Task) -> dict[str, Any]:
-    """One task as `orchestrate parse --json` prints it."""
+    """One task as `orchestrate parse --json` prints it (see parse.schema.json)."""
     return {
         "id": task.id,
         "title": task.title,
@@ -20,17 +23,60 @@ def task_json(task: Task) -> dict[str, Any]:
         "depends_on": list(task.depends_on),
         "parallel": task.parallel,
         "verify": list(task.verify),
+        "kind": task.kind.value,
+        "state": task.state.value,
+        "mark": task.mark,
+        "manual": task.manual,
+        "command": task.command,
+        "steps": [step_json(step) for step in task.steps],
+        "checks": [check_json(check) for check in task.checks],
+        "uncovered": list(task.uncovered),
+        "files": list(task.files),
+    }
+
+
+def step_json(step: Step) -> dict[str, Any]:
+    return {
+        "title": step.title,
+        "kind": step.kind.value,
+        "line": step.line,
+        "box": step.box_offset is not None,
+        "checked": step.state.value == "done",
+        "optional": step.optional,
+    }
+
+
+def check_json(check: Check) -> dict[str, Any]:
+    return {
+        "command": check.command,
+        "expect": check.expect.value,
+        "expected": check.expected,
+        "final": check.final,
+        "line": check.line,
+        "step": check.step,
+        "note": check.note,
     }
 
 
 def diagnostic_json(diagnostic: Diagnostic) -> dict[str, Any]:
-    return {"severity": diagnostic.severity.value, "line": diagnostic.line, "message": diagnostic.message}
+    return {
+        "severity": diagnostic.severity.value,
+        "line": diagnostic.line,
+        "message": diagnostic.message,
+        "code": diagnostic.code,
+    }
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
-    """The object `orchestrate parse --json` prints: exactly the keys DESIGN.md fixes."""
+    """The object `orchestrate parse --json` prints: the keys DESIGN.md fixes, extended (never
+    renamed or removed); parse.schema.json describes it."""
     return {
-        "plan": {"path": str(plan.path), "title": plan.title},
+        "plan": {
+            "path": str(plan.path),
+            "title": plan.title,
+            "rules": [{"title": r.title, "line": r.line} for r in plan.rules],
+            "requires": list(plan.requires),
+        },
         "phases": [{"id": phase.id, "title": phase.title, "line": phase.line} for phase in plan.phases],
         "tasks": [task_json(task) for task in plan.tasks],
         "diagnostics": [diagnostic_json(d) for d in plan.diagnostics],

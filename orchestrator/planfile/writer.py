@@ -1,4 +1,4 @@
-"""Tick and untick a task: exactly one byte of the plan changes, written atomically.
+"""Tick and untick a task: one byte per box of the unit (its own, its steps'), written atomically.
 
 The file is re-read and re-parsed before every write, and the task found again by id, so
 an edit made by hand since the plan was loaded is kept as long as the task is still
@@ -23,8 +23,15 @@ _BOX_CHARACTERS = b" xX/-"
 
 
 def with_box(data: bytes, task: Task, done: bool) -> bytes:
-    """`data` with `task`'s box set; the same object when it already says so."""
-    offset = task.box_offset
+    """`data` with every box of `task` set (its own and its steps', one byte each); the same object
+    when they all already say so, or when the unit has no box (it is done by its commit's trailer)."""
+    updated = data
+    for offset in task.box_offsets:
+        updated = _with_one_box(updated, offset, task, done)
+    return updated
+
+
+def _with_one_box(data: bytes, offset: int, task: Task, done: bool) -> bytes:
     if (
         not (0 < offset < len(data) - 1)
         or data[offset - 1 : offset] != b"["

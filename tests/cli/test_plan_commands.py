@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli.app import app
+from orchestrator.planfile import export
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "plans"
@@ -33,17 +34,29 @@ def copy_fixture(tmp_path: Path, name: str) -> Path:
     return target
 
 
-def test_parse_json_is_exactly_the_designed_object(shared_plans: Path) -> None:
+def test_parse_json_is_the_designed_object_extended_as_its_schema_says(shared_plans: Path) -> None:
     code, out, err = run("parse", "--json", shared_plans / REALTIME)
     assert code == 0, err
     data = json.loads(out)
-    assert set(data) == {"plan", "phases", "tasks", "diagnostics"}
-    assert set(data["plan"]) == {"path", "title"}
+    schema = json.loads((Path(export.__file__).parent / export.PARSE_SCHEMA).read_text(encoding="utf-8"))[
+        "properties"
+    ]
+    assert set(data) == {"plan", "phases", "tasks", "diagnostics"} == set(schema)
+    # The documented keys stay; the keys printed are the shipped schema's, its required ones included.
+    assert {"path", "title"} <= set(data["plan"]) == set(schema["plan"]["properties"])
     assert data["plan"]["title"] == "Audio Sage Real-Time Implementation Plan"
     assert [p["id"] for p in data["phases"]] == ["2", "3", "4", "5"]
     assert all(set(p) == {"id", "title", "line"} for p in data["phases"])
     keys = {"id", "title", "checked", "optional", "phase", "line", "depends_on", "parallel", "verify"}
-    assert all(set(t) == keys for t in data["tasks"])
+    task_schema = schema["tasks"]["items"]
+    assert keys == set(task_schema["required"])
+    assert all(keys <= set(t) == set(task_schema["properties"]) for t in data["tasks"])
+    assert all(t["kind"] == "box" and t["steps"] == [] for t in data["tasks"])
+    step_keys = set(task_schema["properties"]["steps"]["items"]["properties"])
+    check_keys = set(task_schema["properties"]["checks"]["items"]["properties"])
+    assert all(set(c) == check_keys for t in data["tasks"] for c in t["checks"])
+    assert all(set(s) == step_keys for t in data["tasks"] for s in t["steps"])
+    assert all(set(d) == set(schema["diagnostics"]["items"]["properties"]) for d in data["diagnostics"])
     assert len(data["tasks"]) == 44
     assert sum(t["checked"] is True for t in data["tasks"]) == 15
     first = next(t for t in data["tasks"] if t["line"] == 1276)
