@@ -575,8 +575,9 @@ class Runner:
         """orchestrate.toml is read from the work tree: one that git ignores (the agent's own
         .gitignore) shows in no status, is never committed, and yet the next run or resume would
         read it. Put back as the run found it."""
-        if CONFIG_FILE in changed or protected.settings_bytes(self.repo.root, CONFIG_FILE) == (
-            self._settings_at_start[CONFIG_FILE]
+        if (
+            CONFIG_FILE in changed
+            or protected.settings_bytes(self.repo.root, CONFIG_FILE) == (self._settings_at_start[CONFIG_FILE])
         ):
             return []
         protected.put_back(self.repo.root, CONFIG_FILE, self._settings_at_start[CONFIG_FILE], SETTINGS_LIMIT)

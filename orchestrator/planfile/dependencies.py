@@ -70,6 +70,8 @@ class DependencyBuilder:
         self.section_exit: dict[int, list[str]] = {}
         self.phase_entry: list[str] = []
         self.current: PhaseInfo | None = None
+        self.unit_sections = {task.section for task in outline.tasks if task.kind == "heading"}
+        """Sections that are heading units of their own."""
         self.scopes: dict[str, list[int]] = {}
         for section in outline.sections:
             if section.scope:
@@ -187,9 +189,14 @@ class DependencyBuilder:
         return found
 
     def clauses_deps(
-        self, clauses: list[refs.DependencyClause], line: int, prefer_phase: bool = False
+        self,
+        clauses: list[refs.DependencyClause],
+        line: int,
+        prefer_phase: bool = False,
+        lenient: bool = False,
     ) -> list[str] | None:
-        """None when the text states nothing; [] for "Dependencies: None"."""
+        """None when the text states nothing; [] for "Dependencies: None". `lenient` (a heading unit's
+        long text): a clause naming nothing that resolves states nothing ("waits for 5 s")."""
         if not clauses:
             return None
         result: list[str] = []
@@ -203,7 +210,7 @@ class DependencyBuilder:
                 for ref in clause.references
                 for dep in self.resolve(ref, line, clause.strict, prefer_phase)
             ]
-            if resolved or clause.strict:
+            if resolved or clause.strict and not lenient:
                 stated = True
             result.extend(resolved)
         return dedupe(result) if stated else None
@@ -336,7 +343,8 @@ class DependencyBuilder:
             index = item.section
             preamble = self.outline.preamble(index)
             line = self.outline.sections[index].line
-            explicit = self.clauses_deps(refs.dependency_clauses(preamble), line)
+            unit = index in self.unit_sections
+            explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, lenient=unit)
             section_entry = frontier
             parallel = False
             if explicit is not None:
@@ -387,7 +395,12 @@ class DependencyBuilder:
         return out
 
     def _run_task(self, task: RawTask, frontier: list[str]) -> list[str]:
-        explicit = self.clauses_deps(refs.dependency_clauses(task.context), task.line)
+        # A heading unit's words were read as its section's preamble; a GSD block states none.
+        explicit = (
+            self.clauses_deps(refs.dependency_clauses(task.context), task.line)
+            if task.kind == "box"
+            else None
+        )
         entry = frontier
         if explicit is not None:
             same_phase = any(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from mdit_py_plugins.front_matter import front_matter_plugin
 
 from orchestrator.domain.plan import BoxState, Diagnostic, Severity
@@ -106,7 +107,7 @@ class RawTask:
     line: int
     start: int
     end: int
-    box_offset: int
+    box_offset: int | None
     state: BoxState
     optional: bool
     own_id: str | None
@@ -121,6 +122,24 @@ class RawTask:
     children: list[int] = field(default_factory=list)
     child_ranges: list[tuple[int, int]] = field(default_factory=list)
     context: str = ""
+    kind: str = "box"
+    """"box", or for a unit the units stage found: "heading" (its own section is `section`) or "block"."""
+
+
+@dataclass
+class TableRow:
+    line: int
+    """0-based line of the row."""
+    cells: list[str]
+
+
+@dataclass
+class Table:
+    """A GFM table as written: its header cells and its rows' cells (plain text, code spans kept)."""
+
+    line: int
+    header: list[str]
+    rows: list[TableRow] = field(default_factory=list)
 
 
 class Outline:
@@ -143,6 +162,11 @@ class Outline:
         self.free_text: list[tuple[int, str]] = []
         self.first_task_line: dict[int, int] = {}
         self.front_matter = ""
+        self.front_matter_end = 0
+        """0-based line after the front matter (0 without one)."""
+        self.tables: list[Table] = []
+        self.in_code = [False] * len(self.lines)
+        """Per line: inside a fenced or indented code block (its fences included)."""
         self.legend_in_progress = self._legend("[/]")
         self.legend_skipped = self._legend("[-]")
         self._walk()
@@ -208,11 +232,36 @@ class Outline:
                     )
             elif kind == "front_matter":
                 self.front_matter = token.content
+                if token.map is not None:
+                    self.front_matter_end = token.map[1]
+            elif kind in ("fence", "code_block") and token.map is not None:
+                for line in range(token.map[0], min(token.map[1], len(self.in_code))):
+                    self.in_code[line] = True
+            elif kind == "table_open" and token.map is not None:
+                self._table(tokens, i, token.map[0])
             if kind in _CONTAINERS and token.level >= MAX_NESTING - 1 and token.map is not None:
                 self._too_deep(token.map)
         for index in heading_stack:
             self.sections[index].end = len(self.lines)
         self._adopt_flat_children()
+
+    def _table(self, tokens: list[Token], start: int, line: int) -> None:
+        table = Table(line=line, header=[])
+        row: TableRow | None = None
+        for token in tokens[start + 1 :]:
+            if token.type == "table_close":
+                break
+            if token.type == "tr_open":
+                row = TableRow(line=token.map[0] if token.map else line, cells=[])
+            elif token.type == "inline" and row is not None:
+                row.cells.append(" ".join(refs.plain_labels(token.content).split()))
+            elif token.type == "tr_close" and row is not None:
+                if not table.header:
+                    table.header = row.cells
+                else:
+                    table.rows.append(row)
+                row = None
+        self.tables.append(table)
 
     def _too_deep(self, where: list[int]) -> None:
         """markdown-it reads nothing inside a block opened at its nesting bound, and skips what
@@ -281,7 +330,7 @@ class Outline:
             "/": BoxState.IN_PROGRESS,
             "-": BoxState.SKIPPED,
         }[char]
-        own_id, title, parallel, phase_item = _split_title(_title_text(first[box.end() :], inline))
+        own_id, title, parallel, phase_item = split_title(_title_text(first[box.end() :], inline))
         phase_name = _NAME_END.split(title, maxsplit=1)[0].strip() if phase_item is not None else ""
         parent = next((entry.task for entry in reversed(items) if entry.task is not None), None)
         start, end = items[-1].start, items[-1].end
@@ -378,7 +427,8 @@ class Outline:
         return "\n".join(self.lines[section.line : section.end]).strip("\n")
 
     def preamble(self, index: int) -> str:
-        """A section's own text before its first sub-heading or task: where phase-level words live."""
+        """A section's own text before its first sub-heading or task, code blocks blanked: where
+        phase-level words live."""
         section = self.sections[index]
         end = section.end
         if index + 1 < len(self.sections) and self.sections[index + 1].line < end:
@@ -386,7 +436,10 @@ class Outline:
         first_task = self.first_task_line.get(index)
         if first_task is not None:
             end = min(end, first_task)
-        return "\n".join(self.lines[section.line + 1 : end])
+        # Code is not the plan speaking: "waits for 5 s" in a test is no dependency.
+        return "\n".join(
+            "" if self.in_code[line] else self.lines[line] for line in range(section.line + 1, end)
+        )
 
 
 def build_outline(data: bytes, text: str) -> Outline:
@@ -402,7 +455,7 @@ def _strip_indent(line: str, indent: int) -> str:
 
 def _plain_heading(content: str) -> str:
     text = _LINK.sub(r"\1", content)
-    text = refs.plain(text).replace("`", "")
+    text = refs.plain_labels(text).replace("`", "")
     return " ".join(text.split()).rstrip("#").strip()
 
 
@@ -417,9 +470,10 @@ def _title_text(first_line_rest: str, paragraph: str) -> str:
     return " ".join(w for w in words if w)
 
 
-def _split_title(rest: str) -> tuple[str | None, str, bool, str | None]:
-    """(own id, title, parallel, GSD phase number) from the text after the box."""
-    text = refs.plain(rest).strip()
+def split_title(rest: str) -> tuple[str | None, str, bool, str | None]:
+    """(own id, title, parallel, GSD phase number) from the text after the box; code spans are kept
+    as written (`__init__.py` is not emphasis)."""
+    text = refs.plain_labels(rest).strip()
     own_id: str | None = None
     phase_item: str | None = None
     phase = _PHASE_ITEM.match(text)

@@ -99,14 +99,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from orchestrator.domain import dag
-from orchestrator.domain.plan import BoxState, Diagnostic, Phase, Plan, Severity, Task
+from orchestrator.domain.plan import BoxState, Diagnostic, Phase, Plan, PlanSection, Severity, Task, TaskKind
 from orchestrator.errors import PlanError
 from orchestrator.input_files import PLAN_LIMIT, read_regular_file
-from orchestrator.planfile import refs
 from orchestrator.planfile.dependencies import build_dependencies
 from orchestrator.planfile.ids import assign_ids
 from orchestrator.planfile.outline import MAX_NESTING, Outline, RawTask, build_outline
 from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseLayout, assign_phases
+from orchestrator.planfile.units import find_units, first_task_lines
 
 __all__ = ["MAX_NESTING", "decode", "parse_bytes", "parse_plan", "plan_bytes_as_left", "read_plan_bytes"]
 
@@ -171,6 +171,10 @@ def _plan(outline: Outline, path: Path) -> Plan:
     """The stages over the outline, in order: phases, ids, dependencies; then the Plan and its lint."""
     diagnostics = list(outline.diagnostics)
     title = outline.title(path)
+    units = find_units(outline, diagnostics)
+    # The units stage decides what the tasks are: the stages after it read these.
+    outline.tasks = units.tasks
+    outline.first_task_line = first_task_lines(outline, units.tasks)
     layout = assign_phases(outline, title, diagnostics)
     ids = assign_ids(outline, diagnostics)
     depends = build_dependencies(outline, layout, ids, diagnostics)
@@ -190,36 +194,56 @@ def _plan(outline: Outline, path: Path) -> Plan:
         for order, info in enumerate(phases)
     ]
     phase_id = {info.key: info.id for info in phases}
-    plan_tasks = [
-        Task(
-            id=ids[task.index],
-            title=task.title,
-            state=task.state,
-            optional=task.optional,
-            phase=phase_id[layout.key_of_task[task.index]],
-            line=task.line + 1,
-            box_offset=task.box_offset,
-            section_path=outline.section_path(task.section),
-            depends_on=depends[task.index],
-            parallel=task.parallel,
-            verify=refs.verify_commands(task.context),
-            parent=ids[task.parent] if task.parent is not None else None,
-            context=task.context,
+    plan_tasks = []
+    for task in tasks:
+        details = units.details[task.index]
+        plan_tasks.append(
+            Task(
+                id=ids[task.index],
+                title=task.title,
+                state=task.state,
+                optional=task.optional,
+                phase=phase_id[layout.key_of_task[task.index]],
+                line=task.line + 1,
+                box_offset=task.box_offset,
+                kind=TaskKind(task.kind),
+                steps=details.steps,
+                checks=details.checks,
+                uncovered=details.uncovered,
+                files=details.files,
+                mark=details.mark,
+                manual=details.manual,
+                command=details.command,
+                section_path=outline.section_path(task.section),
+                depends_on=depends[task.index],
+                parallel=task.parallel,
+                verify=list(dict.fromkeys(c.command for c in details.checks if c.final)),
+                parent=ids[task.parent] if task.parent is not None else None,
+                context=task.context,
+            )
         )
-        for task in tasks
-    ]
     if not plan_tasks:
         diagnostics.append(
             Diagnostic(
                 severity=Severity.ERROR,
                 line=None,
-                message="no checkbox tasks found: a task is a list item starting with '[ ]' or '[x]'",
+                message=NO_TASKS_MESSAGE,
                 code=dag.NO_TASKS,
             )
         )
     plan = Plan(
         path=path,
         title=title,
+        preamble=_preamble(outline),
+        rules=[
+            PlanSection(
+                title=outline.sections[index].title,
+                line=outline.sections[index].line + 1,
+                text=outline.section_text(index),
+            )
+            for index in units.rules
+        ],
+        requires=units.requires,
         phases=plan_phases,
         tasks=plan_tasks,
         diagnostics=[],
@@ -231,6 +255,21 @@ def _plan(outline: Outline, path: Path) -> Plan:
         diagnostics + extra, key=lambda d: (d.line is not None, d.line or 0, d.severity)
     )
     return plan
+
+
+NO_TASKS_MESSAGE = (
+    "no task found: a task is a checkbox ('- [ ] Do the thing'), a heading such as '### Task 1: ...' "
+    "or '#### Sub-Agent 2A: ...', or a GSD <task> block"
+)
+
+
+def _preamble(outline: Outline) -> str:
+    """The text between the title (or the front matter) and the first heading after it."""
+    title = outline.title_section()
+    start = outline.sections[title].line + 1 if title is not None else outline.front_matter_end
+    following = [s.line for s in outline.sections if s.line >= start]
+    end = following[0] if following else len(outline.lines)
+    return "\n".join(outline.lines[start:end]).strip("\n")
 
 
 def _parent_disagreements(outline: Outline, layout: PhaseLayout, ids: list[str]) -> list[Diagnostic]:

@@ -109,6 +109,18 @@ def assign_phases(outline: Outline, plan_title: str, diagnostics: list[Diagnosti
             phases[key].anchor_sections.add(named)
             key_of_task[task.index] = key
             continue
+        if task.kind != "box":
+            # A unit under no phase heading is in the plan's phase: the heading that happens to
+            # enclose it ("## File Structure" above "### Task 1") is no phase of its.
+            if IMPLICIT_PHASE_ID not in phases:
+                phases[IMPLICIT_PHASE_ID] = PhaseInfo(
+                    key=IMPLICIT_PHASE_ID,
+                    id=unique(IMPLICIT_PHASE_ID, used_ids),
+                    title=plan_title,
+                    first_line=task.line,
+                )
+            key_of_task[task.index] = IMPLICIT_PHASE_ID
+            continue
         outer = [s for s in chain if s != title_section]
         container = outer[0] if outer else None
         base = f"section:{container}" if container is not None else IMPLICIT_PHASE_ID

@@ -45,7 +45,7 @@ _PARALLEL_WITH = re.compile(r"\bparallel\s+with\s+([^)\n;]*)", re.IGNORECASE)
 _VERIFY_LABEL = re.compile(r"\b(?:run|verify|verification|test|tests|check)\s*:\s*", re.IGNORECASE)
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
 _FENCE_OPEN = re.compile(r"^[ \t]*(?:[-*+][ \t]+)?(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)[ \t]*$")
-_SHELL_LANGUAGES = frozenset({"", "bash", "sh", "shell", "zsh", "console", "terminal"})
+SHELL_LANGUAGES = frozenset({"", "bash", "sh", "shell", "zsh", "console", "terminal"})
 _BETWEEN_COMMANDS = re.compile(r"^[\s,;]*(?:(?:and|or|then|&&)\s*)?$", re.IGNORECASE)
 
 # Free statements between task ids elsewhere in the plan ("T008 blocks T009", "T001 → T002").
@@ -211,6 +211,23 @@ def verify_commands(text: str) -> list[str]:
     return commands
 
 
+def inline_commands(text: str) -> list[str]:
+    """The code spans at the start of `text` (after a label), joined by "and", ",", "&&" ...:
+    "`npm run typecheck -w web` and `npm run lint`" -> both."""
+    commands: list[str] = []
+    position = 0
+    while True:
+        span = _CODE_SPAN.search(text, position)
+        if span is None or not _BETWEEN_COMMANDS.match(text[position : span.start()]):
+            return commands
+        if len(span.group(1)) >= 3 and "\n" in span.group(2):
+            return commands
+        command = span.group(2).strip()
+        if command and command not in commands:
+            commands.append(command)
+        position = span.end()
+
+
 def _fenced_after(text: str, label: re.Match[str]) -> list[str] | None:
     """The commands of a fenced shell block that follows a label ending its line, or None."""
     line_end = text.find("\n", label.start())
@@ -220,7 +237,7 @@ def _fenced_after(text: str, label: re.Match[str]) -> list[str] | None:
     while lines and not lines[0].strip():
         lines.pop(0)
     opening = _FENCE_OPEN.match(lines[0]) if lines else None
-    if opening is None or opening.group("lang").lower() not in _SHELL_LANGUAGES:
+    if opening is None or opening.group("lang").lower() not in SHELL_LANGUAGES:
         return None
     fence = opening.group("fence")
     commands: list[str] = []

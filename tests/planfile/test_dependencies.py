@@ -18,6 +18,7 @@ from orchestrator.planfile.dependencies import build_dependencies, dedupe
 from orchestrator.planfile.ids import assign_ids
 from orchestrator.planfile.outline import build_outline
 from orchestrator.planfile.phases import assign_phases
+from orchestrator.planfile.units import find_units, first_task_lines
 
 
 @dataclass
@@ -32,6 +33,9 @@ def run_stage(markdown: str) -> Stage:
     text = dedent(markdown).lstrip("\n")
     outline = build_outline(text.encode(), text)
     diagnostics: list[Diagnostic] = []
+    units = find_units(outline, diagnostics)
+    outline.tasks = units.tasks
+    outline.first_task_line = first_task_lines(outline, units.tasks)
     layout = assign_phases(outline, "plan", diagnostics)
     ids = assign_ids(outline, diagnostics)
     before = len(diagnostics)
@@ -163,7 +167,7 @@ CASES = {
         """,
         {"1": [], "2": ["1"], "3": ["1"]},
     ),
-    "seed prompt: sub-agents in parallel with 2A, and one after both": (
+    "seed prompt: sub-agent units in parallel with 2A, and one after both": (
         """
         ## Phase 2: Agents
         #### Sub-Agent 2A: Backend
@@ -175,11 +179,7 @@ CASES = {
         (after 2A and 2B complete)
         - [ ] Glue done
         """,
-        {
-            "2a-backend-done": [],
-            "2b-frontend-done": [],
-            "2c-glue-done": ["2a-backend-done", "2b-frontend-done"],
-        },
+        {"2a": [], "2b": [], "2c": ["2a", "2b"]},
     ),
     "phase plan: Wait for: Phase 1 from a later phase": (
         """

@@ -288,9 +288,12 @@ def test_sections_that_run_in_parallel_and_after() -> None:
         "#### Sub-Agent 2C: three\n\n**Launch:** (after 2A and 2B complete)\n\n- [ ] c1\n\n"
         "### Phase 3: Next\n\n**Wait for:** Phase 2 sub-agents to complete\n\n- [ ] d1\n"
     )
-    assert task(plan, "2b-b1").depends_on == []
-    assert task(plan, "2c-c1").depends_on == ["2a-a2", "2b-b1"]
-    assert task(plan, "3-d1").depends_on == ["2c-c1"]
+    # Each Sub-Agent heading is one unit; its boxes are its steps.
+    assert [t.id for t in plan.tasks] == ["2a", "2b", "2c", "3-d1"]
+    assert [s.title for s in task(plan, "2a").steps] == ["a1", "a2"]
+    assert task(plan, "2b").depends_on == []
+    assert task(plan, "2c").depends_on == ["2a", "2b"]
+    assert task(plan, "3-d1").depends_on == ["2c"]
     assert plan.phase("3").depends_on == ["2"]  # type: ignore[union-attr]
 
 
