@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 from orchestrator.domain import dag
 from orchestrator.domain.plan import Diagnostic, Severity
 from orchestrator.planfile import refs
-from orchestrator.planfile.outline import Outline, RawTask
+from orchestrator.planfile.outline import Outline, RawTask, Table
 from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseInfo, PhaseLayout
 
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+_DEPENDS_HEADER = re.compile(
+    r"^(?:depends\s*on|dependencies|dependency|depends|blocked\s*by|prerequisites?|after|needs)$"
+)
+_ID_HEADER = re.compile(r"^(?:task|tasks|#|id|no\.?|number|step|unit|fix|sub-?agent)$")
 
 
 @dataclass
@@ -72,6 +76,19 @@ class DependencyBuilder:
         self.current: PhaseInfo | None = None
         self.unit_sections = {task.section for task in outline.tasks if task.kind == "heading"}
         """Sections that are heading units of their own."""
+        self.unit_alias: dict[str, str] = {}
+        """A unit's number -> its id ("4" -> "task-4"), for "Task 4 depends on 1+3"."""
+        for task in outline.tasks:
+            own = task.own_id or ""
+            number = own.partition("-")[2] if task.kind != "box" and own.startswith(("task-", "fix-")) else ""
+            if number and number not in self.unit_alias and number not in by_id:
+                self.unit_alias[number] = ids[task.index]
+        self.unit_explicit: dict[int, list[str]] = {}
+        """Unit section -> what the plan says elsewhere it waits for (prose, a Depends On column)."""
+        self.unit_parallel: dict[int, int] = {}
+        """Unit section -> the group of units the plan says may run side by side."""
+        self.table_explicit: dict[int, list[str]] = {}
+        """Box task index -> its row's Depends On cell."""
         self.scopes: dict[str, list[int]] = {}
         for section in outline.sections:
             if section.scope:
@@ -82,15 +99,21 @@ class DependencyBuilder:
 
     # ---- resolution -----------------------------------------------------------------------
 
-    def _task_ids(self, name: str) -> list[str] | None:
+    def _task_ids(self, name: str, numbered: bool = False) -> list[str] | None:
+        """`numbered`: the plan said "Task 4", so a unit's number names it."""
         task = self.by_id.get(name) or self.by_lower.get(name.lower())
         if task is not None:
             return [self.ids[task.index]]
+        if numbered and name.lower() in self.unit_alias:
+            return [self.unit_alias[name.lower()]]
         if name.lower().startswith("phase-"):
             return None
-        return _span(name, self._range)
+        return _span(name, lambda first, last: self._range(first, last, numbered))
 
-    def _range(self, first: str, last: str) -> list[str] | None:
+    def _range(self, first: str, last: str, numbered: bool = False) -> list[str] | None:
+        if numbered:
+            first = self.unit_alias.get(first.lower(), first)
+            last = self.unit_alias.get(last.lower(), last)
         start = self.by_id.get(first) or self.by_lower.get(first.lower())
         end = self.by_id.get(last) or self.by_lower.get(last.lower())
         if start is None or end is None:
@@ -151,11 +174,11 @@ class DependencyBuilder:
             if ref.kind == "phase" or prefer_phase and ref.kind != "task":
                 found = self._phase_range(ref.name, ref.range_end)
             if found is None:
-                found = self._range(ref.name, ref.range_end)
+                found = self._range(ref.name, ref.range_end, ref.kind == "task")
         elif ref.kind == "phase":
             found = self._phase_ids(ref.name)
         elif ref.kind == "task":
-            found = self._task_ids(ref.name)
+            found = self._task_ids(ref.name, numbered=True)
         elif ref.kind == "section":
             found = self._section_ids(ref.name)
         else:
@@ -205,11 +228,9 @@ class DependencyBuilder:
             if clause.explicit_none:
                 stated = True
                 continue
-            resolved = [
-                dep
-                for ref in clause.references
-                for dep in self.resolve(ref, line, clause.strict, prefer_phase)
-            ]
+            # In a unit's prose a bare number is a count ("waits for 2 minutes"), as in free statements.
+            named = [r for r in clause.references if not (lenient and not r.kind and r.name.isdigit())]
+            resolved = [dep for ref in named for dep in self.resolve(ref, line, clause.strict, prefer_phase)]
             if resolved or clause.strict and not lenient:
                 stated = True
             result.extend(resolved)
@@ -217,7 +238,60 @@ class DependencyBuilder:
 
     # ---- layout ---------------------------------------------------------------------------
 
+    def _stated_elsewhere(self) -> None:
+        """What the plan says about its units outside them, read before the layout needs it:
+        "Tasks 1-3 can be done in parallel", "Task 4 depends on 1+3", a "Depends On" column."""
+        section_of = {self.ids[t.index]: t.section for t in self.outline.tasks if t.kind == "heading"}
+        for line, text in self.outline.free_text:
+            for number, group in enumerate(refs.parallel_groups(text)):
+                members = [d for ref in group for d in (self._free_ids(ref) or [])]
+                for member in members:
+                    section = section_of.get(member)
+                    if section is not None:
+                        self.unit_parallel[section] = line * 1000 + number
+            for statement in refs.free_statements(text):
+                later = [d for ref in statement.later for d in (self._free_ids(ref) or [])]
+                earlier = [d for ref in statement.earlier for d in (self._free_ids(ref) or [])]
+                for unit in later:
+                    section = section_of.get(unit)
+                    if section is not None and earlier:
+                        stated = self.unit_explicit.get(section, []) + [d for d in earlier if d != unit]
+                        self.unit_explicit[section] = dedupe(stated)
+        for table in self.outline.tables:
+            self._depends_column(table, section_of)
+
+    def _depends_column(self, table: Table, section_of: dict[str, int | None]) -> None:
+        """A table with a "Depends On" column: each row's unit waits for what its cell names."""
+        header = [cell.strip().lower() for cell in table.header]
+        depends = next((i for i, cell in enumerate(header) if _DEPENDS_HEADER.match(cell)), None)
+        if depends is None:
+            return
+        subject = next((i for i, cell in enumerate(header) if _ID_HEADER.match(cell) and i != depends), 0)
+        for row in table.rows:
+            if max(subject, depends) >= len(row.cells):
+                continue
+            named = refs.references_in(row.cells[subject])
+            if not named:
+                continue
+            targets = self._free_ids(refs.Reference(named[0].kind or "task", named[0].name)) or []
+            if not targets:
+                continue
+            cell = row.cells[depends]
+            deps: list[str] = []
+            if cell.strip() and not refs.NONE_WORDS.match(cell):
+                wanted = [
+                    refs.Reference(r.kind or "task", r.name, r.range_end) for r in refs.references_in(cell)
+                ]
+                deps = [d for ref in wanted for d in self.resolve(ref, row.line, strict=True)]
+            for target in targets:
+                section = section_of.get(target)
+                if section is not None:
+                    self.unit_explicit[section] = [d for d in deps if d != target]
+                else:
+                    self.table_explicit[self.by_id[target].index] = [d for d in deps if d != target]
+
     def run(self) -> dict[int, list[str]]:
+        self._stated_elsewhere()
         previous_exit: list[str] = []
         entries: dict[str, list[str]] = {}
         for info in self.phases:
@@ -345,10 +419,22 @@ class DependencyBuilder:
             line = self.outline.sections[index].line
             unit = index in self.unit_sections
             explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, lenient=unit)
+            if explicit is None and index in self.unit_explicit:
+                explicit = self.unit_explicit[index]
+            if explicit is not None and unit:
+                explicit = [d for d in explicit if self.by_id[d].section != index]
+            group = self.unit_parallel.get(index)
             section_entry = frontier
             parallel = False
             if explicit is not None:
                 section_entry = explicit or self.phase_entry
+            elif (
+                group is not None
+                and previous_section is not None
+                and self.unit_parallel.get(previous_section) == group
+            ):
+                parallel = True
+                section_entry = section_entries[previous_section]
             elif refs.says_parallel(preamble):
                 parallel = True
                 targets = [
@@ -401,6 +487,8 @@ class DependencyBuilder:
             if task.kind == "box"
             else None
         )
+        if explicit is None and task.index in self.table_explicit:
+            explicit = self.table_explicit[task.index]
         entry = frontier
         if explicit is not None:
             same_phase = any(
@@ -516,8 +604,8 @@ class DependencyBuilder:
         if not ref.kind and ref.name.isdigit():
             return None
         if ref.range_end is not None:
-            return self._range(ref.name, ref.range_end)
-        return self._task_ids(ref.name)
+            return self._range(ref.name, ref.range_end, ref.kind == "task")
+        return self._task_ids(ref.name, numbered=ref.kind == "task")
 
 
 def _looks_like_id(ref: refs.Reference) -> bool:

@@ -71,7 +71,7 @@ _SCOPE_HEADING = re.compile(
     re.IGNORECASE,
 )
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_FREE_HINT = re.compile(r"blocks|before|→|->|=>|⟶|depends|requires|after|needs", re.IGNORECASE)
+_FREE_HINT = re.compile(r"blocks|before|→|->|=>|⟶|depends|requires|after|needs|parallel", re.IGNORECASE)
 _FRONT_TITLE = re.compile(r"^title\s*:\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
 
 

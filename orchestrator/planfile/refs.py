@@ -23,7 +23,7 @@ _HARD_KEYWORD = re.compile(
 # because "after" is common prose ("after 5 minutes").
 _SOFT_AFTER = re.compile(r"\(\s*after\s+([^)]*)\)", re.IGNORECASE)
 _BULLET = re.compile(r"^[ \t]*[-*+][ \t]+(?!\[[ xX]\])(.*)$")
-_NONE_WORDS = re.compile(r"^\s*(?:none|nothing|n/?a|no\s+dependencies|-+|—)\b", re.IGNORECASE)
+NONE_WORDS = re.compile(r"^\s*(?:none|nothing|n/?a|no\s+dependencies|-+|—)\b", re.IGNORECASE)
 
 # One reference: an optional kind word, then something id-like (it holds a digit, or is one
 # capital letter after "Phase").
@@ -139,7 +139,7 @@ def dependency_clauses(text: str) -> list[DependencyClause]:
         clause = _clause_after(text, match.end())
         if not clause.strip():  # "**Dependencies:**" and a list below it
             clause = _bullets_after(text, match.end())
-        if _NONE_WORDS.match(clause):
+        if NONE_WORDS.match(clause):
             clauses.append(DependencyClause(explicit_none=True))
             continue
         refs = references_in(clause)
@@ -304,8 +304,36 @@ def free_statements(line: str) -> list[Statement]:
             left, right = subjects[index], objects[index + 1]
             if not left or not right:
                 continue
+            left, right = _shared_kind(left, right), _shared_kind(right, left)
             if backward[index]:
                 statements.append(Statement(right, left))
             elif _FORWARD_WORDS.match(f" {word} "):
                 statements.append(Statement(left, right))
     return statements
+
+
+def _shared_kind(references: list[Reference], other_side: list[Reference]) -> list[Reference]:
+    """ "Task 4 depends on 1+3": bare numbers take the kind the other side names."""
+    kinds = {ref.kind for ref in other_side if ref.kind}
+    if len(kinds) != 1:
+        return references
+    kind = kinds.pop()
+    return [Reference(kind, ref.name, ref.range_end) if not ref.kind else ref for ref in references]
+
+
+_PARALLEL_GROUP = re.compile(
+    r"(?P<subject>\b(?:tasks?|sub-?agents?|fix(?:es)?)\b[^.;\n]*?)\s+(?:can|may|could)\s+(?:all\s+)?(?:be\s+)?"
+    r"(?:run|ran|done|executed|worked\s+on|built|implemented)\s+in\s+parallel(?!\s+with)",
+    re.IGNORECASE,
+)
+
+
+def parallel_groups(text: str) -> list[list[Reference]]:
+    """ "Tasks 1-3 can be done in parallel", "Task 2 and Task 3 can run in parallel": the units of
+    each such sentence, which may run side by side (bare numbers are task numbers here)."""
+    groups: list[list[Reference]] = []
+    for match in _PARALLEL_GROUP.finditer(plain(text)):
+        found = references_in(match.group("subject"))
+        if found:
+            groups.append([Reference(ref.kind or "task", ref.name, ref.range_end) for ref in found])
+    return groups

@@ -512,8 +512,12 @@ def _gsd_checks(body: str, line: int) -> list[Check]:
     """`<verify>`: its code spans, or a line that starts with a known program, are commands; words
     about output ("returns 200") are for a reviewer, anything else must succeed."""
     found: list[Check] = []
-    for offset, text in enumerate(body.split("\n")):
-        text = text.strip().lstrip("-*+ ").strip()
+    clauses = [
+        (offset, clause.strip().lstrip("-*+ ").strip())
+        for offset, text in enumerate(body.split("\n"))
+        for clause in text.split(";")
+    ]
+    for offset, text in clauses:
         if not text:
             continue
         commands = _CODE_IN_TEXT.findall(text)
