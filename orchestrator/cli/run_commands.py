@@ -304,6 +304,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"last word: {state.message}")
         for warning in state.warnings:
             typer.echo(f"WARNING: {warning}")
+        for command, why in (state.baseline or {}).items():
+            typer.echo(f"default check `{command}` already failed before the first task ({why})")
         if state.preexisting:
             # Uncommitted changes of the user's (at the start with --allow-dirty, or made while the
             # run was stopped): left in the tree, never in a task's commit.
@@ -334,7 +336,10 @@ def register(app: typer.Typer) -> None:
                 if a.protected_restored:
                     typer.echo(f"    undone changes to: {', '.join(a.protected_restored)}")
                 for v in a.verifications:
-                    typer.echo(f"    verify `{v.command}` -> exit {v.exit_code} ({v.duration:.2f}s)")
+                    before = (
+                        " (failed before the run began too: not blamed on the task)" if v.preexisting else ""
+                    )
+                    typer.echo(f"    verify `{v.command}` -> exit {v.exit_code} ({v.duration:.2f}s){before}")
                     if not v.ok and v.output_tail.strip():
                         for line in v.output_tail.strip().splitlines()[-8:]:
                             typer.echo(f"      | {line}")

@@ -75,6 +75,8 @@ class VerificationFinished(_Event):
     ok: bool
     duration: float
     output_tail: str = ""
+    preexisting: bool = False
+    """It failed as it already did before the run's first task: reported, not blamed on this one."""
 
 
 class TaskRetrying(_Event):

@@ -84,6 +84,8 @@ class VerificationRecord(BaseModel):
     ok: bool
     duration: float = 0.0
     output_tail: str = ""
+    preexisting: bool = False
+    """It failed as it already did before the run's first task: not blamed on this one."""
 
 
 class AttemptRecord(BaseModel):
@@ -157,6 +159,9 @@ class RunState(BaseModel):
     """What confined the commands last time the run went: 'bubblewrap' or 'none'."""
     warnings: list[str] = Field(default_factory=list)
     """Every distinct warning about the run's confinement, from its start and each resume."""
+    baseline: dict[str, str] | None = None
+    """The default checks that already failed when the run started (command -> how), taken once
+    before its first task; None until taken. A task is not blamed for them."""
     order: list[str] = Field(default_factory=list)
     """Task ids in the order the run first touched them."""
     tasks: dict[str, TaskRecord] = Field(default_factory=dict)
@@ -169,6 +174,11 @@ class RunState(BaseModel):
             self.tasks[task_id] = record
             self.order.append(task_id)
         return record
+
+    def preexisting_failures(self, own: list[str]) -> set[str]:
+        """Default checks that failed before the run began, but for those the task names itself
+        (a task that says `Run: make lint` is judged by it)."""
+        return set(self.baseline or {}) - set(own)
 
     def count(self, status: TaskStatus) -> int:
         return sum(1 for t in self.tasks.values() if t.status is status)
@@ -211,6 +221,9 @@ class RunState(BaseModel):
             if isinstance(record.get("selection"), dict):  # tasks the user added since join the run
                 self.selection = dict(record["selection"])
             return
+        if kind == "checks_baseline":
+            self.baseline = {str(k): str(v) for k, v in dict(record.get("failing", {})).items()}
+            return
         if kind == "user_changes":
             self.preexisting.update(record.get("paths", {}))
             return
@@ -251,6 +264,7 @@ class RunState(BaseModel):
                     ok=bool(record.get("ok", False)),
                     duration=float(record.get("duration", 0.0)),
                     output_tail=str(record.get("output_tail", "")),
+                    preexisting=bool(record.get("preexisting", False)),
                 )
             )
         elif kind == "attempt_failed":

@@ -494,6 +494,7 @@ class Runner:
                 duration=round(result.duration, 3),
                 timed_out=result.timed_out,
                 output_tail=result.output_tail,
+                **({"preexisting": True} if result.preexisting else {}),
             )
             self.emit(
                 VerificationFinished(
@@ -504,6 +505,7 @@ class Runner:
                     ok=result.ok,
                     duration=result.duration,
                     output_tail=result.output_tail,
+                    preexisting=result.preexisting,
                 )
             )
             crash_point("mid_verify", task.id)
@@ -515,6 +517,7 @@ class Runner:
             on_result=heard,
             sandbox=self.ctx.sandbox.with_network(self.settings.verify_network),
             env=self.ctx.passed_env(),
+            preexisting=self.state.preexisting_failures(task.verify),
         )
 
     def _guard(
@@ -693,11 +696,11 @@ class Runner:
                 # may take the next task meanwhile.
                 self.executor.checks_passed(task.id)
                 tree = ws_repo.snapshot_tree()
-                self.record(
-                    "task_verified", task=task.id, attempt=attempt, tree=tree, unverified=not commands
-                )
+                # A task whose every check failed before the run began has no evidence either.
+                unverified = not outcome.evidence
+                self.record("task_verified", task=task.id, attempt=attempt, tree=tree, unverified=unverified)
                 crash_point("after_verified", task.id)
-                result.passed, result.unverified, result.tree = True, not commands, tree
+                result.passed, result.unverified, result.tree = True, unverified, tree
                 return result
             if not broke and self._cut_short_by_stop(outcome):
                 # No verdict: the task stays as its agent left it, and resume verifies again.

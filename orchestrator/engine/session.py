@@ -22,6 +22,7 @@ from orchestrator.config import Settings, check_checkpoints_dir, load_settings
 from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, RunStatus, TaskRecord, TaskStatus
+from orchestrator.engine.baseline import take_baseline
 from orchestrator.engine.remembered import remembered, resume_settings
 from orchestrator.engine.runner import (
     IDENTITY_HINT,
@@ -274,6 +275,7 @@ def start_run(
         # What a resume holds git's own files to, whatever an agent a kill interrupted left there.
         runner.record("git_baseline", durable=False, **git.git_baseline())
         announce_sandbox(runner)
+        take_baseline(runner)
         if runner_hook is not None:
             runner_hook(runner)
         try:
@@ -435,6 +437,7 @@ def resume_run(
                     f"changes the run did not make ({_some(leftover)}) stay in the work tree, out of "
                     "the run's commits (--allow-dirty)"
                 )
+            take_baseline(runner)  # only if the run was stopped before it was taken
             if runner_hook is not None:
                 runner_hook(runner)
             return runner.run(resumed=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,8 @@ class CommandResult:
     duration: float
     output_tail: str
     timed_out: bool = False
+    preexisting: bool = False
+    """It failed, as it already did when the run started: reported, not blamed on the task."""
 
     @property
     def ok(self) -> bool:
@@ -59,11 +61,17 @@ class VerificationOutcome:
 
     @property
     def passed(self) -> bool:
-        return all(r.ok for r in self.results)
+        return all(r.ok or r.preexisting for r in self.results)
+
+    @property
+    def evidence(self) -> bool:
+        """Whether any command passed: a task whose every check failed before the run began is
+        not verified by them."""
+        return any(r.ok for r in self.results)
 
     @property
     def failure(self) -> CommandResult | None:
-        return next((r for r in self.results if not r.ok), None)
+        return next((r for r in self.results if not r.ok and not r.preexisting), None)
 
     def failure_report(self) -> str:
         """What the retry prompt shows the agent."""
@@ -80,7 +88,7 @@ def commands_for(task_verify: Iterable[str], defaults: Iterable[str]) -> list[st
     return ordered
 
 
-def _from_shell(result: ShellResult) -> CommandResult:
+def _from_shell(result: ShellResult, preexisting: bool = False) -> CommandResult:
     tail = result.output
     if len(tail) > OUTPUT_TAIL:
         tail, _ = truncate_middle(tail, OUTPUT_TAIL)
@@ -90,6 +98,7 @@ def _from_shell(result: ShellResult) -> CommandResult:
         duration=result.duration,
         output_tail=redact(tail),
         timed_out=result.timed_out,
+        preexisting=preexisting and not result.ok,
     )
 
 
@@ -101,8 +110,11 @@ def run_verification(
     *,
     sandbox: Sandbox | None = None,
     env: Mapping[str, str] | None = None,
+    preexisting: Collection[str] = (),
 ) -> VerificationOutcome:
-    """Run each command until one fails; `on_result` hears each result as it comes.
+    """Run each command until one fails; `on_result` hears each result as it comes. A command of
+    `preexisting` (a default check that failed when the run started) failing again is recorded as
+    such and does not stop the round.
 
     The commands are the plan's and the project's, but what they run (tests, build scripts) the
     agent may have written: they run in `sandbox` (the run's, when it confines) with the
@@ -111,11 +123,12 @@ def run_verification(
     # Bytecode caches written by a check would otherwise land in the task's commit.
     child = child_env({**(env or {}), "PYTHONDONTWRITEBYTECODE": "1"})
     for command in commands:
-        result = _from_shell(run_shell(command, cwd=cwd, timeout=timeout, env=child, sandbox=sandbox))
+        shell = run_shell(command, cwd=cwd, timeout=timeout, env=child, sandbox=sandbox)
+        result = _from_shell(shell, command in preexisting)
         outcome.results.append(result)
         if on_result is not None:
             on_result(result)
-        if not result.ok:
+        if not result.ok and not result.preexisting:
             break
     return outcome
 
