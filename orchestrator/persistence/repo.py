@@ -26,7 +26,6 @@ What it would read better (identity, status, branches) is a few lines of argv he
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -41,14 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import PreflightError
+from orchestrator.persistence import gitfiles
 from orchestrator.persistence.gitconfig import SAFETY, ConfigGuard, Entry, parse_listing, put_back
 
 TASK_TRAILER = "Orchestrate-Task"
-_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 RUN_TRAILER = "Orchestrate-Run"
-WORKTREE_STAGING = "orchestrate-worktrees"
-"""Under the common git directory: worktree administrative directories being written."""
-_SECTION = re.compile(r"^\s*\[\s*([A-Za-z0-9.-]+)", re.MULTILINE)
 
 
 _WHERE = ("--git-dir", "--git-common-dir")
@@ -325,19 +321,7 @@ class GitRepo:
         return repo
 
     def _find_admin(self, path: Path) -> Path | None:
-        """The administrative directory git keeps for the worktree at `path`, by its back pointer."""
-        try:
-            admins = list((self.common_dir / "worktrees").iterdir())
-        except OSError:
-            return None
-        for admin in admins:
-            try:
-                pointer = (admin / "gitdir").read_text(encoding="utf-8", errors="surrogateescape").strip()
-            except OSError:
-                continue
-            if pointer and Path(os.path.normpath(pointer)) == path / ".git":
-                return admin.resolve()
-        return None
+        return gitfiles.find_admin(self.common_dir, path)
 
     def _forget(self, path: Path) -> None:
         """A worktree gone: no git directory to remember, no config.worktree to watch."""
@@ -493,13 +477,7 @@ class GitRepo:
     def head_now(self) -> str | None:
         """HEAD's commit like head(), read from the ref file itself when it is a plain one (git
         replaces ref files atomically): no git process on the hot path of a parallel run."""
-        try:
-            text = (self.git_dir / "HEAD").read_text(encoding="ascii").strip()
-            if text.startswith("ref: refs/"):
-                text = (self.common_dir / text.removeprefix("ref: ")).read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
-            text = ""
-        return text if _SHA.fullmatch(text) else self.head()
+        return gitfiles.read_head(self.git_dir, self.common_dir) or self.head()
 
     def branch_exists(self, name: str) -> bool:
         out = self.git("rev-parse", "--verify", "--quiet", f"refs/heads/{name}", check=False)
@@ -719,13 +697,17 @@ class GitRepo:
         (see populate_worktree): what must not run beside another `git worktree` command is
         over sooner.
 
-        In a plain repository (files ref storage, no extensions) the worktree's administrative
-        files are written here as `git worktree add --detach --no-checkout` writes them (see
-        git-worktree(1), DETAILS, and gitrepository-layout(5)): two git processes fewer for each
-        task of a parallel run. Elsewhere git makes it."""
+        In a plain repository the worktree's administrative files are written by hand
+        (gitfiles.write_worktree): two git processes fewer for each task of a parallel run.
+        Elsewhere git makes it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         if self._plain_worktrees():
-            self._write_worktree(path, base)
+            try:
+                admin = gitfiles.write_worktree(self.common_dir, path, base)
+            except OSError as exc:
+                raise GitError(f"cannot make a worktree at {path}: {exc.strerror or exc}") from exc
+            self._forget(path)
+            self._admins[path.resolve()] = admin
             return
         self.git("worktree", "add", "-q", "--detach", "--no-checkout", str(path), base)
         self._adopt_made(path)
@@ -740,60 +722,14 @@ class GitRepo:
         self._admins[path.resolve()] = admin
 
     def _plain_worktrees(self) -> bool:
-        """Whether a worktree is the three files git-worktree(1) describes: not with reftable refs
-        (a worktree's HEAD lives in a table) nor any repository extension (worktree-specific
-        config, relative worktree paths, ...), which `git worktree add` knows how to honour."""
+        """Whether worktrees and refs are plain files here (see gitfiles.plain_layout)."""
         if self._plain is None:
-            try:
-                config = (self.common_dir / "config").read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                config = "[extensions]"  # unknown: let git decide
-            sections = {m.group(1).lower() for m in _SECTION.finditer(config)}
-            # An included file could set an extension too: then git decides as well.
-            unknown = sections & {"extensions", "include", "includeif"}
-            self._plain = not unknown and not (self.common_dir / "reftable").exists()
+            self._plain = gitfiles.plain_layout(self.common_dir)
         return self._plain
 
-    def _write_worktree(self, path: Path, base: str) -> None:
-        """The administrative directory is written aside and renamed into worktrees/ whole, after
-        the worktree's .git file: git never sees a half-written one, and a kill leaves either a
-        staging directory (see clear_worktree_staging) or a directory git does not know (which the
-        caller removes as any stray), never a worktree git lists but cannot remove."""
-        admin_root = self.common_dir / "worktrees"
-        admin_root.mkdir(exist_ok=True)
-        target = path.resolve()
-        name = target.name
-        n = 1
-        while (admin_root / name).exists():
-            n += 1
-            name = f"{target.name}{n}"
-        admin = admin_root / name
-        staging = self.common_dir / WORKTREE_STAGING / name
-        made = False
-        try:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            (staging / "gitdir").write_text(f"{target / '.git'}\n", encoding="utf-8")
-            (staging / "commondir").write_text("../..\n", encoding="utf-8")
-            (staging / "HEAD").write_text(f"{base}\n", encoding="ascii")
-            target.mkdir()
-            made = True
-            (target / ".git").write_text(f"gitdir: {admin}\n", encoding="utf-8")
-            staging.rename(admin)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if made:
-                shutil.rmtree(target, ignore_errors=True)
-            raise GitError(f"cannot make a worktree at {path}: {exc.strerror or exc}") from exc
-        with contextlib.suppress(OSError):
-            staging.parent.rmdir()  # empty unless a kill left something there: no litter in .git
-        self._forget(target)
-        self._admins[target] = admin.resolve()
-
     def clear_worktree_staging(self) -> None:
-        """What a kill in _write_worktree left aside (only a run holding the repository's run lock
-        writes there)."""
-        shutil.rmtree(self.common_dir / WORKTREE_STAGING, ignore_errors=True)
+        """What a kill in worktree_add_detached left aside."""
+        gitfiles.clear_staging(self.common_dir)
 
     def populate_worktree(self, path: Path) -> None:
         """Check out the files (and write the index) of a work tree made with --no-checkout; like
@@ -851,61 +787,20 @@ class GitRepo:
     def set_branch(self, branch: str, sha: str) -> None:
         """Point `branch` at `sha`, making it if need be. In a plain repository (see
         _plain_worktrees: the files ref backend) the loose ref is written as git writes one, under
-        `<ref>.lock` taken exclusively and renamed over the ref, with no reflog: one git process
-        fewer for each task of a parallel run. Elsewhere, or when that fails, `git update-ref`."""
+        `<ref>.lock` taken exclusively and renamed over the ref, with no reflog (gitfiles): one git
+        process fewer for each task of a parallel run. Elsewhere, or when that fails, `git
+        update-ref`."""
         ref = f"refs/heads/{branch}"
-        if self._plain_worktrees() and _SHA.fullmatch(sha):
-            loose = self.common_dir / ref
-            lock = loose.with_name(loose.name + ".lock")
-            # Only this run writes its branches (it holds the run lock), one thread each: a lock
-            # file here was left by a kill.
-            lock.unlink(missing_ok=True)
-            try:
-                loose.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except OSError:
-                pass  # a branch named like a folder on the way: git says why
-            else:
-                try:
-                    try:
-                        os.write(fd, f"{sha}\n".encode("ascii"))
-                    finally:
-                        os.close(fd)
-                    lock.replace(loose)
-                    return
-                except OSError:  # a full disk, say: git tries, and says why if it cannot
-                    lock.unlink(missing_ok=True)
+        if self._plain_worktrees() and gitfiles.write_loose_ref(self.common_dir, ref, sha):
+            return
         self.git("update-ref", ref, sha)
 
     def _delete_branches(self, branches: Sequence[str]) -> None:
-        """Delete branches of ours: loose refs that are in no packed-refs file are unlinked (with
-        any reflog git kept), the rest go through `git branch -D`."""
-        packed_file = self.common_dir / "packed-refs"
-        packed = packed_file.read_text(encoding="utf-8", errors="replace") if packed_file.is_file() else ""
-        left: list[str] = []
-        for branch in branches:
-            ref = f"refs/heads/{branch}"
-            loose = self.common_dir / ref
-            loose.with_name(loose.name + ".lock").unlink(missing_ok=True)  # a kill's (see set_branch)
-            if not self._plain_worktrees() or f" {ref}\n" in packed:
-                left.append(branch)
-                continue
-            try:
-                loose.unlink(missing_ok=True)
-                (self.common_dir / "logs" / ref).unlink(missing_ok=True)
-            except OSError:
-                left.append(branch)
-                continue
-            for top, folder in (
-                (self.common_dir / "refs" / "heads", loose.parent),
-                (self.common_dir / "logs" / "refs" / "heads", (self.common_dir / "logs" / ref).parent),
-            ):
-                while folder != top and folder.is_relative_to(top):
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        break
-                    folder = folder.parent
+        """Delete branches of ours: loose refs that are in no packed-refs file are unlinked
+        (gitfiles), the rest go through `git branch -D`."""
+        left = list(branches)
+        if self._plain_worktrees():
+            left = gitfiles.delete_loose_branches(self.common_dir, branches)
         if left:
             # `branch -D` goes on past a branch it cannot delete (or one that is gone): those
             # still there are deleted one by one, so that a failure says why.
