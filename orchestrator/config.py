@@ -100,6 +100,9 @@ class Settings(BaseModel):
     """Seconds a whole claude-code or command agent run may take before it and all it started are killed."""
     claude_permission_mode: str = "acceptEdits"
     """`claude --permission-mode` for the claude-code agent (acceptEdits, bypassPermissions, ...)."""
+    claude_allowed_tools: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["Bash"])
+    """`claude --allowedTools` for the claude-code agent: tools it uses without asking beyond what
+    its permission mode allows (Bash: it runs its own checks; under bubblewrap they run confined)."""
     verify: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     """Verification commands run for every task after the task's own."""
     require_verify: bool = False

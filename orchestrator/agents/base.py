@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,9 @@ class AgentRequest(BaseModel):
     sandbox: Sandbox | None = None
     """The run's confinement, for every command the agent runs (and for an agent CLI itself); None
     only outside a run, in tests: unconfined."""
+    max_cost: float | None = None
+    """US dollars left of the run's --max-cost when the attempt starts (None: no limit), for a
+    backend that can stop itself on a budget (claude-code's --max-budget-usd)."""
 
 
 class AgentStatus(StrEnum):
@@ -57,6 +60,9 @@ class AgentEvent(BaseModel):
     """'model_call' (usage filled in), 'tool_call', 'message', 'progress'."""
     detail: str = ""
     usage: Usage | None = None
+    session_over: bool = False
+    """The usage of a session that has already ended (an agent CLI reports it at its end): it is
+    recorded, but never stops the agent, whose work is done (and is then verified and committed)."""
 
 
 AgentListener = Callable[[AgentEvent], None]
@@ -68,6 +74,14 @@ class Agent(Protocol):
     name: str
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome: ...
+
+
+@runtime_checkable
+class ReadyCheck(Protocol):
+    """A backend that can tell, cheaply and before the first task, that it cannot work at all."""
+
+    def check_ready(self) -> None:
+        """Raise AgentConfigError saying what to do (a missing login, a rejected key)."""
 
 
 class AgentUnavailable(Exception):  # noqa: N818 - reads as a state, like StopIteration

@@ -1,9 +1,23 @@
 """The `claude-code` backend: the `claude` CLI in headless mode, run in the workspace.
 
-    claude -p PROMPT --output-format stream-json --verbose --permission-mode MODE --max-turns N
+    claude -p --output-format stream-json --verbose --permission-mode MODE --allowedTools TOOLS
+           --max-turns N --append-system-prompt ... [--max-budget-usd LEFT] [--model M]  < prompt
 
-Its stream-json lines are relayed as events while it works; the final `result` line carries the
-report, total_cost_usd, usage and num_turns.
+The prompt goes through stdin (a template starting with `-` is never read as a flag, and no argv
+limit applies). Its stream-json lines are relayed as events while it works; the final `result` line
+carries the report, the cost and `modelUsage`, the usage of every model the session called (its
+sub-agents and title calls included, which `result.usage` leaves out).
+
+How a session ends decides what the engine hears:
+- an API fault (`api_error_status` 429/5xx/529, or a synthetic message marked `rate_limit` or
+  `server_error`) or a key that stopped working is `AgentUnavailable`: the run stops resumably and
+  the attempt does not count; `check_ready` finds a missing login or a rejected key before the first
+  task (`claude auth status`, then a one-turn call without tools);
+- the budget it was given (what is left of --max-cost) reached: its usage is reported as a live
+  model call, and the engine's listener stops the run on its budget;
+- a finished session's usage is reported as `session_over`: the work is done and is verified and
+  committed even if that usage passed the budget (the next attempt does not start);
+- a timeout kills the whole process tree and keeps the usage its messages showed so far.
 
 `claude` gets the allow-listed environment, its own key (ANTHROPIC_API_KEY or a token, handed over
 explicitly: the CLI took them out of our environment) and the variables named in `agent_env`; not
@@ -17,10 +31,13 @@ orchestrate's process or the run's state.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,8 +49,10 @@ from orchestrator.agents.base import (
     AgentOutcome,
     AgentRequest,
     AgentStatus,
+    AgentUnavailable,
 )
-from orchestrator.config import DEFAULT_MODEL, Settings
+from orchestrator.agents.pricing import priced
+from orchestrator.config import DEFAULT_MODEL, RECORDED_ORIGIN, ModelPrice, Settings
 from orchestrator.domain.usage import Usage
 from orchestrator.tools import processes
 from orchestrator.tools.environment import child_env, redact
@@ -43,37 +62,151 @@ REPORT_INSTRUCTIONS = (
     "start your final message with 'BLOCKED:' and the reason. Do not commit: orchestrate verifies "
     "and commits your work."
 )
-ARGV_PROMPT_LIMIT = 100_000
-"""Longer prompts go through stdin: one argv string may not pass 128 KiB on Linux."""
 TAIL_CHARS = 2000
 CLAUDE_ENV = (
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_AUTH_TOKEN",
     "CLAUDE_CODE_OAUTH_TOKEN",
     "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_MODEL",
     "CLAUDE_CONFIG_DIR",
 )
 """What the CLI needs to reach the API as the user set it up, passed to it by name."""
+RESUME = "resume later with `orchestrate resume`"
+LOGIN = (
+    "export ANTHROPIC_API_KEY with a valid key, or log the CLI in (`claude auth login`, or "
+    "`claude setup-token` and CLAUDE_CODE_OAUTH_TOKEN)"
+)
+PROBE_TIMEOUT = 120.0
+"""Seconds each readiness check may take; one that takes longer decides nothing."""
+PROBE_PROMPT = "Reply with the single word OK."
+MIN_BUDGET = 0.0001
+SYNTHETIC = "<synthetic>"
+"""The model name Claude Code gives the messages it writes itself (an API error's text)."""
+UNAVAILABLE_KINDS = {"rate_limit", "server_error", "overloaded", "overloaded_error", "api_error"}
+AUTH_KINDS = {"authentication_failed", "authentication_error", "permission_error"}
+AUTH_TEXTS = ("Not logged in", "Invalid API key")
+"""How the CLI words a missing login (no status: no request was made) and a rejected key."""
 
 
-def _usage_of(result: dict[str, Any]) -> Usage:
-    raw = result.get("usage") if isinstance(result.get("usage"), dict) else {}
-    assert isinstance(raw, dict)
-
-    def number(key: str) -> int:
+def _int(raw: Mapping[str, Any], *keys: str) -> int:
+    for key in keys:
         value = raw.get(key)
-        return int(value) if isinstance(value, int | float) else 0
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+    return 0
 
-    cost = result.get("total_cost_usd")
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def usage_of(result: Mapping[str, Any]) -> Usage:
+    """The session's usage: `modelUsage` summed over its models (sub-agents and title calls are
+    there, not in `usage`), else `usage`; the cost Claude Code reports."""
     turns = result.get("num_turns")
+    calls = int(turns) if isinstance(turns, int) and not isinstance(turns, bool) else 1
+    per_model = result.get("modelUsage")
+    models = [m for m in per_model.values() if isinstance(m, dict)] if isinstance(per_model, dict) else []
+    if models:
+        usage = Usage(
+            input_tokens=sum(_int(m, "inputTokens") for m in models),
+            output_tokens=sum(_int(m, "outputTokens") for m in models),
+            cache_creation_input_tokens=sum(_int(m, "cacheCreationInputTokens") for m in models),
+            cache_read_input_tokens=sum(_int(m, "cacheReadInputTokens") for m in models),
+            cost_usd=sum(_float(m.get("costUSD")) or 0.0 for m in models),
+            calls=calls,
+        )
+    else:
+        raw = result.get("usage")
+        raw = raw if isinstance(raw, dict) else {}
+        usage = Usage(
+            input_tokens=_int(raw, "input_tokens"),
+            output_tokens=_int(raw, "output_tokens"),
+            cache_creation_input_tokens=_int(raw, "cache_creation_input_tokens"),
+            cache_read_input_tokens=_int(raw, "cache_read_input_tokens"),
+            calls=calls,
+        )
+    total = _float(result.get("total_cost_usd"))
+    return usage.model_copy(update={"cost_usd": total}) if total is not None else usage
+
+
+@dataclass
+class _Stream:
+    """What a session's stream-json lines said, as they came."""
+
+    result: dict[str, Any] | None = None
+    messages: dict[str, tuple[str, Usage]] = field(default_factory=dict)
+    """Message id -> (model, usage as last shown): the calls served so far."""
+    error_kind: str = ""
+    """The `error` of the last message Claude Code wrote itself (`rate_limit`, `server_error`, ...)."""
+
+    def seen(self, prices: Mapping[str, ModelPrice]) -> Usage:
+        """The usage of the calls the stream showed, priced with our table: what a session that
+        never reported its own (killed on its timeout) has spent at least."""
+        total = Usage()
+        for model, usage in self.messages.values():
+            total = total + priced(usage, model, prices)
+        return total
+
+
+def _message_usage(raw: Mapping[str, Any]) -> Usage:
     return Usage(
-        input_tokens=number("input_tokens"),
-        output_tokens=number("output_tokens"),
-        cache_creation_input_tokens=number("cache_creation_input_tokens"),
-        cache_read_input_tokens=number("cache_read_input_tokens"),
-        cost_usd=float(cost) if isinstance(cost, int | float) else 0.0,
-        calls=int(turns) if isinstance(turns, int) else 1,
+        input_tokens=_int(raw, "input_tokens"),
+        output_tokens=_int(raw, "output_tokens"),
+        cache_creation_input_tokens=_int(raw, "cache_creation_input_tokens"),
+        cache_read_input_tokens=_int(raw, "cache_read_input_tokens"),
+        calls=1,
     )
+
+
+def _error_of(result: Mapping[str, Any]) -> tuple[int | None, str, str]:
+    """An errored result's API status, its text, and both as shown to the user."""
+    status = result.get("api_error_status")
+    code = status if isinstance(status, int) and not isinstance(status, bool) else None
+    text = redact(str(result.get("result") or "").strip())[:300]
+    return code, text, f"{code}: {text}" if code is not None else text
+
+
+def auth_failure(result: Mapping[str, Any], error_kind: str = "") -> str | None:
+    """The error shown, when an errored session failed for want of a usable key or login."""
+    if not result.get("is_error"):
+        return None
+    code, text, shown = _error_of(result)
+    if code in (401, 403) or error_kind in AUTH_KINDS or text.startswith(AUTH_TEXTS):
+        return shown
+    return None
+
+
+def api_fault(result: Mapping[str, Any], error_kind: str = "") -> Exception | None:
+    """What an errored session's result means when the fault is not the task's: the service down
+    or busy, or the key refused (AgentUnavailable: the run stops resumably). None otherwise."""
+    if not result.get("is_error"):
+        return None
+    code, text, shown = _error_of(result)
+    refused = auth_failure(result, error_kind)
+    if refused is not None:
+        return AgentUnavailable(
+            f"claude-code could not use its key ({refused}); {LOGIN}, then `orchestrate resume`"
+        )
+    if code == 402 or error_kind == "billing_error" or "credit balance" in text.lower():
+        return AgentUnavailable(f"the API refused claude-code for billing ({shown}); {RESUME}")
+    if code is not None and (code in (408, 409, 429) or code >= 500) or error_kind in UNAVAILABLE_KINDS:
+        what = "rate limited" if code == 429 or error_kind == "rate_limit" else "unavailable"
+        return AgentUnavailable(
+            f"the API was {what} for claude-code after its own retries ({shown}); {RESUME}"
+        )
+    return None
+
+
+def model_chosen(settings: Settings) -> str | None:
+    """The model the user chose, or None: the CLI then uses its own default (or ANTHROPIC_MODEL).
+    A resume that took the run's recorded default back has not chosen it."""
+    if "model" not in settings.model_fields_set:
+        return None
+    if settings.origin("model") == RECORDED_ORIGIN and settings.model == DEFAULT_MODEL:
+        return None
+    return settings.model
 
 
 class ClaudeCodeAgent:
@@ -82,25 +215,69 @@ class ClaudeCodeAgent:
     def __init__(self, executable: str, settings: Settings):
         self.executable = executable
         self.permission_mode = settings.claude_permission_mode
+        self.allowed_tools = list(settings.claude_allowed_tools)
         self.timeout = settings.agent_timeout
-        # The claude CLI has its own default model; only a model the user chose is passed on.
-        self.model = settings.model if settings.model != DEFAULT_MODEL else None
+        self.model = model_chosen(settings)
+        # What the engine puts in every request when the user chose nothing.
+        self.unchosen = settings.model
         self.agent_env = list(settings.agent_env)
+        self.prices = dict(settings.prices)
+
+    def _model(self, request: AgentRequest) -> str | None:
+        if request.model and request.model != self.unchosen:
+            return request.model  # a model the engine asks for on purpose (a reviewer's, say)
+        return self.model
 
     def argv(self, request: AgentRequest) -> list[str]:
-        argv = [self.executable, "-p"]
-        if len(request.prompt) <= ARGV_PROMPT_LIMIT:
-            argv.append(request.prompt)
-        argv += ["--output-format", "stream-json", "--verbose", "--permission-mode", self.permission_mode]
+        argv = [self.executable, "-p", "--output-format", "stream-json", "--verbose"]
+        argv += ["--permission-mode", self.permission_mode]
+        if self.allowed_tools:
+            argv += ["--allowedTools", ",".join(self.allowed_tools)]
         argv += ["--max-turns", str(request.max_turns)]
         argv += ["--append-system-prompt", request.system_prompt + REPORT_INSTRUCTIONS]
-        model = request.model or self.model
+        if request.max_cost is not None:
+            argv += ["--max-budget-usd", f"{max(request.max_cost, MIN_BUDGET):.4f}"]
+        model = self._model(request)
         if model:
             argv += ["--model", model]
         return argv
 
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = child_env(extra, passed=[*CLAUDE_ENV, *self.agent_env])
+        if self.permission_mode == "bypassPermissions" and os.geteuid() == 0:
+            # As root the CLI refuses to skip permissions unless told it runs in a sandbox; the
+            # user asked for this mode, and where bubblewrap works it does run in one.
+            env["IS_SANDBOX"] = "1"
+        return env
+
+    # -- before the first task ------------------------------------------------------------
+
+    def check_ready(self) -> None:
+        """Refuse to start when the CLI has no login or its key is rejected: `claude auth status`
+        (free), then a one-turn call without tools (a few hundred tokens). An outage or a
+        timeout here decides nothing: the first task meets it and the run stops resumably."""
+        env = self.env({"CLAUDE_CODE_MAX_RETRIES": "0"})
+        with tempfile.TemporaryDirectory(prefix="orchestrate-claude-probe-") as cwd:
+            out = _run([self.executable, "auth", "status"], Path(cwd), env, "", PROBE_TIMEOUT)
+            status = _json_object(out)
+            if status is not None and status.get("loggedIn") is False:
+                raise AgentConfigError(f"claude-code is not logged in (`claude auth status`); {LOGIN}")
+            argv = [self.executable, "-p", "--output-format", "json", "--max-turns", "1", "--tools", ""]
+            argv += ["--system-prompt", PROBE_PROMPT, "--no-session-persistence"]
+            if self.model:
+                argv += ["--model", self.model]
+            out = _run(argv, Path(cwd), env, PROBE_PROMPT, PROBE_TIMEOUT)
+        result = _json_object(out.strip().splitlines()[-1] if out.strip() else "")
+        if result is None:
+            return
+        refused = auth_failure(result)
+        if refused is not None:
+            raise AgentConfigError(f"claude-code cannot use its key ({refused}); {LOGIN}")
+
+    # -- one attempt ----------------------------------------------------------------------
+
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
-        env = child_env(request.env, passed=[*CLAUDE_ENV, *self.agent_env])
+        env = self.env(request.env)
         argv = self.argv(request)
         if request.sandbox is not None:
             home = Path.home()
@@ -108,7 +285,7 @@ class ClaudeCodeAgent:
             if env.get("CLAUDE_CONFIG_DIR"):
                 state.append(Path(env["CLAUDE_CONFIG_DIR"]))
             argv = request.sandbox.with_network().writing(*state).wrap(argv, request.workspace)
-        via_stdin = len(request.prompt) > ARGV_PROMPT_LIMIT
+        stream = _Stream()
         with tempfile.TemporaryFile() as stderr:
             # Its Bash tool starts each command in a session of its own: only the whole tree, killed
             # by its marks, takes those with it.
@@ -116,7 +293,7 @@ class ClaudeCodeAgent:
                 argv,
                 cwd=request.workspace,
                 env=env,
-                stdin=subprocess.PIPE if via_stdin else subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
             )
@@ -129,27 +306,26 @@ class ClaudeCodeAgent:
 
             timer = threading.Timer(self.timeout, expire)
             timer.start()
+            feeder = threading.Thread(target=_feed, args=(proc.stdin, request.prompt), daemon=True)
+            feeder.start()
             try:
-                if via_stdin and proc.stdin is not None:
-                    proc.stdin.write(request.prompt.encode("utf-8"))
-                    proc.stdin.close()
                 assert proc.stdout is not None
-                result = self._relay(proc.stdout, listener)
+                self._relay(proc.stdout, listener, stream)
                 code = proc.wait()
             finally:
                 timer.cancel()
                 # Also after a clean exit: what its commands left running in the background.
                 processes.kill_tree(tree)
                 proc.wait()
+                feeder.join(timeout=5)
                 if proc.stdout is not None:
                     proc.stdout.close()
             stderr.seek(0)
             err_tail = redact(stderr.read().decode("utf-8", errors="replace")[-TAIL_CHARS:].strip())
-        return self._outcome(result, code, timed_out.is_set(), err_tail, listener)
+        return self._outcome(request, stream, code, timed_out.is_set(), err_tail, listener)
 
-    def _relay(self, stdout: IO[bytes], listener: AgentListener) -> dict[str, Any] | None:
-        """Events for each stream-json line; the final `result` object, if one came."""
-        result: dict[str, Any] | None = None
+    def _relay(self, stdout: IO[bytes], listener: AgentListener, stream: _Stream) -> None:
+        """Events for each stream-json line, and what the stream says kept in `stream`."""
         for raw in stdout:
             try:
                 event = json.loads(raw)
@@ -159,57 +335,163 @@ class ClaudeCodeAgent:
                 continue
             kind = event.get("type")
             if kind == "result":
-                result = event
+                stream.result = event
             elif kind == "system" and event.get("subtype") == "init":
                 model = event.get("model", "?")
                 listener(AgentEvent(kind="progress", detail=f"claude-code session started (model {model})"))
+            elif kind == "system" and event.get("subtype") == "api_retry":
+                listener(
+                    AgentEvent(
+                        kind="progress",
+                        detail=f"the API answered {event.get('error_status')} ({event.get('error')}); "
+                        f"claude-code retries ({event.get('attempt')} of {event.get('max_retries')})",
+                    )
+                )
             elif kind == "assistant":
-                message = event.get("message")
-                content = message.get("content") if isinstance(message, dict) else None
-                for block in content if isinstance(content, list) else []:
-                    if not isinstance(block, dict):
-                        continue
-                    if block.get("type") == "text" and block.get("text"):
-                        listener(AgentEvent(kind="message", detail=redact(str(block["text"]))[:500]))
-                    elif block.get("type") == "tool_use":
-                        shown = json.dumps(block.get("input"), ensure_ascii=False)[:160]
-                        listener(AgentEvent(kind="tool_call", detail=redact(f"{block.get('name')} {shown}")))
-        return result
+                self._assistant(event, listener, stream)
+
+    def _assistant(self, event: dict[str, Any], listener: AgentListener, stream: _Stream) -> None:
+        message = event.get("message")
+        if not isinstance(message, dict):
+            return
+        model = str(message.get("model") or "")
+        if model == SYNTHETIC:
+            stream.error_kind = str(event.get("error") or "")
+        elif isinstance(message.get("usage"), dict) and message.get("id"):
+            stream.messages[str(message["id"])] = (model, _message_usage(message["usage"]))
+        content = message.get("content")
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and block.get("text"):
+                listener(AgentEvent(kind="message", detail=redact(str(block["text"]))[:500]))
+            elif block.get("type") == "tool_use":
+                shown = json.dumps(block.get("input"), ensure_ascii=False)[:160]
+                listener(AgentEvent(kind="tool_call", detail=redact(f"{block.get('name')} {shown}")))
 
     def _outcome(
         self,
-        result: dict[str, Any] | None,
+        request: AgentRequest,
+        stream: _Stream,
         code: int,
         timed_out: bool,
         err_tail: str,
         listener: AgentListener,
     ) -> AgentOutcome:
+        result = stream.result
         if result is None:
+            usage = stream.seen(self.prices)
+            if usage.calls:
+                listener(
+                    AgentEvent(
+                        kind="model_call",
+                        usage=usage,
+                        session_over=True,
+                        detail=f"claude-code before it ended: {usage.calls} call(s) seen, "
+                        f"${usage.cost_usd:.4f} at our prices",
+                    )
+                )
             if timed_out:
                 why = f"claude timed out after {self.timeout:g}s (agent_timeout) and was killed"
             else:
                 why = f"claude exited with status {code} without a result"
-            return AgentOutcome(status=AgentStatus.FAILED, summary=f"{why}\n{err_tail}".strip())
-        usage = _usage_of(result)
+            return AgentOutcome(status=AgentStatus.FAILED, summary=f"{why}\n{err_tail}".strip(), usage=usage)
+        usage = usage_of(result)
+        subtype = str(result.get("subtype") or "")
+        over_budget = subtype == "error_max_budget_usd"
+        # Spent on a session that is over: it never stops the work it paid for (a budget reached
+        # mid-session is the exception: that one stops the run, through the engine's listener).
         listener(
             AgentEvent(
                 kind="model_call",
                 usage=usage,
+                session_over=not over_budget,
                 detail=f"claude-code: {usage.calls} turns, {usage.input_tokens} in, {usage.output_tokens} "
                 f"out, {usage.cache_read_input_tokens} cache read; ${usage.cost_usd:.4f}",
             )
         )
+        fault = api_fault(result, stream.error_kind)
+        if fault is not None:
+            raise fault
         text = redact(str(result.get("result") or "").strip())
         turns = usage.calls
-        subtype = str(result.get("subtype") or "")
+        denied = self._denied(result, listener)
         if result.get("is_error") or (subtype and subtype != "success"):
-            what = "reached --max-turns" if subtype == "error_max_turns" else (subtype or "error")
-            summary = f"claude-code stopped with an error ({what})" + (f": {text}" if text else "")
-            return AgentOutcome(status=AgentStatus.FAILED, summary=summary, usage=usage, turns=turns)
+            if over_budget:
+                what = f"reached the budget it was given (${request.max_cost or 0:.4f} left of --max-cost)"
+            elif subtype == "error_max_turns":
+                what = "reached --max-turns"
+            else:
+                what = subtype or "error"
+            errors = result.get("errors")
+            detail = text or redact("; ".join(str(e) for e in errors) if isinstance(errors, list) else "")
+            summary = f"claude-code stopped with an error ({what})" + (f": {detail}" if detail else "")
+            return AgentOutcome(status=AgentStatus.FAILED, summary=summary + denied, usage=usage, turns=turns)
         blocked = text.lstrip("*# ").upper().startswith("BLOCKED")
         status = AgentStatus.BLOCKED if blocked else AgentStatus.DONE
-        summary = text[:4000] or "claude-code finished"
+        summary = (text[:4000] or "claude-code finished") + denied
         return AgentOutcome(status=status, summary=summary, usage=usage, turns=turns)
+
+    def _denied(self, result: Mapping[str, Any], listener: AgentListener) -> str:
+        """A note on the tool calls Claude Code refused for want of permission (the agent may then
+        report success without having run its checks)."""
+        denials = result.get("permission_denials")
+        if not isinstance(denials, list) or not denials:
+            return ""
+        shown = []
+        for denial in denials[:3]:
+            if isinstance(denial, dict):
+                tool_input = denial.get("tool_input")
+                command = tool_input.get("command") if isinstance(tool_input, dict) else None
+                shown.append(f"{denial.get('tool_name')}" + (f" `{str(command)[:80]}`" if command else ""))
+        note = (
+            f"claude-code refused {len(denials)} tool call(s) for want of permission ({', '.join(shown)}); "
+            "allow them with claude_allowed_tools or claude_permission_mode"
+        )
+        listener(AgentEvent(kind="progress", detail=redact(note)))
+        return f"\n[{redact(note)}]"
+
+
+def _feed(stdin: IO[bytes] | None, prompt: str) -> None:
+    """The prompt through stdin, then EOF (in a thread: a long prompt fills the pipe before the
+    CLI starts reading, and its output must be read meanwhile)."""
+    if stdin is None:
+        return
+    try:
+        stdin.write(prompt.encode("utf-8"))
+    except (BrokenPipeError, OSError):
+        pass  # it died first: its exit status says why
+    finally:
+        try:
+            stdin.close()
+        except OSError:
+            pass
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], stdin: str, timeout: float) -> str:
+    """A short command's stdout ("" when it did not end within `timeout`: it is killed with all
+    it started)."""
+    with tempfile.TemporaryFile() as out:
+        tree = processes.spawn(
+            argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.DEVNULL
+        )
+        try:
+            tree.popen.communicate(stdin.encode("utf-8"), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return ""
+        finally:
+            processes.kill_tree(tree)
+            tree.popen.wait()
+        out.seek(0)
+        return out.read().decode("utf-8", "replace")
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def create(settings: Settings) -> Agent:

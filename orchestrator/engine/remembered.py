@@ -36,6 +36,7 @@ REMEMBERED: dict[str, Rule] = {
     "agent_command": "never",
     # What claude-code may do without asking.
     "claude_permission_mode": "never",
+    "claude_allowed_tools": "never",
     # Commands orchestrate runs to judge the work, outside the agent's control.
     "verify": "never",
     # How confined every command is, and what reaches it.

@@ -472,7 +472,8 @@ class Runner:
                         run_usage=self.state.usage,
                     )
                 )
-                self._check_budget()
+                if not event.session_over:  # its work is done: verified and committed all the same
+                    self._check_budget()
             else:
                 self.record("agent_event", durable=False, task=task_id, kind=event.kind, detail=event.detail)
                 self.emit(AgentActivity(task_id=task_id, kind=event.kind, detail=event.detail))
@@ -765,6 +766,7 @@ class Runner:
         crash_point("after_start", task.id)
         plan_file = workspace / self.ctx.plan_rel
         plan_bytes = plan_bytes_as_left(plan_file)
+        limit = self.settings.max_cost
         request = AgentRequest(
             task_id=task.id,
             attempt=attempt,
@@ -776,6 +778,7 @@ class Runner:
             command_timeout=self.settings.command_timeout,
             env=self.ctx.passed_env(),
             sandbox=self.ctx.sandbox,
+            max_cost=None if limit is None else max(0.0, limit - self.state.usage.cost_usd),
         )
         outcome = self.agent.run(request, self._listener(task.id, attempt))
         crash_point("after_agent", task.id)

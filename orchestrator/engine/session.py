@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from orchestrator.agents.base import Agent, AgentConfigError
+from orchestrator.agents.base import Agent, AgentConfigError, ReadyCheck
 from orchestrator.agents.registry import create_agent
 from orchestrator.config import Settings, check_checkpoints_dir, load_settings
 from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
@@ -102,6 +102,8 @@ def build_agent(settings: Settings, plan: Plan) -> Agent:
         agent = create_agent(settings)
         if isinstance(agent, PlanAwareAgent):
             agent.check_tasks([t.id for t in plan.tasks])
+        if isinstance(agent, ReadyCheck):
+            agent.check_ready()
     except AgentConfigError as exc:
         raise UsageError(str(exc)) from None
     return agent

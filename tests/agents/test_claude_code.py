@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator.agents.base import AgentConfigError, AgentRequest, AgentStatus
+from orchestrator.agents.base import AgentConfigError, AgentRequest, AgentStatus, AgentUnavailable, ReadyCheck
 from orchestrator.agents.registry import create_agent
-from orchestrator.config import Settings
+from orchestrator.config import Settings, load_settings
 from tests.conftest import make_repo
+from tests.fakes.claude_cli import calls, fixture_result, replay, result, script
 from tests.fakes.listener import Recorder
-
-# What the fake CLI does is steered by files next to it: the lines to print, and where to log
-# how it was called. It can also edit a file in its cwd, as the real one would.
-FAKE_CLAUDE = """#!{python}
-import json, os, subprocess, sys, time
-here = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(here, "calls.jsonl"), "a") as log:
-    log.write(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(),
-                          "claudecode": os.environ.get("CLAUDECODE"),
-                          "stdin": sys.stdin.read() if not sys.stdin.isatty() else ""}}) + "\\n")
-script = json.load(open(os.path.join(here, "script.json")))
-for path, content in script.get("edits", {{}}).items():
-    with open(path, "w") as f:
-        f.write(content)
-if script.get("spawn"):  # as its Bash tool starts a command: in a session of its own
-    subprocess.Popen(["sh", "-c", script["spawn"]], start_new_session=True,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-for line in script["lines"]:
-    print(line if isinstance(line, str) else json.dumps(line), flush=True)
-    time.sleep(script.get("pause", 0))
-sys.stderr.write(script.get("stderr", ""))
-sys.exit(script.get("exit", 0))
-"""
 
 INIT = {
     "type": "system",
@@ -62,45 +38,6 @@ TOOL_RESULT = {
     "type": "user",
     "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
 }
-
-
-def result(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "type": "result",
-        "subtype": "success",
-        "is_error": False,
-        "result": "Created hello.py, which prints hello.",
-        "num_turns": 3,
-        "total_cost_usd": 0.0421,
-        "duration_ms": 1200,
-        "usage": {
-            "input_tokens": 120,
-            "output_tokens": 340,
-            "cache_creation_input_tokens": 2000,
-            "cache_read_input_tokens": 9000,
-        },
-    }
-    return {**base, **overrides}
-
-
-@pytest.fixture
-def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    claude = bin_dir / "claude"
-    claude.write_text(FAKE_CLAUDE.format(python=sys.executable))
-    claude.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("CLAUDECODE", "1")  # as inside a Claude Code session
-    return bin_dir
-
-
-def script(bin_dir: Path, lines: list[Any], **extra: Any) -> None:
-    (bin_dir / "script.json").write_text(json.dumps({"lines": lines, **extra}))
-
-
-def calls(bin_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (bin_dir / "calls.jsonl").read_text().splitlines()]
 
 
 def request(workspace: Path, **overrides: Any) -> AgentRequest:
@@ -134,13 +71,17 @@ def test_a_successful_session(fake_bin: Path, tmp_path: Path, recorder: Recorder
     assert call["cwd"] == str(repo)
     assert call["claudecode"] is None  # cleared: the CLI refuses to start nested
     argv = call["argv"]
-    assert argv[:2] == ["-p", "Create hello.py."]
+    assert argv[0] == "-p"
+    assert "Create hello.py." not in argv  # the prompt goes through stdin
+    assert call["stdin"] == "Create hello.py."
     assert argv[argv.index("--output-format") + 1] == "stream-json"
     assert "--verbose" in argv
     assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
     assert argv[argv.index("--max-turns") + 1] == "7"
     assert argv[argv.index("--append-system-prompt") + 1].startswith("You are careful.")
     assert "--model" not in argv  # the CLI's own default unless the user chose one
+    assert argv[argv.index("--allowedTools") + 1] == "Bash"  # it may run its own checks
+    assert "--max-budget-usd" not in argv  # no --max-cost
 
     assert [e.kind for e in recorder.events] == ["progress", "message", "tool_call", "model_call"]
     assert recorder.of("tool_call")[0].detail == 'Write {"file_path": "hello.py"}'
@@ -161,13 +102,16 @@ def test_a_chosen_model_and_permission_mode_are_passed_on(
     assert argv[argv.index("--permission-mode") + 1] == "bypassPermissions"
 
 
-def test_a_long_prompt_goes_through_stdin(fake_bin: Path, tmp_path: Path, recorder: Recorder) -> None:
+@pytest.mark.parametrize("prompt", ["x" * 150_000, "--help: a template that starts with a dash"])
+def test_the_prompt_goes_through_stdin(
+    fake_bin: Path, tmp_path: Path, recorder: Recorder, prompt: str
+) -> None:
     script(fake_bin, [result()])
-    prompt = "x" * 150_000
-    create_agent(Settings(agent="claude-code")).run(request(tmp_path, prompt=prompt), recorder)
+    outcome = create_agent(Settings(agent="claude-code")).run(request(tmp_path, prompt=prompt), recorder)
+    assert outcome.status == AgentStatus.DONE
     (call,) = calls(fake_bin)
-    assert call["argv"][0] == "-p"
-    assert call["argv"][1] == "--output-format"
+    assert call["argv"][:2] == ["-p", "--output-format"]
+    assert prompt not in call["argv"]
     assert call["stdin"] == prompt
 
 
@@ -251,3 +195,193 @@ def test_missing_claude_cannot_start(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(AgentConfigError, match="the `claude` CLI is not on PATH"):
         create_agent(Settings(agent="claude-code"))
+
+
+# -- what the real CLI prints when the API fails (fixtures captured from claude 2.1.197) -----------
+
+
+@pytest.mark.parametrize(
+    ("fixture", "said"),
+    [
+        (
+            "overloaded",
+            r"the API was unavailable for claude-code after its own retries \(529: API Error: 529",
+        ),
+        ("server_error", r"the API was unavailable for claude-code after its own retries \(500: API Error"),
+        ("rate_limited", r"the API was rate limited for claude-code after its own retries \(429: API Error"),
+    ],
+)
+def test_an_api_outage_is_a_resumable_stop_not_a_failed_task(
+    fake_bin: Path, tmp_path: Path, recorder: Recorder, fixture: str, said: str
+) -> None:
+    # The real CLI ends such a session with subtype "success", is_error true, api_error_status 529.
+    replay(fake_bin, fixture, exit=1)
+    with pytest.raises(AgentUnavailable, match=said) as caught:
+        create_agent(Settings(agent="claude-code")).run(request(tmp_path), recorder)
+    assert str(caught.value).endswith("resume later with `orchestrate resume`")
+    assert "claude-code retries (1 of 1)" in recorder.of("progress")[-1].detail
+    (spent,) = recorder.of("model_call")  # what it spent before it gave up is still recorded
+    assert spent.usage is not None
+    assert spent.usage.cost_usd == 0
+
+
+def test_a_key_rejected_mid_run_is_a_resumable_stop(
+    fake_bin: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    replay(fake_bin, "bad_key", exit=1)
+    with pytest.raises(AgentUnavailable, match=r"could not use its key \(401: Invalid API key") as caught:
+        create_agent(Settings(agent="claude-code")).run(request(tmp_path), recorder)
+    assert "ANTHROPIC_API_KEY" in str(caught.value)
+    assert "orchestrate resume" in str(caught.value)
+
+
+def test_usage_sums_every_model_of_the_session(fake_bin: Path, tmp_path: Path, recorder: Recorder) -> None:
+    # A sub-agent on another model: result.usage leaves it (and the title call) out, modelUsage has it.
+    replay(fake_bin, "subagent")
+    outcome = create_agent(Settings(agent="claude-code")).run(request(tmp_path), recorder)
+    final = fixture_result("subagent")
+    models = final["modelUsage"].values()
+    assert outcome.status == AgentStatus.DONE
+    assert outcome.usage.input_tokens == sum(m["inputTokens"] for m in models) == 1987
+    assert outcome.usage.output_tokens == 99 + 12
+    assert outcome.usage.cache_creation_input_tokens == 21788 + 18269
+    assert outcome.usage.cache_read_input_tokens == 20088
+    assert outcome.usage.total_tokens > sum(v for v in final["usage"].values() if isinstance(v, int))
+    assert outcome.usage.cost_usd == pytest.approx(final["total_cost_usd"])
+    (spent,) = recorder.of("model_call")
+    assert spent.session_over  # its work is done: a budget passed now does not throw it away
+
+
+def test_the_budget_left_is_passed_and_its_stop_reported_live(
+    fake_bin: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    replay(fake_bin, "budget", exit=1)
+    outcome = create_agent(Settings(agent="claude-code")).run(request(tmp_path, max_cost=0.05), recorder)
+    argv = calls(fake_bin)[0]["argv"]
+    assert argv[argv.index("--max-budget-usd") + 1] == "0.0500"
+    (spent,) = recorder.of("model_call")
+    # Not session_over: the engine's listener stops the run on its budget (here it only records).
+    assert not spent.session_over
+    assert spent.usage == outcome.usage
+    assert outcome.usage.cost_usd == pytest.approx(0.13759)
+    assert outcome.usage.input_tokens == 1998  # result.usage says 0 here: modelUsage has the calls
+    assert outcome.status == AgentStatus.FAILED
+    assert outcome.summary.startswith("claude-code stopped with an error (reached the budget it was given")
+
+
+def test_refused_tool_calls_are_reported(fake_bin: Path, tmp_path: Path, recorder: Recorder) -> None:
+    # Under acceptEdits without Bash allowed the real CLI refused `python3 hello.py && ...` and still
+    # ended with "success".
+    replay(fake_bin, "denied")
+    outcome = create_agent(Settings(agent="claude-code")).run(request(tmp_path), recorder)
+    assert outcome.status == AgentStatus.DONE
+    assert (
+        "claude-code refused 1 tool call(s) for want of permission (Bash `python3 hello.py" in outcome.summary
+    )
+    assert "claude_allowed_tools" in recorder.of("progress")[-1].detail
+
+
+def test_allowed_tools_are_a_setting(fake_bin: Path, tmp_path: Path, recorder: Recorder) -> None:
+    script(fake_bin, [result()])
+    settings = Settings(agent="claude-code", claude_allowed_tools=["Bash(pytest *)", "Edit"])
+    create_agent(settings).run(request(tmp_path), recorder)
+    argv = calls(fake_bin)[0]["argv"]
+    assert argv[argv.index("--allowedTools") + 1] == "Bash(pytest *),Edit"
+    script(fake_bin, [result()])
+    create_agent(Settings(agent="claude-code", claude_allowed_tools=[])).run(request(tmp_path), recorder)
+    assert "--allowedTools" not in calls(fake_bin)[1]["argv"]
+
+
+def test_root_with_bypass_permissions_says_it_is_sandboxed(
+    fake_bin: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    # As root the real CLI refuses: "--dangerously-skip-permissions cannot be used with root/sudo
+    # privileges for security reasons", unless IS_SANDBOX=1.
+    script(fake_bin, [result()])
+    create_agent(Settings(agent="claude-code", claude_permission_mode="bypassPermissions")).run(
+        request(tmp_path), recorder
+    )
+    script(fake_bin, [result()])
+    create_agent(Settings(agent="claude-code")).run(request(tmp_path), recorder)
+    bypass, accept = calls(fake_bin)
+    assert bypass["env"]["IS_SANDBOX"] == ("1" if os.geteuid() == 0 else None)
+    assert accept["env"]["IS_SANDBOX"] is None
+
+
+def test_the_model_is_passed_only_when_the_user_chose_one(
+    fake_bin: Path, tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_MODEL", "claude-haiku-4-5")
+    settings = load_settings(tmp_path, {"agent": "claude-code"})
+    script(fake_bin, [result()])
+    # The engine puts its default model in every request; that is not the user's choice.
+    create_agent(settings).run(request(tmp_path, model=settings.model), recorder)
+    (call,) = calls(fake_bin)
+    assert "--model" not in call["argv"]
+    assert call["env"]["ANTHROPIC_MODEL"] == "claude-haiku-4-5"  # the user's own, reaching the CLI
+    chosen = load_settings(tmp_path, {"agent": "claude-code", "model": "claude-sonnet-4-6"})
+    script(fake_bin, [result()])
+    create_agent(chosen).run(request(tmp_path, model=chosen.model), recorder)
+    argv = calls(fake_bin)[1]["argv"]
+    assert argv[argv.index("--model") + 1] == "claude-sonnet-4-6"
+
+
+def test_a_timeout_keeps_the_usage_its_messages_showed(
+    fake_bin: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    served = {
+        "type": "assistant",
+        "message": {
+            "id": "msg_1",
+            "model": "claude-sonnet-4-6",
+            "role": "assistant",
+            "content": [{"type": "text", "text": "Working."}],
+            "usage": {"input_tokens": 1000, "output_tokens": 1, "cache_creation_input_tokens": 2000},
+        },
+    }
+    same_message = {
+        **served,
+        "message": {**served["message"], "content": [ASSISTANT["message"]["content"][1]]},
+    }
+    script(fake_bin, [INIT, served, same_message, result()], pause=3)
+    outcome = create_agent(Settings(agent="claude-code", agent_timeout=4)).run(request(tmp_path), recorder)
+    assert outcome.status == AgentStatus.FAILED
+    assert outcome.summary.startswith("claude timed out after 4s")
+    assert outcome.usage.calls == 1  # one message, shown twice
+    assert outcome.usage.input_tokens == 1000
+    assert outcome.usage.cache_creation_input_tokens == 2000
+    assert outcome.usage.cost_usd == pytest.approx((1000 * 3 + 2000 * 3 * 1.25 + 1 * 15) / 1e6)
+    (spent,) = recorder.of("model_call")
+    assert spent.usage == outcome.usage
+
+
+# -- the readiness check before the first task ------------------------------------------------
+
+
+def test_not_logged_in_is_found_before_the_first_task(fake_bin: Path) -> None:
+    script(fake_bin, [], auth={"loggedIn": False, "authMethod": "none"})
+    agent = create_agent(Settings(agent="claude-code"))
+    assert isinstance(agent, ReadyCheck)
+    with pytest.raises(AgentConfigError, match=r"claude-code is not logged in .*ANTHROPIC_API_KEY"):
+        agent.check_ready()
+    assert not calls(fake_bin, "probe")  # no model call was needed to tell
+
+
+@pytest.mark.parametrize(
+    ("fixture", "refused"), [("bad_key", True), ("not_logged_in", True), ("overloaded", False)]
+)
+def test_the_probe_refuses_a_rejected_key_only(fake_bin: Path, fixture: str, refused: bool) -> None:
+    script(fake_bin, [], probe=fixture_result(fixture))
+    agent = create_agent(Settings(agent="claude-code"))
+    assert isinstance(agent, ReadyCheck)
+    if refused:
+        with pytest.raises(AgentConfigError, match=r"claude-code cannot use its key .*ANTHROPIC_API_KEY"):
+            agent.check_ready()
+    else:
+        agent.check_ready()  # an outage decides nothing here: the first task stops resumably
+    (probe,) = calls(fake_bin, "probe")
+    argv = probe["argv"]
+    assert argv[argv.index("--tools") + 1] == ""  # nothing the model says can do anything
+    assert argv[argv.index("--max-turns") + 1] == "1"
+    assert probe["env"]["CLAUDE_CODE_MAX_RETRIES"] == "0"  # a rejected key is not retried for minutes
+    assert "--model" not in argv
