@@ -18,7 +18,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.domain import dag
 from orchestrator.domain.plan import Plan, Severity, Task
@@ -56,8 +58,9 @@ def load(path: Path) -> Plan:
 
 
 def _console() -> Console:
-    # Created per call so that CliRunner's captured stdout is the one written to.
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    # Created per call so that CliRunner's captured stdout is the one written to. Piped, nothing is
+    # wrapped (one task a line, for grep); on a terminal, rich wraps at spaces (see _print_task).
+    return Console(file=sys.stdout, highlight=False, soft_wrap=not sys.stdout.isatty())
 
 
 def _print_json(value: Any) -> None:
@@ -76,24 +79,37 @@ def parse(plan_path: PlanArgument, as_json: JsonOption = False) -> None:
         console.print(f"[bold]{escape(plan.title)}[/bold]  ({escape(str(plan.path))})")
         console.print(f"{len(plan.phases)} phases, {len(plan.tasks)} tasks, {done} done")
         for phase in plan.phases:
-            tasks = plan.phase_tasks(phase.id)
             console.print()
             where = f"line {phase.line}" if phase.line else "no heading"
             console.print(
                 f"[bold]Phase {escape(phase.id)}[/bold]: {escape(phase.title)}  [dim]({where})[/dim]"
             )
-            table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-            table.add_column("", no_wrap=True)
-            table.add_column("id", no_wrap=True)
-            table.add_column("line", justify="right", no_wrap=True)
-            table.add_column("task", overflow="fold")
-            table.add_column("after", overflow="fold")
-            for task in tasks:
-                table.add_row(
-                    _box(task), escape(task.id), str(task.line), escape(_describe(task)), _deps(task)
-                )
-            console.print(table)
+            for task in plan.phase_tasks(phase.id):
+                _print_task(console, task)
         _print_diagnostics(console, plan)
+
+
+def _print_task(console: Console, task: Task) -> None:
+    """A task as one line when piped (its id, title and dependencies whole, for grep); on a
+    terminal, wrapped at spaces only (an id has none), the title on a line of its own when the
+    first would not hold it."""
+    head = f"{_box(task)} [bold]{escape(task.id)}[/bold]  [dim]line {task.line}[/dim]"
+    notes = [n for n, on in (("optional", task.optional), ("parallel", task.parallel)) if on]
+    title = escape(task.title) + (f"  ({', '.join(notes)})" if notes else "")
+    after = f"after: {_deps(task)}" if task.depends_on else ""
+    if not console.is_terminal:
+        console.print("  ".join(part for part in (head, title, after) if part))
+    else:
+        one_line = Text.from_markup(f"{head}  {title}").cell_len <= console.width
+        console.print(f"{head}  {title}" if one_line else head)
+        for line in ([] if one_line else [title]) + ([after] if after else []):
+            console.print(Padding(Text.from_markup(line), (0, 0, 0, 4)))
+    for command in task.verify:
+        console.print(
+            Padding(Text(f"verify: {command}"), (0, 0, 0, 4))
+            if console.is_terminal
+            else (f"    verify: {escape(command)}")
+        )
 
 
 def status(plan_path: PlanArgument) -> None:
@@ -110,10 +126,13 @@ def status(plan_path: PlanArgument) -> None:
         for phase in plan.phases:
             tasks = plan.phase_tasks(phase.id)
             done = sum(task.settled for task in tasks)
+            if not console.is_terminal:  # one phase a line, its title whole
+                console.print(f"Phase {escape(phase.id)}: {escape(phase.title)}  {done}/{len(tasks)}")
             table.add_row(
                 escape(phase.id), escape(phase.title), f"{done}/{len(tasks)}", _bar(done, len(tasks))
             )
-        console.print(table)
+        if console.is_terminal:
+            console.print(table)
         done = sum(task.settled for task in plan.tasks)
         console.print(f"{done} of {len(plan.tasks)} tasks done")
         ready = dag.ready(plan, set())
