@@ -157,6 +157,11 @@ def _tokens(usage: Usage) -> str:
     return f"{total:,}" if total else ""
 
 
+def budget(max_cost: float | None) -> str:
+    """A run's spending limit in words: every run states it, "none" included."""
+    return "none" if max_cost is None else f"${max_cost:.2f}"
+
+
 def _cost(usage: Usage) -> str:
     return f"${usage.cost_usd:.4f}" if usage.cost_usd else ""
 
@@ -266,7 +271,7 @@ class PlainReporter:
                 verb = "resuming" if event.resumed else "starting"
                 self._say(
                     f"{verb} run {event.run_id}: {event.plan} on branch {event.branch}, agent {event.agent}, "
-                    f"{len(event.tasks)} tasks ({settled} already done)"
+                    f"{len(event.tasks)} tasks ({settled} already done), budget {budget(event.max_cost)}"
                 )
             case TaskStarted():
                 row = self.board.row(event.task_id)

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orchestrator.cli.display import LiveReporter, pick_reporter
+from orchestrator.cli.display import LiveReporter, budget, pick_reporter
 from orchestrator.domain.state import RunState, TaskStatus
 from orchestrator.engine.resources import data_dir
+from orchestrator.errors import UsageError
 from orchestrator.tools.environment import secret
 from orchestrator.tools.processes import kill_all_started
 
@@ -125,6 +126,10 @@ def _print_dry_run(report: DryRun, show_prompts: bool) -> None:
     typer.echo(f"{total} task(s) in {len(report.waves)} wave(s); nothing was run or changed (dry run)")
 
 
+DEMO_BUDGET = 1.0
+"""USD: what `demo` may spend with a paid agent unless told otherwise (six small tasks cost cents)."""
+
+
 def _fmt_cost(value: float) -> str:
     return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
 
@@ -205,6 +210,11 @@ def register(app: typer.Typer) -> None:
             "require_verify": require_verify or None,
             "parallel": parallel,
         }
+        if show_prompts and not dry_run_flag:
+            # Without --dry-run this would be a real, paid run that merely printed more.
+            raise UsageError(
+                "--show-prompts shows what a dry run would send: add --dry-run (nothing was run)"
+            )
         if dry_run_flag:
             from orchestrator.engine.dryrun import dry_run
 
@@ -363,14 +373,31 @@ def register(app: typer.Typer) -> None:
         parallel: Annotated[
             int | None, typer.Option(help="Tasks at once, each in its own git worktree.", min=1)
         ] = None,
+        max_cost: Annotated[
+            float | None,
+            typer.Option(
+                help=f"Stop (resumably) at this spend, USD (default {DEMO_BUDGET:.2f} for a paid agent).",
+                min=0,
+            ),
+        ] = None,
         json_output: JsonOpt = False,
     ) -> None:
         """Run the built-in demo plan in a scratch git repository and show the commits it made."""
         from orchestrator.engine.session import start_run
 
         chosen = agent or ("anthropic" if secret("ANTHROPIC_API_KEY") else "scripted")
+        if chosen != "scripted" and max_cost is None:
+            max_cost = DEMO_BUDGET
+        if chosen == "scripted":
+            typer.echo("demo: the scripted agent runs offline; nothing is spent", err=True)
+        else:
+            typer.echo(
+                f"demo: the {chosen} agent calls a paid API; budget {budget(max_cost)} "
+                "(--max-cost to change; the run stops resumably there)",
+                err=True,
+            )
         scratch = _make_demo_repo(directory)
-        overrides: dict[str, Any] = {"agent": chosen, "branch": "orchestrate-demo"}
+        overrides: dict[str, Any] = {"agent": chosen, "branch": "orchestrate-demo", "max_cost": max_cost}
         if parallel is not None:
             overrides["parallel"] = parallel
         if chosen == "scripted":

@@ -34,6 +34,8 @@ class RunStarted(_Event):
     parallel: int = 1
     tasks: list[TaskInfo] = Field(default_factory=list)
     """Every task of the run's selection, in execution order."""
+    max_cost: float | None = None
+    """The run's spending limit in USD; None when it has none (every run states it)."""
 
 
 class TaskStarted(_Event):

@@ -274,6 +274,7 @@ class Runner:
                 agent=self.settings.agent,
                 resumed=resumed,
                 parallel=self.executor.slots,
+                max_cost=self.settings.max_cost,
                 tasks=[
                     TaskInfo(
                         id=t.id,

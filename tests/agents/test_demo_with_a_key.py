@@ -74,6 +74,9 @@ def test_demo_uses_the_anthropic_agent_when_a_key_is_set(tmp_path: Path) -> None
         requests = api.message_requests
     assert done.returncode == 0, done.stderr
     assert "agent anthropic" in done.stderr
+    # Said before it starts, and stated again by the run: a key set means money spent.
+    assert done.stderr.startswith("demo: the anthropic agent calls a paid API; budget $1.00")
+    assert "budget $1.00" in next(line for line in done.stderr.splitlines() if "starting run" in line)
     assert len(requests) == 12  # two turns for each of the six tasks
     assert {r.body["model"] for r in requests} == {DEFAULT_MODEL}
     assert "- [ ]" not in (scratch / "plans" / "demo.md").read_text()

@@ -58,6 +58,7 @@ def test_run_then_runs_and_show(project: tuple[Path, Path, Path]) -> None:
     repo, plan, script = project
     result = runner.invoke(app, ["run", str(plan), "--agent", "scripted", "--script", str(script)])
     assert result.exit_code == 0, result.output
+    assert "3 tasks (0 already done), budget none" in result.output  # every run states its budget
     assert "T002 retrying (attempt 2)" in result.output
     assert "complete" in result.output
     assert git(repo, "log", "--format=%s", "-1") == "Phase 2: Write `c.txt`"
@@ -125,6 +126,8 @@ def test_dry_run_exits_1_on_lint_errors(tmp_path: Path) -> None:
         (["--agent", "nope"], "unknown agent 'nope'"),
         (["--script", "{bad}"], "not valid JSON"),
         (["--script", "{unknown}"], "not in the plan: T999"),
+        # Without --dry-run it would be a real (paid) run that merely printed more.
+        (["--show-prompts"], "--show-prompts shows what a dry run would send: add --dry-run"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -208,6 +211,7 @@ def test_demo_runs_the_shipped_plan_to_completion(tmp_path: Path, parallel: list
     target = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--agent", "scripted", "--dir", str(target), *parallel])
     assert result.exit_code == 0, result.output
+    assert "demo: the scripted agent runs offline; nothing is spent" in result.output
     landed = git(target, "log", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
     assert sorted(landed) == ["T001", "T002", "T003", "T004", "T005", "T006"]  # each once
     assert f"scratch repository: {target}" in result.output
