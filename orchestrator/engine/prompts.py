@@ -10,11 +10,16 @@ a plain Jinja2 template is arbitrary Python in a process that holds the API key)
   unsafe or mutating methods; an attempt is a ConfigError naming the file and line;
 - the prompts folder is a protected path (config.always_protected): an agent's edit is undone.
 
-A task gets only the context it needs: the plan's title, its phase's own section, its item, its
-verification commands and the project's rules, never the whole plan."""
+A task gets only the context it needs, never the whole plan. The system prompt holds what is the
+same for every task of a run (the rules of the work, the plan's preamble and its global rules
+sections, the project's CLAUDE.md/AGENTS.md), so the prompt cache carries it from task to task; the
+first message holds the task's own: its phase's prose, its text with its steps, criteria and
+files, one line per sibling task of its phase, what its finished dependencies changed (files and
+their worker's report), where it works and the commands that judge it."""
 
 from __future__ import annotations
 
+import contextlib
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,10 +29,11 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from orchestrator.config import Settings, prompts_folder
-from orchestrator.domain.plan import Plan, Task
+from orchestrator.domain.plan import BoxState, Expectation, Plan, StepKind, Task
+from orchestrator.domain.state import RunState, TaskStatus
 from orchestrator.engine.resources import data_dir
 from orchestrator.engine.verification import commands_for
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, OrchestrateError
 from orchestrator.input_files import PROMPT_FILE_LIMIT, read_regular_file
 from orchestrator.persistence.repo import GitRepo
 from orchestrator.tools.shell import truncate_middle
@@ -35,6 +41,11 @@ from orchestrator.tools.shell import truncate_middle
 RULE_FILES = ("CLAUDE.md", "AGENTS.md")
 PHASE_TEXT_LIMIT = 6000
 RULES_LIMIT = 8000
+PREAMBLE_LIMIT = 6000
+PLAN_RULES_LIMIT = 12000
+SIBLINGS_SHOWN = 30
+DEPENDENCY_FILES_SHOWN = 15
+REPORT_LIMIT = 600
 TEMPLATES = ("system.md.j2", "task.md.j2", "retry.md.j2")
 TEMPLATE_SUFFIX = ".j2"
 MAX_TEMPLATE_BYTES = 256 * 1024
@@ -151,6 +162,58 @@ class RenderedPrompt:
         return f"=== system ===\n{self.system}\n=== prompt ===\n{self.prompt}"
 
 
+@dataclass(frozen=True)
+class FinishedDependency:
+    """What a finished dependency of a task changed, for its prompt."""
+
+    id: str
+    title: str
+    files: list[str] = field(default_factory=list)
+    report: str = ""
+    """Its worker's summary, shortened."""
+    in_run: bool = True
+    """Done by this run (files and report known), or found done when it started."""
+
+
+def finished_dependencies(
+    plan: Plan, task: Task, state: RunState | None, repo: GitRepo | None
+) -> list[FinishedDependency]:
+    """The task's done dependencies with what they changed: the files of their commit (the plan
+    left out) and their worker's last report, as far as this run knows them."""
+    found: list[FinishedDependency] = []
+    plan_rel = state.plan if state is not None else ""
+    for dep_id in task.depends_on:
+        dep = plan.task(dep_id)
+        record = state.tasks.get(dep_id) if state is not None else None
+        done_here = record is not None and record.status is TaskStatus.DONE
+        if dep is None or not (dep.checked or done_here):
+            continue
+        if record is None or not done_here:
+            found.append(FinishedDependency(dep.id, dep.title, in_run=False))
+            continue
+        files: list[str] = []
+        if repo is not None and record.commit:
+            with contextlib.suppress(OrchestrateError):
+                changed = repo.changed_between(f"{record.commit}^", record.commit)
+                files = [f for f in changed if f != plan_rel]
+        if len(files) > DEPENDENCY_FILES_SHOWN:
+            files = [*files[:DEPENDENCY_FILES_SHOWN], f"and {len(files) - DEPENDENCY_FILES_SHOWN} more"]
+        summary = next((a.summary for a in reversed(record.attempts) if a.summary), "") or ""
+        report = " ".join(summary.split())
+        if len(report) > REPORT_LIMIT:
+            report = report[: REPORT_LIMIT - 1] + "…"
+        found.append(FinishedDependency(dep.id, dep.title, files, report))
+    return found
+
+
+def _siblings(plan: Plan, task: Task) -> tuple[list[dict[str, object]], int]:
+    """One line per other task of the task's phase (its own children excepted): whose work is not
+    this worker's."""
+    others = [t for t in plan.phase_tasks(task.phase) if t.id != task.id and t.parent != task.id]
+    shown = [{"id": t.id, "title": t.title, "done": t.settled} for t in others[:SIBLINGS_SHOWN]]
+    return shown, max(0, len(others) - SIBLINGS_SHOWN)
+
+
 def _phase_context(plan: Plan, task: Task) -> str:
     """The phase's own prose: its section without its heading (the template has it) and without
     the items of its tasks (the task's own item is given separately; siblings are not its job)."""
@@ -161,10 +224,19 @@ def _phase_context(plan: Plan, task: Task) -> str:
     for sibling in plan.phase_tasks(task.phase):
         if sibling.context.strip():
             text = text.replace(sibling.context.strip(), "")
+    # What the system prompt already gives every task (a plan without phase headings makes its
+    # whole text the one phase's).
+    for shared in (plan.preamble, *(section.text for section in plan.rules)):
+        if shared.strip():
+            text = text.replace(shared.strip(), "")
     lines = text.strip().splitlines()
-    if lines and lines[0].lstrip().startswith("#"):
-        lines = lines[1:]
-    return "\n".join(line for line in lines).strip()
+    if lines and lines[0].strip() == "---":  # front matter: metadata, not the phase's prose
+        end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() in ("---", "...")), 0)
+        lines = lines[end + 1 :]
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("#")):
+        lines = lines[1:]  # the phase's heading (the template gives it) and the plan's title
+    text = "\n".join(lines).strip()
+    return "" if set(text) <= set("-*_ \n") else text
 
 
 def _template_error(exc: jinja2.TemplateError, name: str, filenames: Iterable[str]) -> ConfigError:
@@ -313,10 +385,12 @@ class PromptRenderer:
         failure: str = "",
         workspace: Path | None = None,
         changes_kept: bool = True,
+        dependencies: list[FinishedDependency] | None = None,
     ) -> RenderedPrompt:
         """The prompts for one attempt; `workspace` is where the agent works when it is not the
         repository itself (a worktree); `changes_kept` says whether the previous attempt's changes
-        are still in it (not after a merge conflict, or when a resume had to set them aside)."""
+        are still in it (not after a merge conflict, or when a resume had to set them aside);
+        `dependencies` what the task's finished dependencies changed (default: their ids only)."""
         phase = plan.phase(task.phase)
         key = (plan.sha256, task.phase)
         phase_text = self._phase_texts.get(key) if plan.sha256 else None
@@ -325,28 +399,74 @@ class PromptRenderer:
             if plan.sha256:  # (a plan made in memory has no digest to know it by)
                 self._phase_texts[key] = phase_text
         done = [d for d in task.depends_on if (dep := plan.task(d)) is not None and dep.checked]
+        if dependencies is None:
+            dependencies = finished_dependencies(plan, task, None, None)
+        siblings, more = _siblings(plan, task)
+        run_wide = self._run_context(plan)
         context: dict[str, object] = {
-            "plan_title": plan.title,
-            "plan_path": self._plan_rel,
+            **run_wide,
             "phase": {"id": task.phase, "title": phase.title if phase else ""},
             "phase_text": phase_text,
             "task": task.model_dump(),
             "verify": verify,
             "done_dependencies": done,
+            "dependencies": [vars(d) for d in dependencies],
+            "steps": [
+                {
+                    "title": step.title,
+                    "done": step.state is BoxState.DONE,
+                    "criterion": step.kind is StepKind.CRITERION,
+                    "unchecked": step.title in task.uncovered,
+                }
+                for step in task.steps
+            ],
+            "uncovered": [c for c in task.uncovered if c not in {step.title for step in task.steps}],
+            "siblings": siblings,
+            "siblings_more": more,
+            "expected_output": [
+                c.model_dump() for c in task.checks if c.expect is Expectation.OUTPUT and c.expected
+            ],
             "workspace": str(workspace or self.repo_root),
-            "protected_paths": self.protected_paths,
-            "rules": self.rules,
-            "rules_source": self.rules_source,
             "attempt": attempt,
             "max_attempts": max_attempts,
             "failure": failure,
             "changes_kept": changes_kept,
         }
-        system = self._render("system.md.j2", **context)
+        # Only what is the same for every task of the run: the prompt cache carries it over.
+        system = self._render("system.md.j2", **run_wide)
         prompt = self._render("task.md.j2", **context)
         if attempt > 1 and failure:
             prompt = prompt.rstrip("\n") + "\n" + self._render("retry.md.j2", **context)
         return RenderedPrompt(system=system, prompt=prompt)
+
+    def _run_context(self, plan: Plan) -> dict[str, object]:
+        """What the system prompt may show: the same for every task of a run."""
+        preamble, _ = truncate_middle(plan.preamble.strip(), PREAMBLE_LIMIT)
+        sections: list[dict[str, str]] = []
+        budget = PLAN_RULES_LIMIT
+        for section in plan.rules:
+            lines = section.text.strip().splitlines()
+            # A rules section that holds units (### Task N under ## Global Constraints) gives only
+            # its own prose: the units are each their own worker's.
+            inside = [t.line for t in plan.tasks if section.line < t.line < section.line + len(lines)]
+            if inside:
+                lines = lines[: min(inside) - section.line]
+            if lines and lines[0].lstrip().startswith("#"):  # the template gives the heading
+                lines = lines[1:]
+            text, _ = truncate_middle("\n".join(lines).strip(), max(budget, 200))
+            budget -= len(text)
+            sections.append({"title": section.title, "text": text})
+            if budget <= 0:
+                break
+        return {
+            "plan_title": plan.title,
+            "plan_path": self._plan_rel,
+            "plan_preamble": preamble,
+            "plan_rules": sections,
+            "protected_paths": self.protected_paths,
+            "rules": self.rules,
+            "rules_source": self.rules_source,
+        }
 
     def _relative(self, path: Path) -> str:
         try:

@@ -51,7 +51,7 @@ from orchestrator.domain.usage import Usage
 from orchestrator.engine import protected
 from orchestrator.engine.crash import crash_point
 from orchestrator.engine.executor import Executor, InlineExecutor, TaskResult
-from orchestrator.engine.prompts import PromptRenderer
+from orchestrator.engine.prompts import PromptRenderer, finished_dependencies
 from orchestrator.engine.scheduler import Scheduler, is_group
 from orchestrator.engine.verification import (
     CommandResult,
@@ -755,6 +755,7 @@ class Runner:
             failure=failure,
             workspace=workspace,
             changes_kept=changes_kept,
+            dependencies=finished_dependencies(self.plan, task, self.state, self.repo),
         )
         prompt_file = f"prompts/{_REF_UNSAFE.sub('_', task.id)}.attempt-{attempt}.md"
         self.ctx.journal.write_artifact(prompt_file, rendered.as_text())

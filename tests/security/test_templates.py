@@ -243,7 +243,8 @@ def test_dry_run_show_prompts_renders_sandboxed(tmp_path: Path) -> None:
     """`run --dry-run --show-prompts` runs no template code and does not claim it changed nothing
     when it refused; a dry run without --show-prompts refuses the same template (a run would)."""
     marker = tmp_path / "MARKER"
-    template = "Task {{ task.id }}\n\n" + payloads(marker)["subclasses"] + "\n"
+    # (The system prompt is the run's, the same for every task: it sees no `task`.)
+    template = "Plan {{ plan_title }}\n\n" + payloads(marker)["subclasses"] + "\n"
     repo = make_repo(
         tmp_path / "repo", {"README.md": "# r\n", "plan.md": PLAN, "prompts/system.md.j2": template}
     )
