@@ -1,10 +1,11 @@
 """Reporters that show a run to a person or a program.
 
-- LiveReporter: a rich live table on a terminal (task, phase, status, attempt, elapsed, tokens, cost).
-- PlainReporter: one line per step, for logs and pipes.
+- LiveReporter: on a terminal, every step a permanent line and, under them, a compact live region
+  (the running tasks, the totals).
+- PlainReporter: the same lines, time-stamped, for logs and pipes.
 - JsonlReporter: one JSON object per event on stdout, for programs (`--json`).
 
-All three read the same events (orchestrator/domain/events.py); the board that the live table
+All three read the same events (orchestrator/domain/events.py); the board that the live region
 and the closing summary draw from is built from those events alone, so what a person sees is what
 the journal says.
 """
@@ -19,7 +20,6 @@ from typing import IO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from orchestrator.domain.events import (
@@ -76,6 +76,7 @@ class RunBoard:
     branch: str = ""
     agent: str = ""
     parallel: int = 1
+    max_cost: float | None = None
     started: float = field(default_factory=time.time)
     rows: dict[str, TaskRow] = field(default_factory=dict)
     run_usage: Usage = field(default_factory=Usage)
@@ -91,6 +92,7 @@ class RunBoard:
             case RunStarted():
                 self.run_id, self.plan, self.branch = event.run_id, event.plan, event.branch
                 self.agent, self.parallel, self.started = event.agent, event.parallel, event.at
+                self.max_cost = event.max_cost
                 for info in event.tasks:
                     status = "already done" if info.settled else "pending"
                     self.rows[info.id] = TaskRow(
@@ -166,69 +168,61 @@ def _cost(usage: Usage) -> str:
     return f"${usage.cost_usd:.4f}" if usage.cost_usd else ""
 
 
-def _visible_rows(board: RunBoard, limit: int) -> tuple[list[TaskRow], int]:
-    """Every row when they fit; otherwise the active ones first, then the nearest finished and pending."""
-    rows = list(board.rows.values())
-    if len(rows) <= limit:
-        return rows, 0
-    active = {"running", "verifying", "retrying"}
-    keep: set[str] = {r.id for r in rows if r.status in active}
-    finished = [r for r in rows if r.finished is not None and r.id not in keep]
-    finished.sort(key=lambda r: r.finished or 0.0)
-    pending = [r for r in rows if r.status == "pending"]
-    room = max(limit - len(keep), 0)
-    for r in reversed(finished[-max(room // 2, 1) :]):
-        if len(keep) < limit:
-            keep.add(r.id)
-    for r in pending:
-        if len(keep) >= limit:
-            break
-        keep.add(r.id)
-    shown = [r for r in rows if r.id in keep]
-    return shown, len(rows) - len(shown)
+ACTIVE = ("running", "verifying", "retrying")
+OUTPUT_TAIL_LINES = 12
+"""Of a failing check's output, the last lines printed under it: the cause, on screen and in logs."""
 
 
-def render_board(
-    board: RunBoard, now: float | None = None, max_rows: int = 30, width: int = 120
-) -> RenderableType:
-    now = time.time() if now is None else now
-    title = f"orchestrate run {board.run_id}" if board.run_id else "orchestrate"
-    # The title column gives way first; ids, status and numbers must stay whole on an 80-column terminal.
-    show_note = width >= 110
-    table = Table(title=title, title_justify="left", expand=width < 160, show_lines=False)
-    table.add_column("task", no_wrap=True, min_width=4, max_width=24, overflow="ellipsis")
-    table.add_column("phase", no_wrap=True, min_width=5, max_width=12, overflow="ellipsis")
-    table.add_column("title", overflow="ellipsis", no_wrap=True, ratio=1, min_width=8)
-    table.add_column("status", no_wrap=True, min_width=10)
-    table.add_column("try", justify="right", min_width=3)
-    table.add_column("elapsed", justify="right", min_width=7)
-    table.add_column("tokens", justify="right", min_width=6)
-    table.add_column("cost", justify="right", min_width=7)
-    if show_note:
-        table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=40)
-    rows, hidden = _visible_rows(board, max_rows)
-    for row in rows:
-        table.add_row(
-            row.id,
-            row.phase,
-            row.title,
-            Text(row.status, style=_STATUS_STYLE.get(row.status, "")),
-            str(row.attempt) if row.attempt else "",
+def _active_row(row: TaskRow, now: float, width: int) -> Text:
+    """One running task: status, id (whole), attempt, time, spend, then its title cut to fit."""
+    numbers = "  ".join(
+        part
+        for part in (
+            f"try {row.attempt}" if row.attempt else "",
             _seconds(row.elapsed(now)),
-            _tokens(row.usage),
+            f"{_tokens(row.usage)} tokens" if row.usage.total_tokens else "",
             _cost(row.usage),
-            *([row.note] if show_note else []),
         )
-    counts = board.counts()
-    parts = [f"{n} {status}" for status, n in sorted(counts.items())]
-    if hidden:
-        parts.append(f"({hidden} rows not shown)")
-    footer = Text(
-        f"{' · '.join(parts)}   elapsed {_seconds(now - board.started)}"
-        f"   tokens {board.run_usage.total_tokens:,}   cost ${board.run_usage.cost_usd:.4f}",
-        style="dim",
+        if part
     )
-    return Group(table, footer)
+    line = Text(f"{row.status:<9} ", style=_STATUS_STYLE.get(row.status, ""))
+    line.append(row.id, style="bold")
+    line.append(f"  {numbers}" if numbers else "")
+    room = width - line.cell_len - 2
+    if room >= 8:
+        title = Text(row.title, style="dim")
+        title.truncate(room, overflow="ellipsis")
+        line.append("  ")
+        line.append_text(title)
+    return line
+
+
+def render_live(
+    board: RunBoard, now: float | None = None, width: int = 120, height: int = 40
+) -> RenderableType:
+    """The live region under the permanent lines: one line per running task, then the totals.
+
+    Compact on purpose: what happened (a failing check and its output, a retry and why, a warning)
+    is printed above it as a permanent line, so nothing a user needs is overwritten."""
+    now = time.time() if now is None else now
+    active = [row for row in board.rows.values() if row.status in ACTIVE]
+    room = max(height - 3, 1)
+    lines: list[RenderableType] = [_active_row(row, now, width) for row in active[:room]]
+    if len(active) > room:
+        lines.append(Text(f"… and {len(active) - room} more running", style="dim"))
+    counts = " · ".join(f"{n} {status}" for status, n in sorted(board.counts().items()))
+    totals = (
+        f"elapsed {_seconds(now - board.started)}   tokens {board.run_usage.total_tokens:,}   "
+        f"cost ${board.run_usage.cost_usd:.4f}   budget {budget(board.max_cost)}"
+    )
+    # One line where it fits; else two, each short enough for 60 columns.
+    fits = len(counts) + 3 + len(totals) <= width
+    lines += (
+        [Text(f"{counts}   {totals}", style="dim")]
+        if fits
+        else [Text(counts, style="dim"), Text(totals, style="dim")]
+    )
+    return Group(*lines)
 
 
 def summary_lines(board: RunBoard) -> list[str]:
@@ -251,6 +245,63 @@ def summary_lines(board: RunBoard) -> list[str]:
     return lines
 
 
+def event_lines(board: RunBoard, event: Event) -> list[str]:
+    """What an event says as permanent lines, the same in a log and above the live region: every
+    step, the failing command with the tail of its output, why a task is retried, notices, the
+    summary. `board` has applied the event already."""
+    match event:
+        case RunStarted():
+            settled = sum(1 for t in event.tasks if t.settled)
+            verb = "resuming" if event.resumed else "starting"
+            return [
+                f"{verb} run {event.run_id}: {event.plan} on branch {event.branch}, agent {event.agent}, "
+                f"{len(event.tasks)} tasks ({settled} already done), budget {budget(event.max_cost)}"
+            ]
+        case TaskStarted():
+            row = board.row(event.task_id)
+            return [f"{event.task_id} started (attempt {event.attempt}): {row.title}"]
+        case AgentFinished():
+            summary = f": {event.summary}" if event.summary else ""
+            return [f"{event.task_id} agent {event.status}{summary[:200]}"]
+        case VerificationFinished():
+            verdict = "ok" if event.ok else f"FAILED (exit {event.exit_code})"
+            lines = [f"{event.task_id} verify `{event.command}` {verdict} in {event.duration:.1f}s"]
+            if not event.ok:
+                tail = [line for line in event.output_tail.rstrip().splitlines() if line.strip()]
+                lines += [f"    | {line}" for line in tail[-OUTPUT_TAIL_LINES:]]
+            return lines
+        case TaskRetrying():
+            return [f"{event.task_id} retrying (attempt {event.next_attempt}): {event.reason}"]
+        case TaskFinished():
+            row = board.row(event.task_id)
+            detail = f" {event.commit[:10]}" if event.commit else ""
+            reason = f": {event.reason}" if event.reason else ""
+            spend = f" ({_tokens(row.usage)} tokens, {_cost(row.usage)})" if row.usage.calls else ""
+            return [f"{event.task_id} {event.status}{detail}{reason}{spend}"]
+        case Notice():
+            prefix = f"{event.task_id} " if event.task_id else ""
+            label = "" if event.level == "info" else f"{event.level}: "
+            return [f"{prefix}{label}{event.message}"]
+        case RunFinished():
+            return summary_lines(board)
+        case _:
+            return []
+
+
+def _line_style(event: Event) -> str:
+    match event:
+        case Notice():
+            return {"info": "", "warning": "bold yellow", "error": "bold red"}[event.level]
+        case VerificationFinished() if not event.ok:
+            return "red"
+        case TaskRetrying():
+            return "yellow"
+        case TaskFinished():
+            return _STATUS_STYLE.get(event.status, "")
+        case _:
+            return ""
+
+
 class PlainReporter:
     """One line per step, for logs, pipes and CI."""
 
@@ -258,47 +309,12 @@ class PlainReporter:
         self.stream = stream if stream is not None else sys.stderr
         self.board = RunBoard()
 
-    def _say(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        self.stream.write(f"[{stamp}] {text}\n")
-        self.stream.flush()
-
     def emit(self, event: Event) -> None:
         self.board.apply(event)
-        match event:
-            case RunStarted():
-                settled = sum(1 for t in event.tasks if t.settled)
-                verb = "resuming" if event.resumed else "starting"
-                self._say(
-                    f"{verb} run {event.run_id}: {event.plan} on branch {event.branch}, agent {event.agent}, "
-                    f"{len(event.tasks)} tasks ({settled} already done), budget {budget(event.max_cost)}"
-                )
-            case TaskStarted():
-                row = self.board.row(event.task_id)
-                self._say(f"{event.task_id} started (attempt {event.attempt}): {row.title}")
-            case AgentFinished():
-                summary = f": {event.summary}" if event.summary else ""
-                self._say(f"{event.task_id} agent {event.status}{summary[:200]}")
-            case VerificationFinished():
-                verdict = "ok" if event.ok else f"FAILED (exit {event.exit_code})"
-                self._say(f"{event.task_id} verify `{event.command}` {verdict} in {event.duration:.1f}s")
-            case TaskRetrying():
-                self._say(f"{event.task_id} retrying (attempt {event.next_attempt}): {event.reason}")
-            case TaskFinished():
-                row = self.board.row(event.task_id)
-                detail = f" {event.commit[:10]}" if event.commit else ""
-                reason = f": {event.reason}" if event.reason else ""
-                spend = f" ({_tokens(row.usage)} tokens, {_cost(row.usage)})" if row.usage.calls else ""
-                self._say(f"{event.task_id} {event.status}{detail}{reason}{spend}")
-            case Notice():
-                prefix = f"{event.task_id} " if event.task_id else ""
-                label = "" if event.level == "info" else f"{event.level}: "
-                self._say(f"{prefix}{label}{event.message}")
-            case RunFinished():
-                for line in summary_lines(self.board):
-                    self._say(line)
-            case _:
-                pass
+        stamp = time.strftime("%H:%M:%S")
+        for line in event_lines(self.board, event):
+            self.stream.write(f"[{stamp}] {line}\n")
+        self.stream.flush()
 
 
 class JsonlReporter:
@@ -313,7 +329,8 @@ class JsonlReporter:
 
 
 class LiveReporter:
-    """A live table on a terminal; notices scroll above it; the summary stays after it."""
+    """On a terminal, as cargo and uv do: every step a permanent line (the same as the plain log's),
+    under them a compact live region of the running tasks and the totals; the summary stays."""
 
     def __init__(self, console: Console | None = None, refresh_per_second: float = 4) -> None:
         self.console = console if console is not None else Console(stderr=True)
@@ -322,14 +339,14 @@ class LiveReporter:
             get_renderable=self._render,
             console=self.console,
             refresh_per_second=refresh_per_second,
-            transient=False,
+            transient=True,
             redirect_stdout=False,
             redirect_stderr=False,
         )
         self._running = False
 
     def _render(self) -> RenderableType:
-        return render_board(self.board, max_rows=max(self.console.height - 8, 5), width=self.console.width)
+        return render_live(self.board, width=self.console.width, height=self.console.height)
 
     def __enter__(self) -> LiveReporter:
         self._live.start(refresh=True)
@@ -347,24 +364,18 @@ class LiveReporter:
     def close(self) -> None:
         if self._running:
             self._running = False
-            self._live.refresh()
             self._live.stop()
 
     def emit(self, event: Event) -> None:
         self.board.apply(event)
-        match event:
-            case Notice():
-                style = {"info": "", "warning": "bold yellow", "error": "bold red"}[event.level]
-                prefix = f"{event.task_id}: " if event.task_id else ""
-                label = "" if event.level == "info" else f"{event.level.upper()}: "
-                self.console.print(Text(f"{prefix}{label}{event.message}", style=style))
-            case RunFinished():
-                self.close()
-                for line in summary_lines(self.board):
-                    self.console.print(line)
-            case _:
-                if self._running:
-                    self._live.refresh()
+        if isinstance(event, RunFinished):
+            self.close()
+        style = _line_style(event)
+        for line in event_lines(self.board, event):
+            # Printed through the live display: above its region, which is drawn again under it.
+            self.console.print(Text(line, style=style if not line.startswith("    | ") else "dim"))
+        if self._running:
+            self._live.refresh()
 
 
 def pick_reporter(

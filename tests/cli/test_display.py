@@ -6,7 +6,7 @@ import json
 from pydantic import TypeAdapter
 from rich.console import Console
 
-from orchestrator.cli.display import JsonlReporter, LiveReporter, PlainReporter, RunBoard, render_board
+from orchestrator.cli.display import JsonlReporter, LiveReporter, PlainReporter, RunBoard, render_live
 from orchestrator.domain.events import (
     AgentActivity,
     AgentFinished,
@@ -80,20 +80,42 @@ def test_board_follows_events() -> None:
     assert board.run_usage.cost_usd == 0.006
 
 
-def test_rendered_table_shows_each_task_with_status_tokens_and_cost() -> None:
+def test_live_region_shows_the_running_tasks_and_the_totals() -> None:
     board = RunBoard()
-    for event in _run_events():
+    for event in _run_events()[:3]:  # T002 running, one model call made
         board.apply(event)
     console = Console(file=io.StringIO(), width=200, force_terminal=False)
-    console.print(render_board(board, now=120.0))
+    console.print(render_live(board, now=102.5))
     text = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "orchestrate run r1" in text
-    for needle in ("T001", "already done", "T002", "Count words", "1,200", "$0.0060", "T003", "failed"):
-        assert needle in text
-    assert "1 done · 1 failed" in text or "1 already done · 1 done · 1 failed" in text
+    assert "running   T002  try 1  1.5s  1,200 tokens  $0.0060  Count words" in text
+    assert "T001" not in text  # not running: their lines are above
+    assert "T003" not in text
+    assert "1 already done · 1 pending · 1 running" in text
+    assert "budget none" in text
 
 
-def test_table_keeps_running_tasks_visible_when_rows_do_not_fit() -> None:
+def test_live_region_never_cuts_an_id_and_cuts_the_title_first() -> None:
+    board = RunBoard()
+    long_id = "2-backend-voiceconversationhandler-created"
+    board.apply(
+        RunStarted(run_id="r", plan="p.md", branch="w", agent="a", max_cost=2.0,
+                   tasks=[TaskInfo(id=long_id, phase="2", title="Backend VoiceConversationHandler created")])
+    )  # fmt: skip
+    board.apply(TaskStarted(task_id=long_id, attempt=3, at=board.started))
+    for width in (60, 80, 120):
+        console = Console(file=io.StringIO(), width=width, force_terminal=False)
+        console.print(render_live(board, now=board.started + 2, width=width))
+        rows = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+        assert any(long_id in row for row in rows), rows
+        assert all(len(row) <= width for row in rows)
+        assert "budget $2.00" in " ".join(rows)
+    assert "Backend VoiceConversationHandler created" in rows[0]  # room at 120
+    console = Console(file=io.StringIO(), width=80, force_terminal=False)
+    console.print(render_live(board, now=board.started + 2, width=80))
+    assert console.file.getvalue().splitlines()[0].endswith("Backend Voic…")  # type: ignore[attr-defined]
+
+
+def test_live_region_keeps_to_the_terminal_height() -> None:
     board = RunBoard()
     board.apply(
         RunStarted(
@@ -104,13 +126,15 @@ def test_table_keeps_running_tasks_visible_when_rows_do_not_fit() -> None:
             tasks=[TaskInfo(id=f"T{i:03d}", phase="1", title=f"task {i}") for i in range(200)],
         )
     )
-    board.apply(TaskStarted(task_id="T150", attempt=1))
-    console = Console(file=io.StringIO(), width=200)
-    console.print(render_board(board, max_rows=10))
+    for i in range(20):
+        board.apply(TaskStarted(task_id=f"T{i:03d}", attempt=1))
+    console = Console(file=io.StringIO(), width=100)
+    console.print(render_live(board, height=10))
     text = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "T150" in text
-    assert "rows not shown" in text
-    assert text.count("\n") < 30
+    assert "T006" in text
+    assert "T007" not in text
+    assert "and 13 more running" in text
+    assert text.count("\n") <= 10
 
 
 def test_plain_reporter_prints_one_line_per_step_and_the_summary() -> None:
@@ -119,7 +143,9 @@ def test_plain_reporter_prints_one_line_per_step_and_the_summary() -> None:
     for event in _run_events():
         reporter.emit(event)
     out = stream.getvalue()
-    assert "starting run r1: plans/demo.md on branch work, agent scripted, 3 tasks (1 already done)" in out
+    assert (
+        "starting run r1: plans/demo.md on branch work, agent scripted, 3 tasks (1 already done), budget none"
+    ) in out
     assert "T002 verify `pytest -q` FAILED (exit 1)" in out
     assert "T002 retrying (attempt 2)" in out
     assert "T002 done abcdef1234" in out

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ORCHESTRATE
+from tests.conftest import ORCHESTRATE, make_repo
 
 PLAN = """\
 # Realtime plan
@@ -57,18 +58,20 @@ def piped(*args: str | Path) -> str:
     return done.stdout
 
 
-def on_screen(width: int, *args: str | Path, height: int = 60) -> list[str]:
+def on_screen(width: int, *args: str | Path, height: int = 60, cwd: Path | None = None) -> list[str]:
     """The rows of a `width`-column tmux terminal after `orchestrate ARGS` ran in it."""
     socket = f"orchestrate-test-{uuid.uuid4().hex[:8]}"
     tmux = ["tmux", "-L", socket, "-f", "/dev/null"]
-    command = " ".join([str(ORCHESTRATE), *(f"'{a}'" for a in args)]) + "; echo __END__; sleep 30"
+    command = " ".join([str(ORCHESTRATE), *(f"'{a}'" for a in args)]) + "; echo __END__; sleep 60"
+    if cwd is not None:
+        command = f"cd '{cwd}' && {command}"
     subprocess.run(
         [*tmux, "new-session", "-d", "-x", str(width), "-y", str(height), "-s", "t", command],
         check=True,
         env={**os.environ, "TERM": "xterm-256color"},
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             rows = subprocess.run(
                 [*tmux, "capture-pane", "-p", "-t", "t", "-S", "-"],
@@ -123,3 +126,49 @@ def test_status_in_a_terminal_keeps_phase_titles_whole_words(plan: Path, width: 
     assert set(PHASE_TITLE.split()) <= screen_words
     assert any("0/1" in row for row in rows)
     assert any(IDS[1] in row for row in rows)
+
+
+RUN_PLAN = """\
+# Small plan
+
+## Phase 1: One
+
+- [ ] T001 Write `a.txt`
+  - Verify: `test -f a.txt`
+- [ ] Backend VoiceConversationHandler writes `b.txt` with in-memory session management
+  - Verify: `python3 check.py`
+"""
+CHECK = """\
+import sys
+text = open("b.txt").read().strip()
+if text != "bee":
+    print(f"b.txt says {text!r}, not 'bee'")
+    sys.exit(1)
+"""
+RUN_SCRIPT = {
+    "T001": [{"write": "a.txt", "content": "a\n"}],
+    "1-backend-voiceconversationhandler-writes": {
+        "attempts": [[{"write": "b.txt", "content": "b\n"}], [{"write": "b.txt", "content": "bee\n"}]]
+    },
+}
+
+
+@needs_tmux
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_a_run_in_a_terminal_leaves_its_causes_on_screen(tmp_path: Path, width: int) -> None:
+    # The failing check's output and the retry's reason are permanent lines, at any width: the
+    # live table overwrote them, and hid its note column below 110 columns.
+    repo = make_repo(tmp_path / "repo", {"plan.md": RUN_PLAN, "check.py": CHECK})
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(RUN_SCRIPT))
+    rows = on_screen(width, "run", "plan.md", "--agent", "scripted", "--script", script, cwd=repo, height=80)
+    assert all(len(row) <= width for row in rows)
+    text = " ".join(" ".join(rows).split())
+    long_id = "1-backend-voiceconversationhandler-writes"
+    assert any(long_id in row for row in rows)
+    assert f"{long_id} verify `python3 check.py` FAILED (exit 1)" in text
+    assert "| b.txt says 'b', not 'bee'" in text
+    assert f"{long_id} retrying (attempt 2): `python3 check.py` exited 1" in text
+    assert "budget none" in text
+    assert "run " in text
+    assert ": complete. 2 done, 0 failed" in text
