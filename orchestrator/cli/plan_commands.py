@@ -135,11 +135,18 @@ def status(plan_path: PlanArgument) -> None:
             console.print(table)
         done = sum(task.settled for task in plan.tasks)
         console.print(f"{done} of {len(plan.tasks)} tasks done")
+        from orchestrator.engine.coverage import plan_coverage, plan_settings
+        from orchestrator.engine.coverage import summary as coverage_summary
+
+        judged = {c.task.id: c for c in plan_coverage(plan, plan_settings(plan.path).verify)}
+        if judged:
+            console.print(escape(coverage_summary(list(judged.values()))))
         ready = dag.ready(plan, set())
         if ready:
             console.print("[bold]Next:[/bold]")
             for task in ready[:10]:
-                console.print(f"  {escape(task.id)}  line {task.line}  {escape(task.title)}")
+                judge = f"  [judged by {judged[task.id].describe()}]" if task.id in judged else ""
+                console.print(f"  {escape(task.id)}  line {task.line}  {escape(task.title)}{escape(judge)}")
             if len(ready) > 10:
                 console.print(f"  … and {len(ready) - 10} more ready")
         elif done < len(plan.tasks):
@@ -194,8 +201,14 @@ def graph(
             typer.echo(export.graph_mermaid(plan), nl=False)
 
 
-def lint(plan_path: PlanArgument) -> None:
-    """Check the plan for CI: exit 1 on cycles, unknown or duplicate ids, parent/child disagreement."""
+def lint(
+    plan_path: PlanArgument,
+    require_verify: Annotated[
+        bool, typer.Option("--require-verify", help="Exit 1 when an open task would be judged by nothing.")
+    ] = False,
+) -> None:
+    """Check the plan for CI: exit 1 on cycles, unknown or duplicate ids, parent/child disagreement
+    (and with --require-verify, an open task no command would judge). Says how each task is judged."""
     with _reported():
         plan = load(plan_path)
         errors = 0
@@ -205,6 +218,25 @@ def lint(plan_path: PlanArgument) -> None:
             severity = "error" if failing else diagnostic.severity.value
             where = f"{plan.path}:{diagnostic.line}" if diagnostic.line else str(plan.path)
             typer.echo(f"{where}: {severity}: {diagnostic.message}")
+        from orchestrator.engine.coverage import Judge, plan_coverage, plan_settings
+        from orchestrator.engine.coverage import summary as coverage_summary
+
+        judged = plan_coverage(plan, plan_settings(plan.path).verify)
+        unjudged = [c.task for c in judged if c.judge is Judge.NOTHING]
+        if require_verify:
+            for task in unjudged:
+                typer.echo(
+                    f"{plan.path}:{task.line}: error: {task.id} is judged by nothing (no check of its own, "
+                    "no default check): add a `Run:`/`Verify:` command, or `verify = [...]` in "
+                    "orchestrate.toml (`orchestrate init` finds the project's)"
+                )
+        if judged:
+            typer.echo(coverage_summary(judged))
+        if unjudged and not require_verify:
+            ids = ", ".join(t.id for t in unjudged[:10]) + (" ..." if len(unjudged) > 10 else "")
+            typer.echo(f"judged by nothing: {ids} (--require-verify makes each an error)")
+        if require_verify:
+            errors += len(unjudged)
         if errors:
             typer.echo(f"{errors} error(s) in {len(plan.tasks)} tasks")
             raise typer.Exit(1)

@@ -108,11 +108,10 @@ def _print_dry_run(report: DryRun, show_prompts: bool) -> None:
                 ]
             )
             typer.echo(f"  {t.id}  [phase {t.phase}] {t.title}{tags}")
-            if t.verify:
-                for command in t.verify:
-                    typer.echo(f"      verify: {command}")
-            else:
-                typer.echo("      verify: (none: would be ticked unverified)")
+            if t.judged_by_text:
+                typer.echo(f"      judged by: {t.judged_by_text}")
+            for command in t.verify:
+                typer.echo(f"      verify: {command}")
             if show_prompts and t.prompt is not None:
                 typer.echo("      --- system prompt ---")
                 typer.echo("\n".join(f"      {line}" for line in (t.system_prompt or "").splitlines()))
@@ -123,6 +122,13 @@ def _print_dry_run(report: DryRun, show_prompts: bool) -> None:
     for warning in report.warnings:
         typer.echo(f"warning: {warning}", err=True)
     total = sum(len(w) for w in report.waves)
+    judged = [t.judged_by for w in report.waves for t in w if t.judged_by]
+    if judged:
+        typer.echo(
+            f"{len(judged)} task(s) judged: {judged.count('own')} by their own checks, "
+            f"{judged.count('defaults')} by the default checks only, {judged.count('nothing')} by nothing "
+            "(ticked on the agent's word)"
+        )
     typer.echo(f"{total} task(s) in {len(report.waves)} wave(s); nothing was run or changed (dry run)")
 
 
@@ -142,6 +148,7 @@ def _run_summary(state: RunState) -> dict[str, Any]:
         "agent": state.agent,
         "status": state.status.value,
         "done": state.count(TaskStatus.DONE),
+        "unverified": sum(1 for t in state.tasks.values() if t.status is TaskStatus.DONE and t.unverified),
         "failed": state.count(TaskStatus.FAILED),
         "skipped": state.count(TaskStatus.SKIPPED),
         "tasks": len(state.selection.get("ids", [])) or len(state.tasks),
@@ -306,7 +313,8 @@ def register(app: typer.Typer) -> None:
         summary = _run_summary(state)
         typer.echo(f"run {state.run_id}: {state.status.value}  plan {state.plan}  branch {state.branch}")
         typer.echo(
-            f"agent {state.agent}; {summary['done']} done, {summary['failed']} failed, "
+            f"agent {state.agent}; {summary['done']} done ({summary['unverified']} unverified), "
+            f"{summary['failed']} failed, "
             f"{summary['skipped']} skipped; "
             f"{state.usage.total_tokens} tokens, {_fmt_cost(state.usage.cost_usd)}; journal {directory}"
         )

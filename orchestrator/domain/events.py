@@ -117,6 +117,8 @@ class RunFinished(_Event):
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    unverified: int = 0
+    """Of `done`, the tasks no check judged: ticked on the agent's word."""
     remaining: int = 0
     usage: Usage = Field(default_factory=Usage)
     resume_hint: str = ""

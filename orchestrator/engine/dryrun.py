@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.config import check_checkpoints_dir, load_settings
 from orchestrator.domain.plan import Plan
+from orchestrator.engine.coverage import coverage
 from orchestrator.engine.prompts import TRIAL_FAILURE, PromptRenderer, run_templates
 from orchestrator.engine.scheduler import is_group, select_tasks
 from orchestrator.engine.verification import commands_for, missing_programs
@@ -31,6 +32,10 @@ class DryTask(BaseModel):
     title: str
     depends_on: list[str]
     verify: list[str]
+    judged_by: str = ""
+    """own (its checks, then the defaults), defaults (the default checks only) or nothing (it would
+    be ticked on the agent's word); empty for a parent done by its children."""
+    judged_by_text: str = ""
     group: bool = False
     optional: bool = False
     system_prompt: str | None = None
@@ -140,6 +145,9 @@ def dry_run(
                 group=is_group(plan, t),
                 optional=t.optional,
             )
+            if not item.group:
+                judged = coverage(t, settings.verify)
+                item.judged_by, item.judged_by_text = judged.judge.value, judged.describe()
             if not item.group:
                 rendered = renderer.render(plan, t, commands, attempt=1, max_attempts=settings.max_attempts)
                 if show_prompts:

@@ -49,6 +49,7 @@ from orchestrator.domain.plan import BoxState, Plan, Task
 from orchestrator.domain.state import RunState, RunStatus, TaskStatus, usage_to_record
 from orchestrator.domain.usage import Usage
 from orchestrator.engine import protected
+from orchestrator.engine.coverage import done_message, verified_counts
 from orchestrator.engine.crash import crash_point
 from orchestrator.engine.executor import Executor, InlineExecutor, TaskResult
 from orchestrator.engine.prompts import PromptRenderer, finished_dependencies
@@ -354,7 +355,7 @@ class Runner:
                     f"{len(self.scheduler.remaining())} task(s) wait on tasks outside this run's selection"
                 )
             else:
-                message = "every task done"
+                message = done_message(self.state)
         return self._finish(status, message, hint)
 
     def _explain(self, exc: OrchestrateError) -> str:
@@ -386,6 +387,7 @@ class Runner:
                 done=sum(1 for t in tasks if t.status is TaskStatus.DONE),
                 failed=sum(1 for t in tasks if t.status is TaskStatus.FAILED),
                 skipped=sum(1 for t in tasks if t.status is TaskStatus.SKIPPED),
+                unverified=verified_counts(self.state)[1],
                 remaining=len(self.scheduler.remaining()),
                 usage=self.state.usage,
                 resume_hint=hint,
