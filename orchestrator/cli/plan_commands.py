@@ -24,8 +24,10 @@ from rich.text import Text
 
 from orchestrator.domain import dag
 from orchestrator.domain.plan import Plan, Severity, Task
+from orchestrator.engine.unit_history import parse_with_history
 from orchestrator.errors import OrchestrateError, PlanError, UsageError
 from orchestrator.planfile import export, parse_plan, set_box
+from orchestrator.planfile.parser import NO_TASKS_MESSAGE
 
 PlanArgument = Annotated[Path, typer.Argument(help="The markdown plan file.", show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
@@ -47,13 +49,13 @@ def _reported() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
 
 
-def load(path: Path) -> Plan:
-    """Parse the plan; a plan without a single checkbox is bad input for every command."""
-    plan = parse_plan(path)
-    if not plan.tasks:
-        raise PlanError(
-            "no checkbox tasks found: a task is a list item such as '- [ ] Do the thing'", path=path
-        )
+def load(path: Path, *, history: bool = True, allow_empty: bool = False) -> Plan:
+    """Parse the plan (with `history`, its box-less units done where a commit on the branch carries
+    their trailer); a plan without a task of any kind is bad input unless `allow_empty` (parse
+    shows it, lint fails on it)."""
+    plan = parse_with_history(path) if history else parse_plan(path)
+    if not plan.tasks and not allow_empty:
+        raise PlanError(NO_TASKS_MESSAGE, path=path)
     return plan
 
 
@@ -70,7 +72,7 @@ def _print_json(value: Any) -> None:
 def parse(plan_path: PlanArgument, as_json: JsonOption = False) -> None:
     """Show the parsed plan: phases, tasks, dependencies, verification commands, diagnostics."""
     with _reported():
-        plan = load(plan_path)
+        plan = load(plan_path, history=False, allow_empty=True)
         if as_json:
             _print_json(export.plan_json(plan))
             return
@@ -210,7 +212,7 @@ def lint(
     """Check the plan for CI: exit 1 on cycles, unknown or duplicate ids, parent/child disagreement
     (and with --require-verify, an open task no command would judge). Says how each task is judged."""
     with _reported():
-        plan = load(plan_path)
+        plan = load(plan_path, allow_empty=True)
         errors = 0
         for diagnostic in plan.diagnostics:
             failing = _is_lint_error(diagnostic)
@@ -250,8 +252,15 @@ def tick(
 ) -> None:
     """Tick (or with --undo untick) one task: exactly its box character changes."""
     with _reported():
-        plan = load(plan_path)
+        plan = load(plan_path, history=False)
         task = find_task(plan, task_id)
+        if task.boxless:
+            raise UsageError(
+                f"task {task.id} has no box to tick: it is done when a commit carrying "
+                f"'Orchestrate-Task: {task.id}' is on the branch",
+                path=plan.path,
+                line=task.line,
+            )
         before = task.checked
         after = set_box(plan_path, task.id, not undo).task(task.id)
         verb = "unticked" if undo else "ticked"
@@ -295,6 +304,12 @@ def _describe(task: Task) -> str:
         notes.append("optional")
     if task.parallel:
         notes.append("parallel")
+    if task.steps:
+        criteria = sum(step.kind.value == "criterion" for step in task.steps)
+        steps = len(task.steps) - criteria
+        notes.extend(f"{n} {word}" for n, word in ((steps, "steps"), (criteria, "criteria")) if n)
+    if task.command is not None:
+        notes.append("check task")
     suffix = f"  ({', '.join(notes)})" if notes else ""
     verify = "".join(f"\n  verify: {command}" for command in task.verify)
     return f"{task.title}{suffix}{verify}"

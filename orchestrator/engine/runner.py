@@ -655,6 +655,8 @@ class Runner:
             return result
         ws_repo = self.repo.at(workspace)
         failure = self._last_failure(task.id)
+        if task.command is not None and point is None and not record.attempts:
+            point = "verify"  # a check task: orchestrate runs its command; an agent only if it fails
         # Whether the previous attempt's edits are in the workspace: after a failed attempt of
         # this loop, or when resume found them intact; not in a fresh worktree (after a merge
         # conflict) nor after resume set them aside.

@@ -53,7 +53,9 @@ class Scheduler:
         self.selection = list(selection)
         self.failed: set[str] = set()
         self.skipped: set[str] = set()
-        self.done: set[str] = set()
+        # A unit without a box that is done when the run starts (by its commit's trailer, see
+        # unit_history) stays done however often the plan is read again: the file never says so.
+        self.done: set[str] = {t.id for t in plan.tasks if t.boxless and t.settled}
         self.plan = plan
         self._priority: dict[str, tuple[float, int]] = {}
         self._shape: object = None

@@ -33,6 +33,7 @@ from orchestrator.engine.runner import (
     ref_name,
 )
 from orchestrator.engine.scheduler import Scheduler, select_tasks
+from orchestrator.engine.unit_history import done_by_commits
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.engine.worktrees import (
     Worktree,
@@ -212,9 +213,7 @@ def start_run(
     # The lock first: what is read below (the plan, the tree) is read by one run at a time, so two
     # runs started together cannot both set out on a task the plan shows open.
     with RunLock(git, "run", run_id):
-        plan = load_plan(located.plan_path)
-        if not plan.tasks:
-            raise PlanError("the plan has no checkbox tasks; nothing to run", path=located.plan_path)
+        plan = done_by_commits(load_plan(located.plan_path), git)
         if phase is not None and plan.phase(phase) is None:
             raise UsageError(f"no phase '{phase}' in the plan; `orchestrate status PLAN` lists them")
         if task is not None and plan.task(task) is None:
@@ -598,7 +597,7 @@ def reconcile(runner: Runner, plan: Plan) -> Reconciled:
             runner.notice("its work tree is not on record; running it again", "warning", task_id)
         _keep_and_reset(runner, task_id, record.attempt, "interrupted")
         runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
-    plan = parse_plan(runner.ctx.plan_path)
+    plan = done_by_commits(parse_plan(runner.ctx.plan_path), git)
     runner.ctx.selection = resumed_selection(plan, state.selection)
     runner.plan = plan
     runner.scheduler = Scheduler(plan, runner.ctx.selection)

@@ -8,7 +8,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.tools.environment import child_env, redact
@@ -122,15 +122,37 @@ def run_verification(
     outcome = VerificationOutcome()
     # Bytecode caches written by a check would otherwise land in the task's commit.
     child = child_env({**(env or {}), "PYTHONDONTWRITEBYTECODE": "1"})
-    for command in commands:
+    for written in commands:
+        command, note = from_the_authors_machine(written)
         shell = run_shell(command, cwd=cwd, timeout=timeout, env=child, sandbox=sandbox)
-        result = _from_shell(shell, command in preexisting)
+        result = _from_shell(shell, written in preexisting)
+        if note:
+            result = replace(result, command=written, output_tail=f"note: {note}\n{result.output_tail}")
         outcome.results.append(result)
         if on_result is not None:
             on_result(result)
         if not result.ok and not result.preexisting:
             break
     return outcome
+
+
+_CD_FIRST = re.compile(
+    r"""^\s*cd\s+(?P<path>"[^"]+"|'[^']+'|[^\s;&|]+)\s*(?:&&|;)\s*(?P<rest>\S.*)$""", re.DOTALL
+)
+
+
+def from_the_authors_machine(command: str) -> tuple[str, str]:
+    """`cd /Users/name/project && go test ./...` written where the plan was, with a path that does not
+    exist here: the rest of the command runs from the repository root instead, with a note saying so.
+    Any other command is run as written."""
+    found = _CD_FIRST.match(command)
+    if found is None:
+        return command, ""
+    path = found.group("path").strip("'\"")
+    if not path.startswith("/") or Path(path).exists():
+        return command, ""
+    rest = found.group("rest")
+    return rest, f"{path} does not exist here: ran `{rest}` from the repository root"
 
 
 def first_program(command: str) -> str | None:
@@ -152,7 +174,7 @@ def missing_programs(commands: Iterable[str], path: str | None = None) -> list[t
     """(command, program) for each command whose first program is not on PATH."""
     missing: list[tuple[str, str]] = []
     for command in commands:
-        program = first_program(command)
+        program = first_program(from_the_authors_machine(command)[0])
         if program is not None and shutil.which(program, path=path) is None:
             missing.append((command, program))
     return missing

@@ -159,7 +159,6 @@ def test_tick_unknown_id_suggests(tmp_path: Path) -> None:
         (b"", "is empty"),
         (b"\x00\x01binary", "binary file"),
         (b"\xff\xfe- [ ] x", "not UTF-8"),
-        (b"# Notes\n\nNo boxes here.\n", "no checkbox tasks found"),
     ],
 )
 @pytest.mark.parametrize("command", ["parse", "status", "next", "graph", "lint"])
@@ -175,6 +174,31 @@ def test_bad_input_is_one_line_and_exit_2(
     assert len(err.strip().splitlines()) == 1
     assert str(plan_file) in err
     assert message in err
+
+
+@pytest.mark.parametrize("command", ["status", "next", "graph", "tick"])
+def test_a_plan_without_any_task_is_bad_input_where_a_task_is_needed(tmp_path: Path, command: str) -> None:
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_bytes(b"# Notes\n\nNo boxes here.\n")
+    code, out, err = run(command, plan_file, *(["T1"] if command == "tick" else []))
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert str(plan_file) in err
+    assert "no task found" in err
+
+
+def test_parse_shows_a_plan_without_any_task_and_lint_fails_it(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_bytes(b"# Notes\n\nNo boxes here.\n")
+    code, out, _ = run("parse", "--json", plan_file)
+    assert code == 0
+    data = json.loads(out)
+    assert data["tasks"] == []
+    assert [d["code"] for d in data["diagnostics"]] == ["no-tasks"]
+    code, out, _ = run("lint", plan_file)
+    assert code == 1
+    assert "no task found" in out
 
 
 def test_directory_is_bad_input(tmp_path: Path) -> None:

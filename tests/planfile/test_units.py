@@ -59,7 +59,7 @@ def test_superpowers_task_is_one_unit_with_its_step_boxes_and_checks() -> None:
     assert all(s.kind is StepKind.STEP and s.box_offset is not None for s in first.steps)
     assert first.files == ["greeter.py", "tests/test_greeter.py"]  # "Test: `...`" is a file, not a check
     red, green = first.checks
-    assert (red.expect, red.step, red.line) == (Expectation.FAIL, 1, 35)
+    assert (red.expect, red.step, red.line) == (Expectation.FAIL, 1, 36)
     assert red.command == "cd /Users/someone/Projects/greeter && pytest tests/test_greeter.py -q"
     assert red.expected.startswith("FAIL with")
     assert not red.final
