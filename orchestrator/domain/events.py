@@ -1,5 +1,10 @@
 """What the engine reports while it runs. The engine emits these to a Reporter and never prints;
-the CLI's live table, plain lines and JSONL output are Reporters, and tests use a list."""
+the CLI's live table, plain lines and JSONL output are Reporters, and tests use a list.
+
+Most events are what a journaled transition (domain/transitions.py) means to the user, derived from
+it and the state it leaves in one place, `derive`: the reporters see the facts the journal holds,
+under the names of the event schema `--json` prints. Three are not transitions: RunStarted (the
+run's table of contents), TaskRetrying (a decision about what comes next) and Notice (words)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from orchestrator.domain import transitions as t
+from orchestrator.domain.state import RunState
 from orchestrator.domain.usage import Usage
 
 
@@ -151,3 +158,102 @@ class ListReporter:
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
+
+
+UNVERIFIED_REASON = "no verification command; ticked on the agent's word"
+
+
+def derive(transition: t.Transition, state: RunState) -> Event | None:
+    """What `transition` tells the reporters, given the state it was folded into (None: nothing
+    worth a line, such as a worktree added)."""
+    match transition:
+        case t.TaskRunning():
+            return TaskStarted(
+                task_id=transition.task,
+                attempt=state.task(transition.task).attempt,
+                workspace=transition.workspace,
+                at=transition.at,
+            )
+        case t.ModelCall():
+            task = state.task(transition.task)
+            return AgentActivity(
+                task_id=transition.task,
+                kind="model_call",
+                detail=transition.detail,
+                usage=transition.usage,
+                task_usage=task.usage,
+                run_usage=state.usage,
+                at=transition.at,
+            )
+        case t.AgentActed():
+            return AgentActivity(
+                task_id=transition.task, kind=transition.kind, detail=transition.detail, at=transition.at
+            )
+        case t.AgentFinished():
+            current = state.task(transition.task).current()
+            seen = current.usage if current is not None else Usage()
+            reported = transition.usage
+            return AgentFinished(
+                task_id=transition.task,
+                attempt=transition.attempt or 0,
+                status=transition.status or "",
+                summary=transition.summary,
+                # As the model calls added it up, or as the backend said at the end when it
+                # reported usage only then.
+                usage=seen if seen.calls or not reported.calls else reported,
+                at=transition.at,
+            )
+        case t.CheckRan():
+            return VerificationFinished(
+                task_id=transition.task,
+                attempt=transition.attempt or 0,
+                command=transition.command,
+                exit_code=transition.exit_code,
+                ok=transition.ok,
+                duration=transition.duration,
+                output_tail=transition.output_tail,
+                preexisting=transition.preexisting,
+                at=transition.at,
+            )
+        case t.TaskDone():
+            task = state.task(transition.task)
+            return TaskFinished(
+                task_id=transition.task,
+                status="unverified" if task.unverified else "done",
+                reason=UNVERIFIED_REASON if task.unverified else "",
+                commit=transition.commit,
+                attempts=task.attempt,
+                usage=task.usage,
+                at=transition.at,
+            )
+        case t.TaskFailed():
+            task = state.task(transition.task)
+            return TaskFinished(
+                task_id=transition.task,
+                status="failed",
+                reason=transition.reason.splitlines()[0] if transition.reason else "",
+                attempts=task.attempt,
+                usage=task.usage,
+                at=transition.at,
+            )
+        case t.TaskSkipped():
+            return TaskFinished(
+                task_id=transition.task, status="skipped", reason=transition.reason, at=transition.at
+            )
+        case t.RunEnded():
+            tasks = state.tasks.values()
+            return RunFinished(
+                run_id=state.run_id,
+                status=transition.status,
+                message=transition.message,
+                done=sum(1 for task in tasks if task.status == "done"),
+                failed=sum(1 for task in tasks if task.status == "failed"),
+                skipped=sum(1 for task in tasks if task.status == "skipped"),
+                # Of the done, those no check judged: ticked on the agent's word.
+                unverified=sum(1 for task in tasks if task.status == "done" and task.unverified),
+                remaining=transition.remaining,
+                usage=state.usage,
+                resume_hint=transition.resume_hint,
+                at=transition.at,
+            )
+    return None

@@ -14,34 +14,14 @@ finished. Resume reconciles the two (see orchestrator/engine/session.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from orchestrator.domain import transitions as t
 from orchestrator.domain.usage import Usage
-
-# OpenTelemetry gen_ai semantic-convention names for usage, used as journal keys.
-OTEL_USAGE_KEYS: dict[str, str] = {
-    "input_tokens": "gen_ai.usage.input_tokens",
-    "output_tokens": "gen_ai.usage.output_tokens",
-    "cache_creation_input_tokens": "gen_ai.usage.cache_creation.input_tokens",
-    "cache_read_input_tokens": "gen_ai.usage.cache_read.input_tokens",
-}
-
-
-def usage_to_record(usage: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {otel: getattr(usage, name) for name, otel in OTEL_USAGE_KEYS.items()}
-    out["cost_usd"] = round(usage.cost_usd, 6)
-    out["calls"] = usage.calls
-    return out
-
-
-def usage_from_record(record: dict[str, Any]) -> Usage:
-    values: dict[str, Any] = {name: int(record.get(otel, 0) or 0) for name, otel in OTEL_USAGE_KEYS.items()}
-    values["cost_usd"] = float(record.get("cost_usd", 0.0) or 0.0)
-    values["calls"] = int(record.get("calls", 0) or 0)
-    return Usage(**values)
 
 
 class TaskStatus(StrEnum):
@@ -184,143 +164,142 @@ class RunState(BaseModel):
         return sum(1 for t in self.tasks.values() if t.status is status)
 
     @classmethod
-    def from_records(cls, records: list[dict[str, Any]]) -> RunState:
+    def from_records(cls, transitions: Iterable[t.Transition]) -> RunState:
         state = cls()
-        for record in records:
-            state.apply(record)
+        for transition in transitions:
+            state.apply(transition)
         return state
 
-    def apply(self, record: dict[str, Any]) -> None:
-        kind = record.get("type")
-        at = float(record.get("at", 0.0) or 0.0)
-        self.updated_at = max(self.updated_at, at)
-        if kind == "run_started":
-            self.run_id = str(record["run_id"])
-            self.plan = str(record.get("plan", ""))
-            self.repo = str(record.get("repo", ""))
-            self.branch = str(record.get("branch", ""))
-            self.base = record.get("base")
-            self.agent = str(record.get("agent", ""))
-            self.settings = dict(record.get("settings", {}))
-            self.selection = dict(record.get("selection", {}))
-            self.preexisting = dict(record.get("preexisting", {}))
-            self.started_at = at
-            self.status = RunStatus.RUNNING
+    def apply(self, transition: t.Transition) -> None:
+        """Fold one transition in (the journal's order is the order they happened in)."""
+        self.updated_at = max(self.updated_at, transition.at)
+        match transition:
+            case t.RunStarted():
+                self.run_id = transition.run_id
+                self.plan = transition.plan
+                self.repo = transition.repo
+                self.branch = transition.branch
+                self.base = transition.base
+                self.agent = transition.agent
+                self.settings = dict(transition.settings)
+                self.selection = dict(transition.selection)
+                self.preexisting = dict(transition.preexisting)
+                self.started_at = transition.at
+                self.status = RunStatus.RUNNING
+            case t.SandboxChosen(kind=kind, warning=warning):
+                self.sandbox = kind
+                if warning and warning not in self.warnings:
+                    self.warnings.append(warning)
+            case t.RunResumed():
+                self.resumes += 1
+                self.status = RunStatus.RUNNING
+                self.message = ""
+                self.settings.update(transition.overrides)
+                if transition.selection is not None:  # tasks the user added since join the run
+                    self.selection = dict(transition.selection)
+            case t.ChecksBaseline():
+                self.baseline = dict(transition.failing)
+            case t.UserChanges():
+                self.preexisting.update(transition.paths)
+            case t.RunEnded():
+                self.status = RunStatus(transition.status)
+                self.message = transition.message
+            case t.GitBaseline() | t.GitTampered():
+                pass  # what resume holds git's files to, and what was put back: no state of a task
+            case _:
+                self._apply_to_task(transition)
+
+    def _apply_to_task(self, transition: t.Transition) -> None:
+        if not isinstance(transition, t.TaskTransition):
             return
-        if kind == "sandbox":
-            self.sandbox = str(record.get("kind", ""))
-            warning = str(record.get("warning") or "")
-            if warning and warning not in self.warnings:
-                self.warnings.append(warning)
-            return
-        if kind == "run_resumed":
-            self.resumes += 1
-            self.status = RunStatus.RUNNING
-            self.message = ""
-            self.settings.update(record.get("overrides", {}))
-            if isinstance(record.get("selection"), dict):  # tasks the user added since join the run
-                self.selection = dict(record["selection"])
-            return
-        if kind == "checks_baseline":
-            self.baseline = {str(k): str(v) for k, v in dict(record.get("failing", {})).items()}
-            return
-        if kind == "user_changes":
-            self.preexisting.update(record.get("paths", {}))
-            return
-        if kind in ("run_stopped", "run_finished"):
-            self.status = RunStatus(record.get("status", "stopped"))
-            self.message = str(record.get("message", ""))
-            return
-        task_id = record.get("task")
-        if not isinstance(task_id, str):
-            return
-        task = self.task(task_id)
+        task = self.task(transition.task)
         attempt = task.current()
-        if kind == "task_running":
-            number = int(record.get("attempt", task.attempt + 1))
-            task.attempts.append(AttemptRecord(number=number, prompt_file=record.get("prompt_file")))
-            task.attempts_since_reset += 1
-            task.status = TaskStatus.RUNNING
-            task.tree = None
-        elif kind == "model_call":
-            usage = usage_from_record(record)
-            task.usage = task.usage + usage
-            self.usage = self.usage + usage
-            if attempt is not None:
-                attempt.usage = attempt.usage + usage
-        elif kind == "agent_finished" and attempt is not None:
-            attempt.agent_status = record.get("status")
-            attempt.summary = str(record.get("summary", ""))
-            attempt.tree = record.get("tree")
-            task.tree = attempt.tree
-            task.status = TaskStatus.AGENT_DONE
-        elif kind == "protected_restored" and attempt is not None:
-            attempt.protected_restored = list(record.get("paths", []))
-        elif kind == "verification" and attempt is not None:
-            attempt.verifications.append(
-                VerificationRecord(
-                    command=str(record.get("command", "")),
-                    exit_code=int(record.get("exit_code", -1)),
-                    ok=bool(record.get("ok", False)),
-                    duration=float(record.get("duration", 0.0)),
-                    output_tail=str(record.get("output_tail", "")),
-                    preexisting=bool(record.get("preexisting", False)),
+        match transition:
+            case t.TaskRunning():
+                number = transition.attempt if transition.attempt is not None else task.attempt + 1
+                task.attempts.append(AttemptRecord(number=number, prompt_file=transition.prompt_file))
+                task.attempts_since_reset += 1
+                task.status = TaskStatus.RUNNING
+                task.tree = None
+            case t.ModelCall():
+                usage = transition.usage
+                task.usage = task.usage + usage
+                self.usage = self.usage + usage
+                if attempt is not None:
+                    attempt.usage = attempt.usage + usage
+            case t.AgentFinished() if attempt is not None:
+                attempt.agent_status = transition.status
+                attempt.summary = transition.summary
+                attempt.tree = transition.tree
+                task.tree = attempt.tree
+                task.status = TaskStatus.AGENT_DONE
+            case t.ProtectedRestored() if attempt is not None:
+                attempt.protected_restored = list(transition.paths)
+            case t.CheckRan() if attempt is not None:
+                attempt.verifications.append(
+                    VerificationRecord(
+                        command=transition.command,
+                        exit_code=transition.exit_code,
+                        ok=transition.ok,
+                        duration=transition.duration,
+                        output_tail=transition.output_tail,
+                        preexisting=transition.preexisting,
+                    )
                 )
-            )
-        elif kind == "attempt_failed":
-            if attempt is not None:
-                attempt.failure = str(record.get("reason", ""))
-            task.status = TaskStatus.PENDING
-            # The failed attempt's edits stay for the next attempt; resume checks they are intact.
-            task.tree = record.get("tree")
-        elif kind == "attempt_interrupted":
-            # A kill or a stop is not the task's fault: the attempt does not count.
-            if attempt is not None:
-                attempt.failure = "interrupted"
-            task.status = TaskStatus.PENDING
-            task.attempts_since_reset = max(task.attempts_since_reset - 1, 0)
-            task.tree = None
-        elif kind == "task_verified":
-            task.status = TaskStatus.VERIFIED
-            task.tree = record.get("tree")
-            task.unverified = bool(record.get("unverified", False))
-        elif kind == "task_committing":
-            task.status = TaskStatus.COMMITTING
-        elif kind == "task_done":
-            task.status = TaskStatus.DONE
-            task.commit = record.get("commit")
-            task.merged_from = record.get("merged_from", task.merged_from)
-            task.unverified = bool(record.get("unverified", task.unverified))
-            task.reason = str(record.get("reason", ""))
-        elif kind == "task_failed":
-            task.status = TaskStatus.FAILED
-            task.reason = str(record.get("reason", ""))
-        elif kind == "task_skipped":
-            task.status = TaskStatus.SKIPPED
-            task.reason = str(record.get("reason", ""))
-        elif kind == "task_reset":
-            task.status = TaskStatus.PENDING
-            task.attempts_since_reset = 0
-            task.tree = None
-            task.reason = ""
-            task.merge_failures = 0
-        elif kind == "worktree_added":
-            task.worktree = record.get("worktree")
-            task.branch = record.get("branch")
-            task.base = record.get("base")
-        elif kind == "worktree_removed":
-            task.worktree = task.branch = task.base = None
-        elif kind == "merge_failed":
-            # Verified in its worktree, but not on the run's new head: one more round of attempts,
-            # from a fresh worktree; the reason goes to the next prompt.
-            task.merge_failures += 1
-            if attempt is not None:
-                attempt.failure = str(record.get("failure") or record.get("reason", ""))
-            if record.get("rerun", True):
+            case t.AttemptFailed():
+                if attempt is not None:
+                    attempt.failure = transition.reason
+                task.status = TaskStatus.PENDING
+                # The failed attempt's edits stay for the next attempt; resume checks they are intact.
+                task.tree = transition.tree
+            case t.AttemptInterrupted():
+                # A kill or a stop is not the task's fault: the attempt does not count.
+                if attempt is not None:
+                    attempt.failure = "interrupted"
+                task.status = TaskStatus.PENDING
+                task.attempts_since_reset = max(task.attempts_since_reset - 1, 0)
+                task.tree = None
+            case t.TaskVerified():
+                task.status = TaskStatus.VERIFIED
+                task.tree = transition.tree
+                task.unverified = transition.unverified
+            case t.TaskCommitting():
+                task.status = TaskStatus.COMMITTING
+            case t.TaskDone():
+                task.status = TaskStatus.DONE
+                task.commit = transition.commit
+                if transition.merged_from is not None:
+                    task.merged_from = transition.merged_from
+                if transition.unverified is not None:
+                    task.unverified = transition.unverified
+                task.reason = transition.reason
+            case t.TaskFailed():
+                task.status = TaskStatus.FAILED
+                task.reason = transition.reason
+            case t.TaskSkipped():
+                task.status = TaskStatus.SKIPPED
+                task.reason = transition.reason
+            case t.TaskReset():
                 task.status = TaskStatus.PENDING
                 task.attempts_since_reset = 0
                 task.tree = None
-        elif kind == "edits_saved":
-            ref = record.get("ref")
-            if isinstance(ref, str) and ref not in task.saved_refs:
+                task.reason = ""
+                task.merge_failures = 0
+            case t.WorktreeAdded():
+                task.worktree = transition.worktree
+                task.branch = transition.branch
+                task.base = transition.base
+            case t.WorktreeRemoved():
+                task.worktree = task.branch = task.base = None
+            case t.MergeFailed():
+                # Verified in its worktree, but not on the run's new head: one more round of
+                # attempts, from a fresh worktree; the reason goes to the next prompt.
+                task.merge_failures += 1
+                if attempt is not None:
+                    attempt.failure = transition.failure or transition.reason
+                if transition.rerun:
+                    task.status = TaskStatus.PENDING
+                    task.attempts_since_reset = 0
+                    task.tree = None
+            case t.EditsSaved(ref=str(ref)) if ref not in task.saved_refs:
                 task.saved_refs.append(ref)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.domain import transitions as t
 from orchestrator.engine.verification import run_verification
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def take_baseline(runner: Runner) -> None:
                 if result.timed_out
                 else (f"exit {result.exit_code}")
             )
-    runner.record("checks_baseline", commands=commands, failing=failing)
+    runner.record(t.ChecksBaseline(commands=commands, failing=failing))
     for command, why in failing.items():
         runner.notice(
             f"default check `{command}` already fails before any task ran ({why}); its failures are "

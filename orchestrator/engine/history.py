@@ -19,11 +19,11 @@ def _store(repo: Path | None) -> RunStore:
 def list_runs(repo: Path | None = None) -> list[RunState]:
     """Every run of the repository, oldest first."""
     store = _store(repo)
-    return [RunState.from_records(store.records(run_id)) for run_id in store.run_ids()]
+    return [RunState.from_records(store.transitions(run_id)) for run_id in store.run_ids()]
 
 
 def load_run(run_id: str | None, repo: Path | None = None) -> tuple[RunState, Path]:
     """The named (or latest) run's state and its directory."""
     store = _store(repo)
     resolved = store.resolve(run_id)
-    return RunState.from_records(store.records(resolved)), store.run_dir(resolved)
+    return RunState.from_records(store.transitions(resolved)), store.run_dir(resolved)

@@ -32,24 +32,20 @@ from orchestrator.agents.base import (
 )
 from orchestrator.config import CONFIG_FILE, PYPROJECT, Settings
 from orchestrator.domain import dag
+from orchestrator.domain import transitions as t
 from orchestrator.domain.events import (
-    AgentActivity,
-    AgentFinished,
+    Event,
     Notice,
     Reporter,
-    RunFinished,
     RunStarted,
-    TaskFinished,
     TaskInfo,
     TaskRetrying,
-    TaskStarted,
-    VerificationFinished,
+    derive,
 )
 from orchestrator.domain.plan import BoxState, Plan, Task
-from orchestrator.domain.state import RunState, RunStatus, TaskStatus, usage_to_record
-from orchestrator.domain.usage import Usage
+from orchestrator.domain.state import RunState, RunStatus, TaskStatus
 from orchestrator.engine import protected
-from orchestrator.engine.coverage import done_message, verified_counts
+from orchestrator.engine.coverage import done_message
 from orchestrator.engine.crash import crash_point
 from orchestrator.engine.executor import Executor, InlineExecutor, TaskResult
 from orchestrator.engine.prompts import PromptRenderer, finished_dependencies
@@ -171,6 +167,8 @@ class Runner:
         self.renderer = renderer or prompt_renderer(self.repo, ctx.plan_path, self.settings)
         self._lock = threading.RLock()
         self._stop_requested = False
+        self._reporting = False
+        """Set when the loop starts: what resume records before it is not reported as progress."""
         self._halt = False
         """The run is ending (an error, a budget stop): tasks in flight stop after their step."""
         self._open: set[str] = set()
@@ -206,24 +204,28 @@ class Runner:
             return len(self.scheduler.remaining()) - len(self._open)
 
     def _worktree_added(self, task: Task, worktree: Worktree) -> None:
-        fields: dict[str, Any] = worktree.as_record()
         # Not synced on its own: task_running follows at once and its sync covers this record (a
         # worktree whose record a power cut lost is a leftover, which resume removes).
-        self.record("worktree_added", durable=False, task=task.id, **fields)
+        self.record(t.WorktreeAdded(task=task.id, **worktree.as_record()), durable=False)
 
     def _worktree_removed(self, task_id: str) -> None:
-        self.record("worktree_removed", durable=False, task=task_id)
+        self.record(t.WorktreeRemoved(task=task_id), durable=False)
 
     # -- journal + events ------------------------------------------------------------------
 
-    def record(self, type_: str, *, durable: bool = True, **fields: Any) -> None:
+    def record(self, transition: t.Transition, *, durable: bool = True) -> None:
+        """Journal `transition` (before the action it announces), fold it into the run's state
+        and, once the run is under way, report what it means (see domain.events.derive)."""
         with self._lock:
-            rec = self.ctx.journal.append(type_, durable=False, **fields)
-            self.state.apply(rec)
+            self.ctx.journal.append(transition, durable=False)
+            self.state.apply(transition)
+            event = derive(transition, self.state) if self._reporting else None
         if durable:
             self.ctx.journal.sync()  # outside the lock: parallel tasks do not queue behind it
+        if event is not None:
+            self.emit(event)
 
-    def emit(self, event: Any) -> None:
+    def emit(self, event: Event) -> None:
         with self._lock:
             self.reporter.emit(event)
 
@@ -267,6 +269,7 @@ class Runner:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self, resumed: bool = False) -> RunResult:
+        self._reporting = True
         self.emit(
             RunStarted(
                 run_id=self.ctx.run_id,
@@ -278,13 +281,13 @@ class Runner:
                 max_cost=self.settings.max_cost,
                 tasks=[
                     TaskInfo(
-                        id=t.id,
-                        phase=t.phase,
-                        title=t.title,
-                        settled=t.settled or t.id in self.scheduler.done,
+                        id=item.id,
+                        phase=item.phase,
+                        title=item.title,
+                        settled=item.settled or item.id in self.scheduler.done,
                     )
-                    for t in self.plan.tasks
-                    if t.id in set(self.ctx.selection)
+                    for item in self.plan.tasks
+                    if item.id in set(self.ctx.selection)
                 ],
             )
         )
@@ -345,7 +348,7 @@ class Runner:
         if status is RunStatus.COMPLETE:
             if self.state.count(TaskStatus.FAILED) or self.state.count(TaskStatus.SKIPPED):
                 status = RunStatus.FAILED
-                failed = [t.id for t in self.state.tasks.values() if t.status is TaskStatus.FAILED]
+                failed = [item.id for item in self.state.tasks.values() if item.status is TaskStatus.FAILED]
                 message = f"task(s) failed: {', '.join(failed)}; their dependents were skipped"
                 hint = f"orchestrate resume {self.ctx.run_id}"
             elif self.scheduler.remaining():
@@ -368,31 +371,26 @@ class Runner:
         return exc.render()
 
     def _finish(self, status: RunStatus, message: str, hint: str) -> RunResult:
-        kind = "run_stopped" if status is RunStatus.STOPPED else "run_finished"
+        ending = t.RunStopped if status is RunStatus.STOPPED else t.RunFinished
+        ended = ending(
+            status=status.value,
+            message=message,
+            resume_hint=hint,
+            remaining=len(self.scheduler.remaining()),
+        )
+        self._reporting = False  # the summary comes last, after the notices below
         try:
-            self.record(kind, status=status.value, message=message, resume_hint=hint)
+            self.record(ended)
         except OutOfSpace:
             # No room left for the last word: the run reads as interrupted, which resume takes
-            # up alike; the summary below still says why it stopped.
+            # up alike; the summary still says why it stopped.
             self.notice("the run's journal had no room for its last record", level="warning")
-        tasks = self.state.tasks.values()
-        saved = [ref for t in tasks for ref in t.saved_refs]
+        saved = [ref for task in self.state.tasks.values() for ref in task.saved_refs]
         if saved:
             self.notice("edits of interrupted or failed attempts are kept in: " + ", ".join(saved))
-        self.emit(
-            RunFinished(
-                run_id=self.ctx.run_id,
-                status=status.value,
-                message=message,
-                done=sum(1 for t in tasks if t.status is TaskStatus.DONE),
-                failed=sum(1 for t in tasks if t.status is TaskStatus.FAILED),
-                skipped=sum(1 for t in tasks if t.status is TaskStatus.SKIPPED),
-                unverified=verified_counts(self.state)[1],
-                remaining=len(self.scheduler.remaining()),
-                usage=self.state.usage,
-                resume_hint=hint,
-            )
-        )
+        summary = derive(ended, self.state)
+        assert summary is not None
+        self.emit(summary)
         return RunResult(self.ctx.run_id, status, message, self.state, hint)
 
     def _loop(self) -> None:
@@ -458,28 +456,12 @@ class Runner:
         def listen(event: AgentEvent) -> None:
             if event.kind == "model_call" and event.usage is not None:
                 self.record(
-                    "model_call",
-                    task=task_id,
-                    attempt=attempt,
-                    detail=event.detail,
-                    **usage_to_record(event.usage),
-                )
-                record = self.state.task(task_id)
-                self.emit(
-                    AgentActivity(
-                        task_id=task_id,
-                        kind=event.kind,
-                        detail=event.detail,
-                        usage=event.usage,
-                        task_usage=record.usage,
-                        run_usage=self.state.usage,
-                    )
+                    t.ModelCall(task=task_id, attempt=attempt, detail=event.detail, **t.spend(event.usage))
                 )
                 if not event.session_over:  # its work is done: verified and committed all the same
                     self._check_budget()
             else:
-                self.record("agent_event", durable=False, task=task_id, kind=event.kind, detail=event.detail)
-                self.emit(AgentActivity(task_id=task_id, kind=event.kind, detail=event.detail))
+                self.record(t.AgentActed(task=task_id, kind=event.kind, detail=event.detail), durable=False)
 
         return listen
 
@@ -488,29 +470,18 @@ class Runner:
             # The evidence, synced with the verdict that follows (task_verified, attempt_failed);
             # without a verdict resume verifies again anyway.
             self.record(
-                "verification",
-                durable=False,
-                task=task.id,
-                attempt=attempt,
-                command=result.command,
-                exit_code=result.exit_code,
-                ok=result.ok,
-                duration=round(result.duration, 3),
-                timed_out=result.timed_out,
-                output_tail=result.output_tail,
-                **({"preexisting": True} if result.preexisting else {}),
-            )
-            self.emit(
-                VerificationFinished(
-                    task_id=task.id,
+                t.CheckRan(
+                    task=task.id,
                     attempt=attempt,
                     command=result.command,
                     exit_code=result.exit_code,
                     ok=result.ok,
-                    duration=result.duration,
+                    duration=round(result.duration, 3),
+                    timed_out=result.timed_out,
                     output_tail=result.output_tail,
                     preexisting=result.preexisting,
-                )
+                ),
+                durable=False,
             )
             crash_point("mid_verify", task.id)
 
@@ -554,7 +525,7 @@ class Runner:
         elif found.shared:  # any agent at work may have done it: said, not held against this one
             with self._lock:
                 at_work = sorted(self._open)
-            self.record("git_tampered", changes=found.shared, tasks=at_work)
+            self.record(t.GitTampered(changes=found.shared, tasks=at_work))
             what = f"{', '.join(at_work)} were at work: {'; '.join(found.shared)}"
             self.notice(f"git's own files were changed while {what}", "error")
         restored: list[str] = []
@@ -628,11 +599,11 @@ class Runner:
             # Nothing of it ran (orchestrate's git names its own git dir and turns such programs
             # off), but an agent that tries is not trusted with this attempt.
             what = "; ".join(tampered)
-            self.record("git_tampered", task=task.id, attempt=attempt, changes=tampered)
+            self.record(t.GitTampered(task=task.id, attempt=attempt, changes=tampered))
             self.notice(f"{who} tampered with git's own files: {what}", level="error", task_id=task.id)
             reasons.append(f"tampering with git's own files ({what}); none of it was run")
         if restored:
-            self.record("protected_restored", task=task.id, attempt=attempt, paths=restored)
+            self.record(t.ProtectedRestored(task=task.id, attempt=attempt, paths=restored))
             self.notice(f"{who} changed {', '.join(restored)}; undone", level="warning", task_id=task.id)
             may = "it" if who == "the agent" else "they"
             reasons.append(f"{who} changed paths {may} may not change ({', '.join(restored)}); undone")
@@ -704,7 +675,7 @@ class Runner:
                 tree = ws_repo.snapshot_tree()
                 # A task whose every check failed before the run began has no evidence either.
                 unverified = not outcome.evidence
-                self.record("task_verified", task=task.id, attempt=attempt, tree=tree, unverified=unverified)
+                self.record(t.TaskVerified(task=task.id, attempt=attempt, tree=tree, unverified=unverified))
                 crash_point("after_verified", task.id)
                 result.passed, result.unverified, result.tree = True, unverified, tree
                 return result
@@ -716,7 +687,7 @@ class Runner:
             failure = broke or outcome.failure_report()
             changes_kept = True
             self.record(
-                "attempt_failed", task=task.id, attempt=attempt, reason=failure, tree=ws_repo.snapshot_tree()
+                t.AttemptFailed(task=task.id, attempt=attempt, reason=failure, tree=ws_repo.snapshot_tree())
             )
             crash_point("after_failed_attempt", task.id)
             if record.attempts_since_reset < self.settings.max_attempts:
@@ -767,8 +738,10 @@ class Runner:
         # edits the work tree holds. In a worktree the edits are the worktree's (a leftover one is
         # kept in a ref), so the record is synced with the next one.
         in_place = workspace == self.repo.root
-        self.record("task_running", durable=in_place, task=task.id, attempt=attempt, prompt_file=prompt_file)
-        self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
+        self.record(
+            t.TaskRunning(task=task.id, attempt=attempt, prompt_file=prompt_file, workspace=str(workspace)),
+            durable=in_place,
+        )
         crash_point("after_start", task.id)
         plan_file = workspace / self.ctx.plan_rel
         plan_bytes = plan_bytes_as_left(plan_file)
@@ -798,24 +771,16 @@ class Runner:
         # cut, the attempt is merely run again.
         tree = ws_repo.snapshot_tree() if in_place else None
         self.record(
-            "agent_finished",
-            durable=False,
-            task=task.id,
-            attempt=attempt,
-            status=outcome.status.value,
-            summary=redact(outcome.summary[:4000]),
-            turns=outcome.turns,
-            **({"tree": tree} if tree else {}),
-            **usage_to_record(outcome.usage),
-        )
-        self.emit(
-            AgentFinished(
-                task_id=task.id,
+            t.AgentFinished(
+                task=task.id,
                 attempt=attempt,
                 status=outcome.status.value,
-                summary=outcome.summary,
-                usage=self._attempt_usage(task.id, outcome.usage),
-            )
+                summary=redact(outcome.summary[:4000]),
+                turns=outcome.turns,
+                tree=tree,
+                **t.spend(outcome.usage),
+            ),
+            durable=False,
         )
         crash_point("after_agent_record", task.id)
         reason = self._forbidden_reason(task, attempt, restored, tampered, "the agent")
@@ -825,17 +790,10 @@ class Runner:
             )
         if reason:
             tree = tree or ws_repo.snapshot_tree()
-            self.record("attempt_failed", task=task.id, attempt=attempt, reason=reason, tree=tree)
+            self.record(t.AttemptFailed(task=task.id, attempt=attempt, reason=reason, tree=tree))
             crash_point("after_failed_attempt", task.id)
             return False
         return True
-
-    def _attempt_usage(self, task_id: str, reported: Usage) -> Usage:
-        """The attempt's usage as the listener saw it, or as the outcome says when a backend
-        reported usage only at the end."""
-        current = self.state.task(task_id).current()
-        seen = current.usage if current is not None else Usage()
-        return seen if seen.calls or not reported.calls else reported
 
     def _last_failure(self, task_id: str) -> str:
         for attempt in reversed(self.state.task(task_id).attempts):
@@ -845,10 +803,9 @@ class Runner:
 
     def _group(self, task: Task, workspace: Path, commands: list[str], result: TaskResult) -> TaskResult:
         """A parent of nested checkboxes: its children did the work; check it, then tick it."""
-        self.record("task_running", task=task.id, attempt=self.state.task(task.id).attempt + 1, group=True)
-        attempt = self.state.task(task.id).attempt
+        attempt = self.state.task(task.id).attempt + 1
+        self.record(t.TaskRunning(task=task.id, attempt=attempt, group=True, workspace=str(workspace)))
         result.attempts = attempt
-        self.emit(TaskStarted(task_id=task.id, attempt=attempt, workspace=str(workspace)))
         ws_repo = self.repo.at(workspace)
         if commands:
             plan_bytes = plan_bytes_as_left(workspace / self.ctx.plan_rel)
@@ -856,10 +813,10 @@ class Runner:
             broke = self._checks_broke(task, attempt, ws_repo, plan_bytes) if outcome.passed else ""
             if not outcome.passed or broke:
                 result.reason = broke or outcome.failure_report()
-                self.record("attempt_failed", task=task.id, attempt=attempt, reason=result.reason)
+                self.record(t.AttemptFailed(task=task.id, attempt=attempt, reason=result.reason))
                 return result
         tree = ws_repo.snapshot_tree()
-        self.record("task_verified", task=task.id, attempt=attempt, tree=tree, unverified=False)
+        self.record(t.TaskVerified(task=task.id, attempt=attempt, tree=tree, unverified=False))
         result.passed, result.tree = True, tree
         return result
 
@@ -869,7 +826,7 @@ class Runner:
         """Bring the task's work onto the run's branch (checked again when the branch moved since
         it began), tick the box and commit both: one commit, the point of truth."""
         task = result.task
-        self.record("task_committing", task=task.id, workspace=result.extra)
+        self.record(t.TaskCommitting(task=task.id, workspace=result.extra))
         crash_point("after_committing", task.id)
         merge = self.executor.integrate(result)
         if merge.conflicts:
@@ -902,29 +859,24 @@ class Runner:
             )
         crash_point("after_commit", task.id)
         # Parallel runs: where the work was done and which commit of its branch was merged.
-        merged: dict[str, Any] = {
-            k: v for k, v in result.extra.items() if k in ("worktree", "branch", "base")
-        }
-        if "head" in result.extra:
-            merged["merged_from"] = result.extra["head"]
-        self.record("task_done", task=task.id, commit=sha, unverified=result.unverified, **merged)
+        extra = result.extra
+        self.record(
+            t.TaskDone(
+                task=task.id,
+                commit=sha,
+                unverified=result.unverified,
+                worktree=extra.get("worktree"),
+                branch=extra.get("branch"),
+                base=extra.get("base"),
+                merged_from=extra.get("head"),
+            )
+        )
         crash_point("after_done", task.id)
         with self._lock:
             self.plan = plan
             self.scheduler.done.add(task.id)
             self.scheduler.update_plan(plan)
         self.executor.release(result)
-        record = self.state.task(task.id)
-        self.emit(
-            TaskFinished(
-                task_id=task.id,
-                status="unverified" if result.unverified else "done",
-                reason="no verification command; ticked on the agent's word" if result.unverified else "",
-                commit=sha,
-                attempts=record.attempt,
-                usage=record.usage,
-            )
-        )
 
     def _tick(self, task: Task) -> Plan:
         """Tick the task's box: one byte, atomically. When the file is still the one we parsed,
@@ -939,7 +891,8 @@ class Runner:
         if updated is not data:
             write_plan(path, updated)
         tasks = [
-            t.model_copy(update={"state": BoxState.DONE}) if t.id == task.id else t for t in self.plan.tasks
+            item.model_copy(update={"state": BoxState.DONE}) if item.id == task.id else item
+            for item in self.plan.tasks
         ]
         return self.plan.model_copy(update={"tasks": tasks, "sha256": hashlib.sha256(updated).hexdigest()})
 
@@ -961,14 +914,15 @@ class Runner:
         reason = f"its work does not fit on the run's branch: {why} (conflicting files: {names})"
         final = record.merge_failures >= 1
         self.record(
-            "merge_failed",
-            task=task.id,
-            attempt=record.attempt,
-            files=files,
-            reason=reason,
-            # What the next prompt shows the agent (the retry template says where it starts from).
-            failure=f"{reason}.\n{output[-4000:]}".strip(),
-            rerun=not final,
+            t.MergeFailed(
+                task=task.id,
+                attempt=record.attempt,
+                files=files,
+                reason=reason,
+                # What the next prompt shows the agent (the retry template says where it starts).
+                failure=f"{reason}.\n{output[-4000:]}".strip(),
+                rerun=not final,
+            )
         )
         if final:
             result.reason = f"{reason}; it was run again on the new head and still does not fit"
@@ -980,7 +934,7 @@ class Runner:
             f"orchestrate: work of task {task.id} that did not merge (run {self.ctx.run_id})",
         )
         if ref:
-            self.record("edits_saved", task=task.id, attempt=record.attempt, ref=ref)
+            self.record(t.EditsSaved(task=task.id, attempt=record.attempt, ref=ref))
         self.notice(f"{reason}; running it again on the new head", level="warning", task_id=task.id)
         self.emit(TaskRetrying(task_id=task.id, next_attempt=record.attempt + 1, reason=reason))
 
@@ -996,25 +950,14 @@ class Runner:
         if ref is None and keep not in record.saved_refs and self.repo.ref_exists(keep):
             ref = keep  # saved before a kill cut the journal short
         if ref:
-            self.record("edits_saved", task=task.id, attempt=record.attempt, ref=ref)
-        self.record("task_failed", task=task.id, reason=result.reason, ref=ref)
+            self.record(t.EditsSaved(task=task.id, attempt=record.attempt, ref=ref))
+        self.record(t.TaskFailed(task=task.id, reason=result.reason, ref=ref))
         with self._lock:
             self.scheduler.failed.add(task.id)
-        self.emit(
-            TaskFinished(
-                task_id=task.id,
-                status="failed",
-                reason=result.reason.splitlines()[0] if result.reason else "",
-                attempts=record.attempt,
-                usage=record.usage,
-            )
-        )
         for blocked in self.scheduler.blocked_by(task.id):
-            reason = f"depends on failed task {task.id}"
-            self.record("task_skipped", task=blocked, reason=reason)
+            self.record(t.TaskSkipped(task=blocked, reason=f"depends on failed task {task.id}"))
             with self._lock:
                 self.scheduler.skipped.add(blocked)
-            self.emit(TaskFinished(task_id=blocked, status="skipped", reason=reason))
 
 
 def prompt_renderer(

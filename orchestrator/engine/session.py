@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from orchestrator.agents.base import Agent, AgentConfigError, ReadyCheck
 from orchestrator.agents.registry import create_agent
 from orchestrator.config import Settings, check_checkpoints_dir, load_settings
+from orchestrator.domain import transitions as t
 from orchestrator.domain.events import Notice, Reporter, RunFinished, RunStarted, TaskInfo
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, RunStatus, TaskRecord, TaskStatus
@@ -102,7 +103,7 @@ def build_agent(settings: Settings, plan: Plan) -> Agent:
     try:
         agent = create_agent(settings)
         if isinstance(agent, PlanAwareAgent):
-            agent.check_tasks([t.id for t in plan.tasks])
+            agent.check_tasks([item.id for item in plan.tasks])
         if isinstance(agent, ReadyCheck):
             agent.check_ready()
     except AgentConfigError as exc:
@@ -124,7 +125,7 @@ def run_sandbox(settings: Settings, state_root: Path) -> Sandbox:
 def announce_sandbox(runner: Runner) -> None:
     """Journal what confines the run's commands; when nothing does, warn the user, every run."""
     sandbox = runner.ctx.sandbox
-    runner.record("sandbox", durable=False, kind=sandbox.kind, warning=sandbox.warning)
+    runner.record(t.SandboxChosen(kind=sandbox.kind, warning=sandbox.warning), durable=False)
     if sandbox.warning:
         runner.notice(sandbox.warning, "warning")
 
@@ -176,7 +177,9 @@ def _emit_nothing_to_do(reporter: Reporter, plan: Plan, rel: str, branch: str, s
             plan=rel,
             branch=branch,
             agent=settings.agent,
-            tasks=[TaskInfo(id=t.id, phase=t.phase, title=t.title, settled=True) for t in plan.tasks],
+            tasks=[
+                TaskInfo(id=item.id, phase=item.phase, title=item.title, settled=True) for item in plan.tasks
+            ],
         )
     )
     reporter.emit(RunFinished(run_id="-", status="complete", message="nothing to do: every task is ticked"))
@@ -187,7 +190,7 @@ def _unfinished_run_hint(git: GitRepo, settings: Settings) -> str:
     latest = store.latest()
     if latest is None:
         return ""
-    state = RunState.from_records(store.records(latest))
+    state = RunState.from_records(store.transitions(latest))
     if state.status in (RunStatus.COMPLETE, RunStatus.FAILED):
         return ""
     return f"; or continue the interrupted run with `orchestrate resume {latest}`"
@@ -237,7 +240,7 @@ def start_run(
             raise PreflightError("the repository has no commits yet; make an initial commit first")
         check_identity(git)
         branch = _check_branch(git, settings)
-        if all(t.settled for t in plan.tasks if t.id in set(selection)):
+        if all(item.settled for item in plan.tasks if item.id in set(selection)):
             _emit_nothing_to_do(reporter, plan, located.plan_rel, branch, settings)
             return RunResult("-", RunStatus.COMPLETE, "nothing to do", RunState())
         store = RunStore.for_repo(git.root, settings.checkpoints_dir)
@@ -260,21 +263,22 @@ def start_run(
         )
         runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
         runner.record(
-            "run_started",
-            run_id=run_id,
-            plan=located.plan_rel,
-            repo=str(git.root),
-            branch=branch,
-            base=git.head(),
-            agent=settings.agent,
-            settings=remembered(settings),
-            selection={"phase": phase, "task": task, "ids": selection},
-            preexisting=preexisting,
-            plan_sha256=plan.sha256,
-            pid=os.getpid(),
+            t.RunStarted(
+                run_id=run_id,
+                plan=located.plan_rel,
+                repo=str(git.root),
+                branch=branch,
+                base=git.head(),
+                agent=settings.agent,
+                settings=remembered(settings),
+                selection={"phase": phase, "task": task, "ids": selection},
+                preexisting=preexisting,
+                plan_sha256=plan.sha256,
+                pid=os.getpid(),
+            )
         )
         # What a resume holds git's own files to, whatever an agent a kill interrupted left there.
-        runner.record("git_baseline", durable=False, **git.git_baseline())
+        runner.record(t.GitBaseline(**git.git_baseline()), durable=False)
         announce_sandbox(runner)
         take_baseline(runner)
         if runner_hook is not None:
@@ -350,12 +354,13 @@ def resume_run(
             left = f"killed {process}, left running by an earlier orchestrate of this run"
             reporter.emit(Notice(level="warning", message=left))
         tag_children(run_id)
-        state = RunState.from_records(store.records(run_id))
+        journaled = store.transitions(run_id)
+        state = RunState.from_records(journaled)
         if not state.run_id:
             raise UsageError(f"run {run_id} has no readable start record in {store.run_dir(run_id)}")
         # Before any other git command: git's own files as the run found them when it started.
-        baseline = next((r for r in store.records(run_id) if r.get("type") == "git_baseline"), None)
-        tampered = git.resume_git_baseline(baseline) if baseline is not None else []
+        baseline = next((r for r in journaled if isinstance(r, t.GitBaseline)), None)
+        tampered = git.resume_git_baseline(baseline.facts()) if baseline is not None else []
         if state.status is RunStatus.COMPLETE:
             raise UsageError(
                 f"run {run_id} is complete; nothing to resume (start a new one with `orchestrate run`)"
@@ -399,15 +404,14 @@ def resume_run(
             runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
             changed = {k: v for k, v in remembered(settings).items() if state.settings.get(k) != v}
             runner.record(
-                "run_resumed",
-                overrides=changed,
-                pid=os.getpid(),
-                selection={**state.selection, "ids": selection},
+                t.RunResumed(
+                    overrides=changed, pid=os.getpid(), selection={**state.selection, "ids": selection}
+                )
             )
             if resumed.differences:
                 runner.notice(resumed.notice(), "info" if resumed.from_flags else "warning")
             if tampered:
-                runner.record("git_tampered", changes=tampered)
+                runner.record(t.GitTampered(changes=tampered))
                 runner.notice(
                     "git's own files were changed since the run started (by an agent a stop interrupted, "
                     f"or by you), and put back: {'; '.join(tampered)}",
@@ -432,7 +436,7 @@ def resume_run(
                 # new run's are) unless a task changes them; journaled, so that a later resume
                 # knows them for the user's even in a tree a task was verified on.
                 theirs = {path: git.hash_file(path) for path in leftover}
-                runner.record("user_changes", paths=theirs)
+                runner.record(t.UserChanges(paths=theirs))
                 ctx.preexisting.update(theirs)
                 runner.notice(
                     f"changes the run did not make ({_some(leftover)}) stay in the work tree, out of "
@@ -462,7 +466,7 @@ def resumed_selection(plan: Plan, selection: Mapping[str, Any]) -> list[str]:
     fresh = [] if gone else select_tasks(plan, phase=phase, task=task)
     had = selection.get("ids")
     chosen = set(fresh) | (set(had) if isinstance(had, list) else set())
-    return [t.id for t in plan.tasks if t.id in chosen]
+    return [item.id for item in plan.tasks if item.id in chosen]
 
 
 def _keep_and_reset(runner: Runner, task_id: str, attempt: int, why: str) -> None:
@@ -482,7 +486,7 @@ def _keep_and_reset(runner: Runner, task_id: str, attempt: int, why: str) -> Non
     ref = unused_ref(git, ref_name(run_id, task_id, f"attempt-{attempt}"))
     sha = git.save_snapshot(ref, f"orchestrate: edits of {why} task {task_id} (run {run_id})")
     if sha:
-        runner.record("edits_saved", task=task_id, attempt=attempt, ref=ref)
+        runner.record(t.EditsSaved(task=task_id, attempt=attempt, ref=ref))
         runner.notice(f"its {why} edits are kept in {ref}", task_id=task_id)
     git.restore_head(paths)
 
@@ -546,7 +550,7 @@ def reconcile(runner: Runner, plan: Plan) -> Reconciled:
         if task_id in committed:
             if record.status is not TaskStatus.DONE or record.commit != committed[task_id]:
                 runner.record(
-                    "task_done", task=task_id, commit=committed[task_id], reason="found its commit on resume"
+                    t.TaskDone(task=task_id, commit=committed[task_id], reason="found its commit on resume")
                 )
             continue
         if record.status is TaskStatus.DONE:
@@ -555,10 +559,10 @@ def reconcile(runner: Runner, plan: Plan) -> Reconciled:
                 "warning",
                 task_id,
             )
-            runner.record("task_reset", task=task_id, reason="commit missing from the branch")
+            runner.record(t.TaskReset(task=task_id, reason="commit missing from the branch"))
             continue
         if record.status in (TaskStatus.FAILED, TaskStatus.SKIPPED):
-            runner.record("task_reset", task=task_id, reason="resumed")
+            runner.record(t.TaskReset(task=task_id, reason="resumed"))
             continue
         if task_id in in_worktrees:
             continue
@@ -566,7 +570,7 @@ def reconcile(runner: Runner, plan: Plan) -> Reconciled:
             # The user took the task out of the plan: what it left in the tree goes to a ref.
             _keep_and_reset(runner, task_id, record.attempt, "interrupted")
             if record.status.in_flight:
-                runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
+                runner.record(t.AttemptInterrupted(task=task_id, attempt=record.attempt))
             continue
         if record.status is TaskStatus.PENDING and record.tree is not None and task is not None:
             # Between a failed attempt and the next: its edits are what the retry builds on.
@@ -589,14 +593,14 @@ def reconcile(runner: Runner, plan: Plan) -> Reconciled:
                 runner.resume_at(task_id, point)
                 in_place.append(task_id)
             else:  # what it left was set aside there
-                runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
+                runner.record(t.AttemptInterrupted(task=task_id, attempt=record.attempt))
             continue
         if adopt_in_place and record.status is not TaskStatus.RUNNING:
             # Its agent's tree is not on record (a journal of an older orchestrate): whose the
             # tree's changes are cannot be told, so none of them are taken for its work.
             runner.notice("its work tree is not on record; running it again", "warning", task_id)
         _keep_and_reset(runner, task_id, record.attempt, "interrupted")
-        runner.record("attempt_interrupted", task=task_id, attempt=record.attempt)
+        runner.record(t.AttemptInterrupted(task=task_id, attempt=record.attempt))
     plan = done_by_commits(parse_plan(runner.ctx.plan_path), git)
     runner.ctx.selection = resumed_selection(plan, state.selection)
     runner.plan = plan
@@ -658,7 +662,7 @@ def _pick_up_in_place(runner: Runner, record: TaskRecord, owned: set[str]) -> st
     ref = unused_ref(git, ref_name(runner.ctx.run_id, record.id, f"attempt-{record.attempt}"))
     run = runner.ctx.run_id
     if git.save_snapshot(ref, f"orchestrate: the work tree as resume found it, task {record.id} (run {run})"):
-        runner.record("edits_saved", task=record.id, attempt=record.attempt, ref=ref)
+        runner.record(t.EditsSaved(task=record.id, attempt=record.attempt, ref=ref))
     touched = _some(sorted(theirs & mine))
     runner.notice(
         f"{touched} changed since the stop, and its attempt had changed them too: the work tree as it "
@@ -745,12 +749,12 @@ def _reconcile_worktrees(runner: Runner, committed: dict[str, str]) -> set[str]:
                 f"orchestrate: edits of interrupted task {record.id} (run {run_id})",
             )
             if ref:
-                runner.record("edits_saved", task=record.id, attempt=record.attempt, ref=ref)
+                runner.record(t.EditsSaved(task=record.id, attempt=record.attempt, ref=ref))
                 runner.notice(f"its interrupted edits are kept in {ref}", task_id=record.id)
             if record.status.in_flight:
-                runner.record("attempt_interrupted", task=record.id, attempt=record.attempt)
+                runner.record(t.AttemptInterrupted(task=record.id, attempt=record.attempt))
         remove_worktree(git, worktree.path, worktree.branch)
-        runner.record("worktree_removed", task=record.id)
+        runner.record(t.WorktreeRemoved(task=record.id))
     _remove_leftovers(runner, claimed, kept)
     return handled
 
@@ -785,7 +789,7 @@ def _undo_merge(runner: Runner, merging: list[TaskRecord]) -> None:
     if theirs:
         ref = unused_ref(git, ref_name(runner.ctx.run_id, first.id, f"interrupted-merge-{first.attempt}"))
         if git.save_snapshot(ref, f"orchestrate: the work tree as resume found it (run {runner.ctx.run_id})"):
-            runner.record("edits_saved", task=first.id, attempt=first.attempt, ref=ref)
+            runner.record(t.EditsSaved(task=first.id, attempt=first.attempt, ref=ref))
             runner.notice(
                 f"its merge into the work tree was cut short, and {', '.join(sorted(theirs))} changed "
                 f"since; the work tree as it was is kept in {ref}",
@@ -828,7 +832,7 @@ def _worktree_point(runner: Runner, record: TaskRecord, worktree: Worktree) -> s
     (ws.git_dir / "index.lock").unlink(missing_ok=True)  # ours alone: stale after a kill
     tampered = ws.undo_tampering(ws.changed_paths()).here
     if tampered:  # by an attempt a kill cut short: its work is not picked up
-        runner.record("git_tampered", task=record.id, attempt=record.attempt, changes=tampered)
+        runner.record(t.GitTampered(task=record.id, attempt=record.attempt, changes=tampered))
         runner.notice(f"the agent tampered with git's own files: {'; '.join(tampered)}", "error", record.id)
         return None
     tree = ws.snapshot_tree()

@@ -17,8 +17,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from orchestrator.domain.transitions import Transition
 from orchestrator.errors import PreflightError, UsageError
-from orchestrator.persistence.journal import JOURNAL_NAME, Journal, read_records, refused_link
+from orchestrator.persistence.journal import (
+    JOURNAL_NAME,
+    Journal,
+    read_records,
+    read_transitions,
+    refused_link,
+)
 from orchestrator.persistence.repo import GitRepo
 
 
@@ -104,7 +111,12 @@ class RunStore:
         raise UsageError(f"run id '{run_id}' is ambiguous: {', '.join(matches)}")
 
     def records(self, run_id: str) -> list[dict[str, object]]:
+        """The run's journal as the JSON objects it holds."""
         return read_records(self.run_dir(run_id) / JOURNAL_NAME)
+
+    def transitions(self, run_id: str) -> list[Transition]:
+        """The run's journal, validated (JournalError names a line that is not a transition)."""
+        return read_transitions(self.run_dir(run_id) / JOURNAL_NAME)
 
     def ensure_excluded(self, repo: GitRepo) -> None:
         """When the checkpoints directory is inside the repository, keep it out of git through

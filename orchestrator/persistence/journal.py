@@ -18,14 +18,15 @@ import errno
 import json
 import os
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import OutOfSpace, PreflightError, out_of_space
+from orchestrator.domain import transitions
+from orchestrator.domain.transitions import Transition
+from orchestrator.errors import OutOfSpace, PreflightError, UsageError, out_of_space
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = transitions.FORMAT_VERSION
 JOURNAL_NAME = "journal.jsonl"
 _TMP_PREFIX = ".tmp-"
 
@@ -40,6 +41,11 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_FOLLOWED = {errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENXIO}
 """What an open or a rename that does not follow a link says when a link (or something that is not
 what orchestrate left there) stands in the way."""
+
+
+class JournalError(UsageError):
+    """A journal line that is not a transition this orchestrate reads (a later format, an unknown
+    type, a field that does not fit)."""
 
 
 class UnsafeRunState(PreflightError):
@@ -134,8 +140,25 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every complete record; a torn or garbled last line (a kill mid-append) is left out. A
-    journal that is a link (or not a regular file) is refused."""
+    """Every complete record, as the JSON objects the file holds (see read_transitions for what
+    they mean); a torn or garbled last line (a kill mid-append) is left out. A journal that is a
+    link (or not a regular file) is refused."""
+    return [record for record in _read(path) if isinstance(record, dict)]
+
+
+def read_transitions(path: Path) -> list[Transition]:
+    """Every complete record, validated: a line that is not a transition this orchestrate reads is
+    a JournalError naming the file and the line. A torn last line is left out, as above."""
+    found: list[Transition] = []
+    for number, record in enumerate(_read(path), 1):
+        try:
+            found.append(transitions.parse(record))
+        except transitions.RecordError as exc:
+            raise JournalError(f"{exc}", path=path, line=number) from None
+    return found
+
+
+def _read(path: Path) -> list[object]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -147,12 +170,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise refused_link(path)
-        return [record for record, _ in _complete(f) if record is not None]
+        return [record for record, _ in _complete(f)]
 
 
-def _complete(lines: Iterator[bytes]) -> Iterator[tuple[dict[str, Any] | None, int]]:
-    """Each complete line's record (None when it is JSON but not an object) and the bytes it
-    took, up to a torn or garbled line."""
+def _complete(lines: Iterator[bytes]) -> Iterator[tuple[object, int]]:
+    """Each complete line's JSON value and the bytes it took, up to a torn or garbled line."""
     for raw in lines:
         if not raw.endswith(b"\n"):
             return
@@ -160,7 +182,7 @@ def _complete(lines: Iterator[bytes]) -> Iterator[tuple[dict[str, Any] | None, i
             record = json.loads(raw)
         except json.JSONDecodeError:
             return
-        yield (record if isinstance(record, dict) else None), len(raw)
+        yield record, len(raw)
 
 
 class Journal:
@@ -212,10 +234,10 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def append(self, type_: str, *, durable: bool = True, **fields: Any) -> dict[str, Any]:
-        """Write one record, fsync'd unless `durable=False` (for records no recovery depends on,
-        such as an agent's tool calls); returns it."""
-        record: dict[str, Any] = {"v": FORMAT_VERSION, "type": type_, "at": round(time.time(), 3), **fields}
+    def append(self, transition: Transition, *, durable: bool = True) -> None:
+        """Write one transition, fsync'd unless `durable=False` (for records no recovery depends
+        on, such as an agent's tool calls)."""
+        record = transitions.to_record(transition)
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
         if self._file is None:
             self.open()
@@ -224,7 +246,6 @@ class Journal:
         self._write_whole(line.encode("utf-8", "backslashreplace"))
         if durable:
             self.sync()
-        return record
 
     def _write_whole(self, data: bytes) -> None:
         """Append one record's bytes, straight to the file (nothing left in a buffer to come out
@@ -265,6 +286,9 @@ class Journal:
 
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.path)
+
+    def transitions(self) -> list[Transition]:
+        return read_transitions(self.path)
 
     def write_artifact(self, relative: str, text: str) -> Path:
         """A file under the run's directory (a prompt, an output), written atomically; a link on

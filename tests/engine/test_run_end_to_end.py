@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from orchestrator.agents.base import AgentListener, AgentOutcome, AgentRequest, AgentUnavailable
+from orchestrator.domain import transitions
 from orchestrator.domain.events import ListReporter, RunFinished, TaskFinished, TaskRetrying
 from orchestrator.domain.state import RunStatus, TaskStatus
 from orchestrator.engine.session import resume_run, start_run
@@ -270,7 +271,7 @@ def test_agent_unavailable_stops_the_run_resumably(project: tuple[Path, Path, Pa
         sandbox=Sandbox("none"),
     )
     runner = Runner(ctx, _Unavailable(), ListReporter(), parse_plan(plan))
-    runner.record("run_started", run_id="r1", plan="plan.md", branch="work", agent="unavailable")
+    runner.record(transitions.RunStarted(run_id="r1", plan="plan.md", branch="work", agent="unavailable"))
     result = runner.run()
     journal.close()
     assert result.status is RunStatus.STOPPED

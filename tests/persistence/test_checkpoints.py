@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.domain import transitions as t
 from orchestrator.errors import UsageError
 from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
 from orchestrator.persistence.repo import GitRepo
@@ -19,7 +20,7 @@ def test_run_ids_sort_by_start_and_resolve_by_prefix(tmp_path: Path) -> None:
         store.resolve(None)
     for run_id in ("20250101-000000-aaaa", "20250102-000000-bbbb"):
         with store.journal(run_id) as journal:
-            journal.append("run_started", run_id=run_id)
+            journal.append(t.RunStarted(run_id=run_id))
     store.journal("20250103-000000-cccc").open().close()  # killed before it recorded its start
     assert store.run_ids() == ["20250101-000000-aaaa", "20250102-000000-bbbb"]
     assert store.resolve(None) == "20250102-000000-bbbb"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.domain import transitions as t
 from orchestrator.persistence.journal import FORMAT_VERSION, Journal, read_records
 
 
 def test_records_come_back_in_order_with_a_format_version(tmp_path: Path) -> None:
     with Journal(tmp_path / "run") as journal:
-        journal.append("run_started", run_id="r1")
-        journal.append("task_running", task="T001", attempt=1)
-        journal.append("agent_event", durable=False, task="T001", detail="write ñ")
+        journal.append(t.RunStarted(run_id="r1"))
+        journal.append(t.TaskRunning(task="T001", attempt=1))
+        journal.append(t.AgentActed(task="T001", detail="write ñ"), durable=False)
     records = read_records(tmp_path / "run" / "journal.jsonl")
     assert [r["type"] for r in records] == ["run_started", "task_running", "agent_event"]
     assert all(r["v"] == FORMAT_VERSION for r in records)
@@ -20,7 +21,7 @@ def test_records_come_back_in_order_with_a_format_version(tmp_path: Path) -> Non
 
 def test_a_torn_last_line_is_skipped_and_cut_off_before_the_next_append(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "run").open()
-    journal.append("run_started", run_id="r1")
+    journal.append(t.RunStarted(run_id="r1"))
     journal.close()
     path = tmp_path / "run" / "journal.jsonl"
     with open(path, "ab") as f:
@@ -28,7 +29,7 @@ def test_a_torn_last_line_is_skipped_and_cut_off_before_the_next_append(tmp_path
     assert [r["type"] for r in read_records(path)] == ["run_started"]
 
     with Journal(tmp_path / "run") as journal:
-        journal.append("task_running", task="T001")
+        journal.append(t.TaskRunning(task="T001"))
     assert [r["type"] for r in read_records(path)] == ["run_started", "task_running"]
     assert b'task_runn"' not in path.read_bytes().replace(b'"task_running"', b"")
 

@@ -16,12 +16,13 @@ CHILD = r"""
 import json, resource, signal, sys
 from pathlib import Path
 from orchestrator.errors import OutOfSpace
+from orchestrator.domain import transitions as t
 from orchestrator.persistence.journal import Journal
 
 directory = Path(sys.argv[1])
 journal = Journal(directory)
 journal.open()
-journal.append("run_started", run_id="r")
+journal.append(t.RunStarted(run_id="r"))
 size = (directory / "journal.jsonl").stat().st_size
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -29,12 +30,12 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (size + 150, hard))  # one record and 
 failed = None
 for n in range(10):
     try:
-        journal.append("agent_event", detail="x" * 60, n=n)
+        journal.append(t.AgentActed(task="T", detail=f"{n} " + "x" * 60))
     except OutOfSpace as exc:
         failed = (n, exc.exit_code, exc.render())
         break
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-journal.append("run_stopped", status="stopped")
+journal.append(t.RunStopped(status="stopped"))
 journal.close()
 print(json.dumps(failed))
 """

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from orchestrator.domain.state import RunState
-from orchestrator.persistence.journal import read_records
+from orchestrator.persistence.journal import read_records, read_transitions
 from orchestrator.tools.sandbox import Sandbox, detect_sandbox
 from orchestrator.tools.toolset import Toolset
 from tests.conftest import git, make_repo, orchestrate
@@ -67,9 +67,13 @@ def records(repo: Path) -> list[dict[str, Any]]:
     return read_records(run_dir(repo) / "journal.jsonl")
 
 
+def folded(repo: Path) -> RunState:
+    return RunState.from_records(read_transitions(run_dir(repo) / "journal.jsonl"))
+
+
 def effective_settings(repo: Path) -> dict[str, Any]:
     """The settings the run last ran with: as started, updated by each resume's differences."""
-    return RunState.from_records(records(repo)).settings
+    return folded(repo).settings
 
 
 def tamper(repo: Path, **settings: Any) -> None:
@@ -624,7 +628,7 @@ def test_a_journal_edit_never_raises_what_resume_may_spend(
     )
     assert stopped.returncode == 1, stopped.stderr
     assert "budget" in stopped.stderr
-    spent = RunState.from_records(records(repo)).usage.cost_usd
+    spent = folded(repo).usage.cost_usd
 
     raised: dict[str, Any] = {"max_turns": 1_000_000, "max_attempts": 100, "timeout": 1e9}
     if limit_from == "config":
@@ -636,7 +640,7 @@ def test_a_journal_edit_never_raises_what_resume_may_spend(
     resumed = orchestrate(repo, "resume")
     assert resumed.returncode == 1, resumed.stderr
     assert "budget" in resumed.stderr
-    assert RunState.from_records(records(repo)).usage.cost_usd == pytest.approx(spent)
+    assert folded(repo).usage.cost_usd == pytest.approx(spent)
     assert task_commits(repo) == ["T001"]
     settings = effective_settings(repo)
     assert settings["max_turns"] == (20 if limit_from == "config" else 50)
