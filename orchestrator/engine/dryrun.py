@@ -109,7 +109,7 @@ def dry_run(
             f"{plan_abs.parent} is not inside a git repository: `orchestrate run` would refuse"
         )
     if not plan.tasks:
-        report.warnings.append("the plan has no checkbox tasks")
+        report.warnings.append("the plan has no task of any kind")
     try:
         if warning := detect_sandbox(settings.sandbox).warning:
             report.warnings.append(warning)

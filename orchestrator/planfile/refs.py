@@ -29,7 +29,12 @@ NONE_WORDS = re.compile(r"^\s*(?:none|nothing|n/?a|no\s+dependencies|-+|—)\b",
 # capital letter after "Phase").
 _REFERENCE = re.compile(
     r"(?:\b(?P<kind>tasks?|phases?|sub-?agents?|steps?|stories|story)\s+)?"
-    r"(?<![\w.\-])(?P<id>[A-Za-z]*\d[\w.\-]*[A-Za-z0-9]|\d)",
+    r"(?<![\w\-])(?:(?<=\.\.)|(?<!\.))(?P<id>"
+    r"[A-Za-z]*\d(?:[\w\-]|\.(?!\.))*[A-Za-z0-9]"  # T001, 2.1, 45-01, 6A ("T003..T010" is a range)
+    # Capitals, a dash, digits (TASK-12, T-1), or T and one digit (T1). Only so: "OAuth2", "v2" or
+    # "M2" after "depends on" name no task.
+    r"|(?-i:[A-Z]+-\d(?:[\w\-]|\.(?!\.))*[A-Za-z0-9]|[A-Z]+-\d|T\d)"
+    r"|\d)",
     re.IGNORECASE,
 )
 _RANGE_GLUE = re.compile(r"^\s*(?:[–—]|-|\.\.|to|through|thru)\s*$", re.IGNORECASE)
@@ -50,6 +55,7 @@ _BETWEEN_COMMANDS = re.compile(r"^[\s,;]*(?:(?:and|or|then|&&)\s*)?$", re.IGNORE
 
 # Free statements between task ids elsewhere in the plan ("T008 blocks T009", "T001 → T002").
 _FORWARD_WORDS = re.compile(r"\s(?:blocks|before|→|->|=>|⟶)\s", re.IGNORECASE)
+_WORDS_FORWARD = re.compile(r"^(?:blocks|before)$", re.IGNORECASE)
 _BACKWARD_WORDS = re.compile(r"\s(?:depends\s+on|requires|after|needs)\s", re.IGNORECASE)
 
 
@@ -297,7 +303,9 @@ def free_statements(line: str) -> list[Statement]:
             # "T003 depends on T002, T004 depends on T001": between two words, the comma ends the
             # first statement and starts the second. Arrows keep groups: "T001 → T002, T003 → T004".
             head, comma, tail = texts[index].rpartition(",")
-            if comma and (backward[index - 1] or backward[index]):
+            # Words split at a comma too ("T001 blocks T004, T002 blocks T005"); arrows chain.
+            worded = _WORDS_FORWARD.match(words[index - 1]) and _WORDS_FORWARD.match(words[index])
+            if comma and (backward[index - 1] or backward[index] or worded):
                 objects[index] = references_in(head)
                 subjects[index] = references_in(tail)
         for index, word in enumerate(words):

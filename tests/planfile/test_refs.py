@@ -187,29 +187,27 @@ def test_plain(text: str, expected: str) -> None:
     assert refs.plain(text) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, left as it is: behaviour unchanged in the planfile split")
 @pytest.mark.parametrize(
     ("clause", "expected"),
     [
-        # The parser's docstring promises "Blocked by: T-1" and `TASK-12` ids, but a reference
-        # must hold a digit run that is not right after "-", so "T-1" / "TASK-1" are not read
-        # (a task saying "Blocked by: TASK-1" waits for the task before it instead).
+        # "Blocked by: T-1" and `TASK-12` ids, as the parser's docstring promises.
         ("Blocked by: TASK-1", [bare("TASK-1")]),
-        # A one-digit id after letters ("T1") is not a reference either.
+        ("Blocked by: T-1", [bare("T-1")]),
+        # A one-digit id after capitals.
         ("depends on T1", [bare("T1")]),
-        # ".." glues a range only with spaces around it: "T003..T010" is one unknown name.
+        # ".." glues a range without spaces too.
         ("depends on T003..T010", [bare("T003", "T010")]),
+        # Mixed case or lower case before one digit is a word, not an id.
+        ("depends on OAuth2 support and v2 of the API", []),
     ],
 )
-def test_known_gaps_in_clauses(clause: str, expected: list[Reference]) -> None:
+def test_ids_with_a_dash_one_digit_or_an_unspaced_range(clause: str, expected: list[Reference]) -> None:
     found = [ref for c in refs.dependency_clauses(clause) for ref in c.references]
     assert found == expected
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, left as it is: behaviour unchanged in the planfile split")
-def test_known_gap_comma_between_forward_statements() -> None:
-    # A comma splits "X depends on Y, Z depends on W" but not "X blocks Y, Z blocks W": today
-    # that reads as T001 blocks {T004, T002} and {T004, T002} block T005.
+def test_a_comma_splits_worded_forward_statements() -> None:
+    # A comma splits "X depends on Y, Z depends on W" and "X blocks Y, Z blocks W".
     assert refs.free_statements("T001 blocks T004, T002 blocks T005") == [
         Statement([bare("T001")], [bare("T004")]),
         Statement([bare("T002")], [bare("T005")]),
