@@ -7,13 +7,19 @@ block: the box at the start of a list item's first paragraph, a heading's words,
 task's own text.
 
 Stages, each reading what the ones before it found (imports flow one way):
-    outline.py       the blocks, read once: sections, tasks with box offsets, free text
+    outline.py       the blocks, read once: sections, boxes with their offsets, tables, free text
+    units.py         the units of work: heading and block units with their steps, criteria and
+                     checks (checks.py), or each box; the plan's rules sections
     phases.py        which phase each task is in, the phases in run order
     ids.py           every task's id
     dependencies.py  every task's direct dependencies
     this module      reads the file, runs them, builds the Plan and its diagnostics
 
-What counts as a task
+What counts as a task (a unit of work: one agent call, one commit)
+    A heading the plan marks as a task (`### Task 3`, `### TASK 3`, `### Fix 2 (Optional)`,
+    `#### Sub-Agent 2A`; the innermost of nested ones), a GSD `<task>` block, or in a plan with
+    neither and no box a phase heading with a `**Tasks:**` list: see units.py. Boxes inside such a
+    unit are its steps or criteria, not tasks. Otherwise each box is a task:
     A list item whose first paragraph starts with `[ ]`, `[x]` or `[X]` (then a space or
     the end of the line), `[ ]*` marking it optional (Kiro). `[/]` (in progress) and `[-]`
     (skipped) count only when the plan has a legend that mentions them (the text holds
@@ -27,7 +33,9 @@ Task ids
     The plan's own where the item starts with one: `T001`, `T010a` (spec-kit), `TASK-12`,
     `2.` / `2.1` (Kiro: an integer needs its trailing dot, so "50 concurrent sessions" is
     not task 50), `45-01:` (GSD), GSD plan files `01-02-PLAN.md — text` / `12-PLAN-01.md`
-    (id `01-02` / `12-01`), and `Phase 2.1:` (GSD phase items, id `phase-2.1`).
+    (id `01-02` / `12-01`), and `Phase 2.1:` (GSD phase items, id `phase-2.1`). Heading units:
+    `task-3`, `fix-2`, `2a` (Sub-Agent 2A), `phase-4`; a number used again in another phase gets
+    that phase's first (`2-task-1`); a GSD block its `Task N:` (`task-1`) or a slug of its name.
     Otherwise the id is derived from the task's own text: a slug of its first words,
     lower case, at most 40 characters, prefixed by the number of the nearest enclosing
     numbered heading ("Phase 2 ..." -> `2-`, "5.6 Security Audit" -> `5.6-`,
@@ -82,7 +90,7 @@ Dependencies (Task.depends_on holds every direct one, explicit or implied)
     nothing waits on an optional task unless it says so. Unknown ids, duplicate ids and
     cycles (a task's own "depends on" against its list's order included) are errors.
 
-Verification commands
+Verification commands (a box's `verify`; heading units read checks.py's fuller rules)
     Inline code right after `Run:`, `Verify:`, `Verification:`, `Test:` or `Check:`
     (case-insensitive, bold or not) in the task's own text or its sub-bullets; or, when such a
     label ends its line, the shell code block right under it (no language, bash, sh, shell,

@@ -33,7 +33,7 @@ _UNIT_HEADING = re.compile(
     r"(?P<number>\d+(?:\.\d+)*[a-z]?|[a-z])(?![\w.])\s*[:.—–-]?\s*(?P<rest>.*)$",
     re.IGNORECASE,
 )
-_TRAILING_MARK = re.compile(rf"[\s{_MARK_CHARACTERS}]+$")
+_DONE_WORD = re.compile(r"[\s(\[—–-]*\b(?-i:(?P<word>DONE|COMPLETED?|FINISHED))\b[)\]]?")
 _OPTIONAL = re.compile(r"\s*[(\[]\s*optional\s*[)\]]", re.IGNORECASE)
 _RULES_HEADING = re.compile(
     r"\b(?:rules?|standards?|conventions?|guidelines?|constraints?|learnings?|pitfalls?|principles?|"
@@ -57,7 +57,8 @@ _CHECK_TASK = re.compile(r"^(?:run|execute)\s+`(?P<command>[^`\n]+)`", re.IGNORE
 _GSD_OPEN = re.compile(r"^\s*<task(?P<attributes>\s[^>]*)?>", re.IGNORECASE)
 _GSD_CLOSE = re.compile(r"</task>", re.IGNORECASE)
 _GSD_ELEMENT = re.compile(
-    r"<(?P<tag>name|files|action|verify|done)>(?P<body>.*?)</(?P=tag)>", re.DOTALL | re.IGNORECASE
+    r"<(?P<tag>name|files|action|verify|done|what-built|decision)>(?P<body>.*?)</(?P=tag)>",
+    re.DOTALL | re.IGNORECASE,
 )
 _GSD_TYPE = re.compile(r"""\btype\s*=\s*["']?(?P<type>[\w:-]+)""", re.IGNORECASE)
 _GSD_NAME_NUMBER = re.compile(r"^task\s+(?P<number>\d+[a-z]?)\s*[:.—–-]?\s*", re.IGNORECASE)
@@ -238,14 +239,19 @@ def _heading_unit(outline: Outline, section_index: int, boxes: list[RawTask]) ->
     title = _OPTIONAL.sub("", title)
     own_id: str | None
     match = _UNIT_HEADING.match(title)
-    trailing = _TRAILING_MARK.search(title)
-    lead = match.group("lead").strip() if match else ""
-    details.mark = (lead or (trailing.group(0).strip() if trailing else "")).strip()
+    # A status mark anywhere in the heading ("### ✅ Task 5", "### Task 5: ... ✅"), or a word in
+    # capitals ("(DONE)", "— COMPLETE").
+    marks = "".join(ch for ch in title if ch in _MARK_CHARACTERS)
+    details.mark = marks if marks.strip("\ufe0f") else ""
+    done_word = _DONE_WORD.search(title)
+    if done_word and not details.mark:
+        details.mark = done_word.group("word")
     if match:
         word = match.group("word").lower().replace("-", "")
         number = match.group("number").lower()
         own_id = {"task": f"task-{number}", "fix": f"fix-{number}"}.get(word, number)
-        words = _TRAILING_MARK.sub("", match.group("rest")).strip() or _TRAILING_MARK.sub("", title).strip()
+        rest = _DONE_WORD.sub("", match.group("rest"))
+        words = _unmarked(rest) or _unmarked(_DONE_WORD.sub("", title))
     else:  # a phase heading with a **Tasks:** list
         own_id = f"phase-{(section.phase_number or '').lower()}"
         words = section.phase_title or title
@@ -295,6 +301,10 @@ def _heading_unit(outline: Outline, section_index: int, boxes: list[RawTask]) ->
     return raw, details
 
 
+def _unmarked(text: str) -> str:
+    return " ".join("".join(ch for ch in text if ch not in _MARK_CHARACTERS).split()).strip(" :—–-")
+
+
 def _unit_state(details: UnitDetails) -> BoxState:
     """Its boxes, when it has any (all done: done); else the plan's ✅."""
     boxed = [step for step in details.steps if step.box_offset is not None]
@@ -302,7 +312,7 @@ def _unit_state(details: UnitDetails) -> BoxState:
         settled = (BoxState.DONE, BoxState.SKIPPED)
         required = [step for step in boxed if not step.optional] or boxed
         return BoxState.DONE if all(step.state in settled for step in required) else BoxState.OPEN
-    if details.mark and any(mark in details.mark for mark in _MARKS_DONE):
+    if details.mark and (any(mark in details.mark for mark in _MARKS_DONE) or details.mark.isupper()):
         return BoxState.DONE
     return BoxState.OPEN
 
@@ -473,7 +483,12 @@ def _block_unit(outline: Outline, start: int, end: int) -> tuple[RawTask, UnitDe
             elements[tag] = (element.group("body").strip(), start + text.count("\n", 0, element.start()))
     details = UnitDetails()
     details.manual = bool(kind and kind.group("type").lower().startswith("checkpoint"))
-    name = " ".join(elements.get("name", ("", start))[0].split())
+    # A checkpoint has no <name>: what it asks a human to look at names it.
+    name = " ".join(
+        (elements.get("name") or elements.get("what-built") or elements.get("decision") or ("", start))[
+            0
+        ].split()
+    )[:120]
     numbered = _GSD_NAME_NUMBER.match(name)
     own_id = f"task-{numbered.group('number').lower()}" if numbered else None
     _, title, _, _ = split_title(name[numbered.end() :] if numbered else name)
@@ -498,7 +513,7 @@ def _block_unit(outline: Outline, start: int, end: int) -> tuple[RawTask, UnitDe
         state=BoxState.OPEN,
         optional=False,
         own_id=own_id,
-        title=title or f"task at line {start + 1}",
+        title=title or f"{kind.group('type') if kind else 'task'} at line {start + 1}",
         parallel=False,
         section=section,
         parent=None,

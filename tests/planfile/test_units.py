@@ -369,3 +369,37 @@ def test_box_plans_stay_box_units(shared_plans: Path, name: str, boxes: int) -> 
     assert all(
         t.kind is TaskKind.BOX and t.steps == [] and t.box_offsets == [t.box_offset] for t in plan.tasks
     )
+
+
+def test_status_marks_anywhere_in_a_unit_heading() -> None:
+    plan = parse(
+        "# P\n\n### ✅ Task 1: a\n\nx\n\n### Task 2: b ✅\n\ny\n\n### Task 3: c (DONE)\n\nz\n\n"
+        "### ⏸️ Task 4: d\n\nw\n\n### Task 5: Make it done\n\nv\n\n### TASK 6 — COMPLETE: e\n\nu\n"
+    )
+    assert [(t.id, t.title, t.mark, t.checked) for t in plan.tasks] == [
+        ("task-1", "a", "✅", True),
+        ("task-2", "b", "✅", True),
+        ("task-3", "c", "DONE", True),
+        ("task-4", "d", "⏸️", False),
+        ("task-5", "Make it done", "", False),
+        ("task-6", "e", "COMPLETE", True),
+    ]
+
+
+def test_gsd_checkpoints_are_manual_units_named_by_what_they_show() -> None:
+    plan = parse(
+        '<tasks>\n<task type="checkpoint:human-verify" gate="blocking">\n'
+        "  <what-built>Login page with session cookie</what-built>\n"
+        "  <how-to-verify>\n    1. Visit http://localhost:3000/login\n  </how-to-verify>\n</task>\n"
+        '<task type="checkpoint:decision">\n  <decision>Which session store?</decision>\n</task>\n</tasks>\n'
+    )
+    assert [(t.id, t.manual, t.kind) for t in plan.tasks] == [
+        ("login-page-with-session-cookie", True, TaskKind.BLOCK),
+        ("which-session-store", True, TaskKind.BLOCK),
+    ]
+    assert plan.tasks[1].depends_on == ["login-page-with-session-cookie"]
+
+
+def test_xml_in_a_code_block_is_no_task() -> None:
+    plan = parse('# P\n\n```xml\n<task type="auto">\n  <name>Task 1: x</name>\n</task>\n```\n\n- [ ] real\n')
+    assert [t.title for t in plan.tasks] == ["real"]
