@@ -22,8 +22,9 @@ from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseInfo, PhaseLayo
 
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 _DEPENDS_HEADER = re.compile(
-    r"^(?:depends\s*on|dependencies|dependency|depends|blocked\s*by|prerequisites?|after|needs)$"
+    r"^(?:depends\s*on|dependencies|dependency|depends|blocked\s*by|prerequisites?|prereqs?|after|needs|requires)$"
 )
+_UNIT_NUMBER = re.compile(r"^(?:task|t)-?(?=\d)")
 _ID_HEADER = re.compile(r"^(?:task|tasks|#|id|no\.?|number|step|unit|fix|sub-?agent)$")
 
 
@@ -104,8 +105,9 @@ class DependencyBuilder:
         task = self.by_id.get(name) or self.by_lower.get(name.lower())
         if task is not None:
             return [self.ids[task.index]]
-        if numbered and name.lower() in self.unit_alias:
-            return [self.unit_alias[name.lower()]]
+        number = _UNIT_NUMBER.sub("", name.lower())  # "T1", "Task-1" in a table: unit 1
+        if numbered and number in self.unit_alias:
+            return [self.unit_alias[number]]
         if name.lower().startswith("phase-"):
             return None
         return _span(name, lambda first, last: self._range(first, last, numbered))
@@ -416,6 +418,8 @@ class DependencyBuilder:
             group_base = None
             index = item.section
             preamble = self.outline.preamble(index)
+            if index in self.unit_sections:  # "### Task 3: Wire it (depends on Task 1)"
+                preamble = f"{self.outline.sections[index].title}\n{preamble}"
             line = self.outline.sections[index].line
             unit = index in self.unit_sections
             explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, lenient=unit)

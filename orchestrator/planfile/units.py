@@ -33,6 +33,7 @@ _UNIT_HEADING = re.compile(
     r"(?P<number>\d+(?:\.\d+)*[a-z]?|[a-z])(?![\w.])\s*[:.—–-]?\s*(?P<rest>.*)$",
     re.IGNORECASE,
 )
+_STATUS_WORD = re.compile(r"(?:done|complete|completed|finished)\b", re.IGNORECASE)
 _DONE_WORD = re.compile(r"[\s(\[—–-]*\b(?-i:(?P<word>DONE|COMPLETED?|FINISHED))\b[)\]]?")
 _OPTIONAL = re.compile(r"\s*[(\[]\s*optional\s*[)\]]", re.IGNORECASE)
 _RULES_HEADING = re.compile(
@@ -246,6 +247,8 @@ def _heading_unit(outline: Outline, section_index: int, boxes: list[RawTask]) ->
     done_word = _DONE_WORD.search(title)
     if done_word and not details.mark:
         details.mark = done_word.group("word")
+    if not details.mark:
+        details.mark = _status_line(outline, section.line + 1, section.end)
     if match:
         word = match.group("word").lower().replace("-", "")
         number = match.group("number").lower()
@@ -299,6 +302,25 @@ def _heading_unit(outline: Outline, section_index: int, boxes: list[RawTask]) ->
         kind="heading",
     )
     return raw, details
+
+
+def _status_line(outline: Outline, start: int, end: int) -> str:
+    """A `**Status:** ✅ Complete` line in the unit's own text: its mark, or the word it says."""
+    for line in range(start, end):
+        if outline.in_code[line]:
+            continue
+        if outline.lines[line].lstrip().startswith("#"):  # a sub-heading: past the unit's own words
+            return ""
+        label = _LABEL_LINE.match(outline.lines[line])
+        if label is None or label.group("label").strip().lower() != "status":
+            continue
+        value = label.group("rest")
+        marks = "".join(ch for ch in value if ch in _MARK_CHARACTERS)
+        if marks.strip("\ufe0f"):
+            return marks
+        word = _STATUS_WORD.match(value.strip(" *_`"))
+        return word.group(0).upper() if word else ""
+    return ""
 
 
 def _unmarked(text: str) -> str:

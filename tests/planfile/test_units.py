@@ -403,3 +403,17 @@ def test_gsd_checkpoints_are_manual_units_named_by_what_they_show() -> None:
 def test_xml_in_a_code_block_is_no_task() -> None:
     plan = parse('# P\n\n```xml\n<task type="auto">\n  <name>Task 1: x</name>\n</task>\n```\n\n- [ ] real\n')
     assert [t.title for t in plan.tasks] == ["real"]
+
+
+def test_status_lines_heading_deps_and_a_table_naming_units_t1() -> None:
+    plan = parse(
+        "# P\n\n| Task | Title | Prereqs |\n|---|---|---|\n| T1 | a | — |\n| T2 | b | T1 |\n\n"
+        "### Task 1: a\n\n**Status:** ✅ Complete\n\nx\n\n### Task 2: b\n\n**Status:** In progress\n\n"
+        "### Task 3: c (depends on Task 1)\n\ny\n\n### Task 4: d\n\n**Status:** Done\n"
+    )
+    assert [(t.id, t.mark, t.checked, t.depends_on) for t in plan.tasks] == [
+        ("task-1", "✅", True, []),
+        ("task-2", "", False, ["task-1"]),
+        ("task-3", "", False, ["task-1"]),
+        ("task-4", "DONE", True, ["task-3"]),
+    ]
