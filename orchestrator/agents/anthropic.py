@@ -268,10 +268,32 @@ def _model_opener(settings: Settings) -> Callable[[AgentRequest], Any]:
     return open_model
 
 
+def _key_check(settings: Settings) -> Callable[[], None]:
+    def check_key() -> None:
+        """Refuse a key the API rejects before the first task, with a token count (free, no model
+        call). Anything else (a gateway without that endpoint, an outage) decides nothing here."""
+        with anthropic.Anthropic(
+            api_key=secret("ANTHROPIC_API_KEY"),
+            auth_token=secret("ANTHROPIC_AUTH_TOKEN"),
+            max_retries=0,
+            timeout=min(30.0, settings.request_timeout),
+        ) as client:
+            try:
+                client.messages.count_tokens(
+                    model=settings.model, messages=[{"role": "user", "content": "OK"}]
+                )
+            except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+                raise AnthropicModel(client, settings, settings.model)._translate(exc) from None
+            except anthropic.APIError:
+                return
+
+    return check_key
+
+
 def create(settings: Settings) -> Agent:
     if not (secret("ANTHROPIC_API_KEY") or secret("ANTHROPIC_AUTH_TOKEN")):
         raise AgentConfigError(NO_KEY)
     limits = LoopLimits(
         compact_at_tokens=int(settings.compact_at * settings.context_window), max_tokens=settings.max_tokens
     )
-    return LoopAgent("anthropic", _model_opener(settings), limits)
+    return LoopAgent("anthropic", _model_opener(settings), limits, _key_check(settings))

@@ -80,8 +80,9 @@ class Agent(Protocol):
 class ReadyCheck(Protocol):
     """A backend that can tell, cheaply and before the first task, that it cannot work at all."""
 
-    def check_ready(self) -> None:
-        """Raise AgentConfigError saying what to do (a missing login, a rejected key)."""
+    def check_ready(self, sandbox: Sandbox | None) -> None:
+        """Raise AgentConfigError saying what to do (a missing login, a rejected key). What it
+        runs, it runs in the run's `sandbox`, as its attempts would."""
 
 
 class AgentUnavailable(Exception):  # noqa: N818 - reads as a state, like StopIteration

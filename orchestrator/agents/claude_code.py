@@ -56,6 +56,7 @@ from orchestrator.config import DEFAULT_MODEL, RECORDED_ORIGIN, ModelPrice, Sett
 from orchestrator.domain.usage import Usage
 from orchestrator.tools import processes
 from orchestrator.tools.environment import child_env, redact
+from orchestrator.tools.sandbox import Sandbox
 
 REPORT_INSTRUCTIONS = (
     "\n\nWhen you have finished, end with a short report of what you did. If you cannot do the task, "
@@ -250,15 +251,30 @@ class ClaudeCodeAgent:
             env["IS_SANDBOX"] = "1"
         return env
 
+    def confined(
+        self, argv: list[str], workspace: Path, env: Mapping[str, str], sandbox: Sandbox | None
+    ) -> list[str]:
+        """`argv` in the run's sandbox, with the network (it must reach the API) and its own state
+        writable (~/.claude, ~/.claude.json, CLAUDE_CONFIG_DIR)."""
+        if sandbox is None:
+            return argv
+        home = Path.home()
+        state = [home / ".claude", home / ".claude.json"]
+        if env.get("CLAUDE_CONFIG_DIR"):
+            state.append(Path(env["CLAUDE_CONFIG_DIR"]))
+        return sandbox.with_network().writing(*state).wrap(argv, workspace)
+
     # -- before the first task ------------------------------------------------------------
 
-    def check_ready(self) -> None:
+    def check_ready(self, sandbox: Sandbox | None) -> None:
         """Refuse to start when the CLI has no login or its key is rejected: `claude auth status`
         (free), then a one-turn call without tools (a few hundred tokens). An outage or a
         timeout here decides nothing: the first task meets it and the run stops resumably."""
         env = self.env({"CLAUDE_CODE_MAX_RETRIES": "0"})
         with tempfile.TemporaryDirectory(prefix="orchestrate-claude-probe-") as cwd:
-            out = _run([self.executable, "auth", "status"], Path(cwd), env, "", PROBE_TIMEOUT)
+            where = Path(cwd)
+            status_argv = self.confined([self.executable, "auth", "status"], where, env, sandbox)
+            out = _run(status_argv, where, env, "", PROBE_TIMEOUT)
             status = _json_object(out)
             if status is not None and status.get("loggedIn") is False:
                 raise AgentConfigError(f"claude-code is not logged in (`claude auth status`); {LOGIN}")
@@ -266,7 +282,7 @@ class ClaudeCodeAgent:
             argv += ["--system-prompt", PROBE_PROMPT, "--no-session-persistence"]
             if self.model:
                 argv += ["--model", self.model]
-            out = _run(argv, Path(cwd), env, PROBE_PROMPT, PROBE_TIMEOUT)
+            out = _run(self.confined(argv, where, env, sandbox), where, env, PROBE_PROMPT, PROBE_TIMEOUT)
         result = _json_object(out.strip().splitlines()[-1] if out.strip() else "")
         if result is None:
             return
@@ -278,13 +294,7 @@ class ClaudeCodeAgent:
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
         env = self.env(request.env)
-        argv = self.argv(request)
-        if request.sandbox is not None:
-            home = Path.home()
-            state = [home / ".claude", home / ".claude.json"]
-            if env.get("CLAUDE_CONFIG_DIR"):
-                state.append(Path(env["CLAUDE_CONFIG_DIR"]))
-            argv = request.sandbox.with_network().writing(*state).wrap(argv, request.workspace)
+        argv = self.confined(self.argv(request), request.workspace, env, request.sandbox)
         stream = _Stream()
         with tempfile.TemporaryFile() as stderr:
             # Its Bash tool starts each command in a session of its own: only the whole tree, killed

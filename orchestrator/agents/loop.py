@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from orchestrator.agents.base import AgentEvent, AgentListener, AgentOutcome, AgentRequest, AgentStatus
 from orchestrator.domain.usage import Usage
 from orchestrator.tools.environment import redact
+from orchestrator.tools.sandbox import Sandbox
 from orchestrator.tools.toolset import ToolResult, Toolset, ToolSpec
 
 Block = dict[str, Any]
@@ -166,10 +167,17 @@ class LoopAgent:
         name: str,
         open_model: Callable[[AgentRequest], AbstractContextManager[Model]],
         limits: LoopLimits,
+        ready_check: Callable[[], None] | None = None,
     ):
         self.name = name
         self._open_model = open_model
         self._limits = limits
+        self._ready_check = ready_check
+
+    def check_ready(self, sandbox: Sandbox | None) -> None:  # noqa: ARG002 - runs no command
+        """The model's own check before the first task (a rejected key), if it has one."""
+        if self._ready_check is not None:
+            self._ready_check()
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
         # The run's sandbox: whether it confines is said once per run, by the engine.

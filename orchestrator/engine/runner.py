@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from orchestrator.agents.base import (
     Agent,
+    AgentConfigError,
     AgentEvent,
     AgentListener,
     AgentRequest,
@@ -310,6 +311,11 @@ class Runner:
             status = RunStatus.STOPPED
             hint = f"orchestrate resume {self.ctx.run_id}"
             message = f"the agent backend is unavailable: {exc}; resume when it is back"
+        except AgentConfigError as exc:
+            # Its key or model stopped working mid-run (a check before the first task passed).
+            status = RunStatus.STOPPED
+            hint = f"orchestrate resume {self.ctx.run_id}"
+            message = f"the agent backend cannot go on: {exc}; then resume"
         except StopRequested:
             status = RunStatus.STOPPED
             hint = f"orchestrate resume {self.ctx.run_id}"

@@ -99,13 +99,13 @@ def load_plan(path: Path) -> Plan:
     return plan
 
 
-def build_agent(settings: Settings, plan: Plan) -> Agent:
+def build_agent(settings: Settings, plan: Plan, sandbox: Sandbox) -> Agent:
     try:
         agent = create_agent(settings)
         if isinstance(agent, PlanAwareAgent):
             agent.check_tasks([item.id for item in plan.tasks])
         if isinstance(agent, ReadyCheck):
-            agent.check_ready()
+            agent.check_ready(sandbox)
     except AgentConfigError as exc:
         raise UsageError(str(exc)) from None
     return agent
@@ -222,8 +222,8 @@ def start_run(
         if task is not None and plan.task(task) is None:
             raise UsageError(f"no task '{task}' in the plan; `orchestrate next PLAN` lists them")
         selection = select_tasks(plan, phase=phase, task=task)
-        agent = build_agent(settings, plan)
         sandbox = run_sandbox(settings, RunStore.for_repo(git.root, settings.checkpoints_dir).root)
+        agent = build_agent(settings, plan, sandbox)
         check_programs(plan, selection, settings)
         check_checkpoints_dir(git.root, settings)
         renderer = prompt_renderer(git, located.plan_path, settings, plan=plan, selection=selection)
@@ -383,8 +383,8 @@ def resume_run(
         journal = store.journal(run_id).open()
         try:
             plan = load_plan(plan_path)
-            agent = build_agent(settings, plan)
             sandbox = run_sandbox(settings, store.root)
+            agent = build_agent(settings, plan, sandbox)
             selection = resumed_selection(plan, state.selection)
             check_programs(plan, selection, settings)
             renderer = prompt_renderer(git, plan_path, settings, plan=plan, selection=selection)

@@ -20,6 +20,7 @@ from tests.fakes.messages_server import (
     FakeMessagesServer,
     RecordedRequest,
     Response,
+    Status,
     finish,
     overloaded,
     tool_call,
@@ -143,3 +144,27 @@ def test_without_a_key_run_refuses_at_once_but_dry_run_needs_none(repo: Path) ->
     dry = orchestrate(repo, "run", "plan.md", "--agent", "anthropic", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_a_rejected_key_is_refused_before_the_first_task(repo: Path) -> None:
+    # count_tokens is free: the key is checked without a model call.
+    with FakeMessagesServer() as api:
+        api.count_tokens = lambda _: Status(401, "authentication_error", "invalid x-api-key")
+        refused = orchestrate(repo, "run", "plan.md", env=api_env(api))
+        assert api.message_requests == []
+    assert refused.returncode == 2, refused.stderr
+    assert "the API rejected the key (401: invalid x-api-key); set ANTHROPIC_API_KEY" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert trailers(repo) == []
+
+
+def test_a_key_rejected_mid_run_stops_it_resumably(repo: Path) -> None:
+    # A gateway without count_tokens (404) decides nothing before the run; the 401 comes later.
+    with FakeMessagesServer() as api:
+        api.respond_with(lambda _: Status(401, "authentication_error", "invalid x-api-key"))
+        stopped = orchestrate(repo, "run", "plan.md", "--max-attempts", "1", env=api_env(api))
+    assert stopped.returncode == 1, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert "the API rejected the key (401: invalid x-api-key)" in stopped.stderr
+    assert "orchestrate resume" in stopped.stderr
+    assert "0 failed" in stopped.stderr

@@ -363,7 +363,7 @@ def test_not_logged_in_is_found_before_the_first_task(fake_bin: Path) -> None:
     agent = create_agent(Settings(agent="claude-code"))
     assert isinstance(agent, ReadyCheck)
     with pytest.raises(AgentConfigError, match=r"claude-code is not logged in .*ANTHROPIC_API_KEY"):
-        agent.check_ready()
+        agent.check_ready(None)
     assert not calls(fake_bin, "probe")  # no model call was needed to tell
 
 
@@ -376,9 +376,9 @@ def test_the_probe_refuses_a_rejected_key_only(fake_bin: Path, fixture: str, ref
     assert isinstance(agent, ReadyCheck)
     if refused:
         with pytest.raises(AgentConfigError, match=r"claude-code cannot use its key .*ANTHROPIC_API_KEY"):
-            agent.check_ready()
+            agent.check_ready(None)
     else:
-        agent.check_ready()  # an outage decides nothing here: the first task stops resumably
+        agent.check_ready(None)  # an outage decides nothing here: the first task stops resumably
     (probe,) = calls(fake_bin, "probe")
     argv = probe["argv"]
     assert argv[argv.index("--tools") + 1] == ""  # nothing the model says can do anything

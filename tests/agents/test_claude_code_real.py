@@ -121,20 +121,22 @@ def test_a_real_bad_key_is_found_by_the_probe(api: Any) -> None:
     api.respond_with(lambda _: Status(401, "authentication_error", "invalid x-api-key"))
     started = time.monotonic()
     with pytest.raises(AgentConfigError, match=r"cannot use its key \(401: Invalid API key"):
-        agent().check_ready()
+        agent().check_ready(None)
     assert time.monotonic() - started < 60  # not ten retries over minutes
 
 
 def test_a_real_cli_without_a_key_is_not_logged_in(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     with pytest.raises(AgentConfigError, match="claude-code is not logged in"):
-        agent().check_ready()
+        agent().check_ready(None)
     assert api.message_requests == []
 
 
-def test_a_real_probe_passes_with_a_good_key(api: Any) -> None:
+@pytest.mark.parametrize("sandbox", ["none", pytest.param("bubblewrap", marks=needs_bwrap)])
+def test_a_real_probe_passes_with_a_good_key(api: Any, sandbox: str) -> None:
     api.respond_with(lambda _: text("OK"))
-    agent().check_ready()
+    agent().check_ready(detect_sandbox(sandbox))  # type: ignore[arg-type]
+    assert api.message_requests
     for sent in api.message_requests:
         assert not sent.body.get("tools")  # nothing the model says can act
 

@@ -200,6 +200,9 @@ class FakeMessagesServer:
         self._stopping = threading.Event()
         self._seen_prefixes: set[str] = set()
         self._fallback: Callable[[RecordedRequest], Response] | None = None
+        self.count_tokens: Callable[[RecordedRequest], Status | None] | None = None
+        """Answers POST /v1/messages/count_tokens: a Status (an error), or None for the count. Unset,
+        that path is a 404, as on a gateway that has only /v1/messages."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -229,7 +232,7 @@ class FakeMessagesServer:
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.startswith("/v1/messages")]
+        return [r for r in self.requests if r.path.split("?")[0].endswith("/v1/messages")]
 
     def start(self) -> FakeMessagesServer:
         self._thread.start()
@@ -282,6 +285,16 @@ class FakeMessagesServer:
                 request = RecordedRequest(
                     "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw
                 )
+                counter = server.count_tokens
+                if self.path.split("?")[0].endswith("/v1/messages/count_tokens") and counter is not None:
+                    server.requests.append(request)
+                    answer = counter(request)
+                    if answer is None:
+                        counted = json.dumps({"input_tokens": _tokens(body)}).encode()
+                        self._write(200, "application/json", counted, {})
+                    else:
+                        self._send(answer, body)
+                    return
                 if not self.path.split("?")[0].endswith("/v1/messages"):
                     self._send(Status(404, "not_found_error", f"fake server: no route {self.path}"), body)
                     return
