@@ -57,6 +57,8 @@ class ModelPrice(BaseModel):
 
 
 DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-opus-4-8": ModelPrice(input=5.0, output=25.0),
+    "claude-opus-4-7": ModelPrice(input=5.0, output=25.0),
     "claude-opus-4-6": ModelPrice(input=5.0, output=25.0),
     "claude-opus-4-5": ModelPrice(input=5.0, output=25.0),
     "claude-opus-4-1": ModelPrice(input=15.0, output=75.0),

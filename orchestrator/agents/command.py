@@ -1,6 +1,6 @@
-"""The `command` backend: any external agent (aider, codex, a script) run from a template.
+"""The `command` backend: any external agent (a script, a CLI with no backend of its own), from a template.
 
-    --agent command --agent-command "aider --yes --no-auto-commits --message-file {prompt_file}"
+    --agent command --agent-command "mytool --no-commit --prompt-file {prompt_file}"
 
 {prompt_file}, {workspace} and {task_id} are substituted shell-quoted; the command runs with bash in
 the workspace, in a session of its own, killed with all it started after agent_timeout seconds.

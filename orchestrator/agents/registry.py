@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "anthropic": "orchestrator.agents.anthropic:create",
     "claude-code": "orchestrator.agents.claude_code:create",
     "command": "orchestrator.agents.command:create",
+    "aider": "orchestrator.agents.aider:create",
 }
 
 

@@ -35,7 +35,11 @@ pytestmark = pytest.mark.skipif(
     reason="the real claude CLI is not installed (npm install -g @anthropic-ai/claude-code)",
 )
 # One retry, not ten: an outage or a bad key is seen in seconds.
-SETTINGS: dict[str, Any] = {"agent": "claude-code", "agent_env": ["CLAUDE_CODE_MAX_RETRIES"]}
+# No traffic but to the fake API (no update checks, no telemetry: this machine has no internet).
+SETTINGS: dict[str, Any] = {
+    "agent": "claude-code",
+    "agent_env": ["CLAUDE_CODE_MAX_RETRIES", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"],
+}
 
 
 def agent(**overrides: Any) -> ClaudeCodeAgent:
@@ -71,6 +75,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdef")
         monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "1")
+        monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         yield server
 
 

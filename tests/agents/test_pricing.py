@@ -18,6 +18,12 @@ def test_the_longest_prefix_wins() -> None:
     assert price_for("claude-haiku-4-5", DEFAULT_PRICES)[0].input == 1.0
 
 
+@pytest.mark.parametrize("model", ["claude-opus-4-7", "claude-opus-4-8", "claude-opus-4-8[1m]"])
+def test_newer_opus_models_are_not_priced_as_opus_4(model: str) -> None:
+    # They matched the `claude-opus-4` prefix: $15/$75 instead of $5/$25.
+    assert price_for(model, DEFAULT_PRICES) == (ModelPrice(input=5.0, output=25.0), True)
+
+
 def test_an_unknown_model_is_charged_the_dearest_price() -> None:
     price, known = price_for("some-gateway-model", DEFAULT_PRICES)
     assert not known
