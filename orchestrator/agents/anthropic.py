@@ -21,7 +21,15 @@ from typing import Any
 import anthropic
 
 from orchestrator.agents.base import Agent, AgentConfigError, AgentRequest, AgentUnavailable
-from orchestrator.agents.loop import LoopAgent, LoopLimits, Message, Model, ModelCallFailed, ModelReply
+from orchestrator.agents.loop import (
+    LoopAgent,
+    LoopLimits,
+    Message,
+    Model,
+    ModelCallFailed,
+    ModelReply,
+    PromptTooLong,
+)
 from orchestrator.agents.pricing import price_for, priced
 from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
@@ -226,6 +234,8 @@ class AnthropicModel:
                 f"the API does not know model '{self.model_id}' or the endpoint (404: {message}); "
                 "check --model and ANTHROPIC_BASE_URL"
             )
+        if code == 400 and ("prompt is too long" in message.lower() or "too many tokens" in message.lower()):
+            return PromptTooLong(f"the API rejected the request ({code}: {message})")
         if code == 402 or (code == 400 and "credit balance" in message.lower()):
             return AgentUnavailable(f"the API refused for billing ({code}: {message}); {RESUME}")
         # A stream that fails midway carries its error in an SSE event, under a 200 status.
@@ -294,6 +304,8 @@ def create(settings: Settings) -> Agent:
     if not (secret("ANTHROPIC_API_KEY") or secret("ANTHROPIC_AUTH_TOKEN")):
         raise AgentConfigError(NO_KEY)
     limits = LoopLimits(
-        compact_at_tokens=int(settings.compact_at * settings.context_window), max_tokens=settings.max_tokens
+        compact_at_tokens=int(settings.compact_at * settings.context_window),
+        max_tokens=settings.max_tokens,
+        context_tokens=settings.context_window,
     )
     return LoopAgent("anthropic", _model_opener(settings), limits, _key_check(settings))

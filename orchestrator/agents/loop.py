@@ -6,6 +6,7 @@ model behind the `Model` protocol does the calling, retrying and pricing, the To
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -43,11 +44,19 @@ KEEP_RECENT_MESSAGES = 4
 """Compaction leaves the last two exchanges (assistant + tool results) as they are."""
 MAX_CUT_OFFS = 3
 SUMMARY_LIMIT = 4000
+CHARS_PER_TOKEN = 3.0
+"""A request's characters per token before the API has told us (code and JSON: about 3 to 4)."""
+TURN_OUTPUT_SHARE = 0.25
+"""The tool output one turn may add, as a share of the context window left beside max_tokens."""
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ModelCallFailed(Exception):
     """The API rejected this request for a reason that is this attempt's own (bad request, too long)."""
+
+
+class PromptTooLong(ModelCallFailed):
+    """The request did not fit the model's context window (400 "prompt is too long")."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,8 @@ class LoopLimits:
     compact_at_tokens: int
     """Compact the conversation once a call's input (cache included) passes this."""
     max_tokens: int
+    context_tokens: int = 200_000
+    """The model's context window: no request is sent that would not fit it with max_tokens."""
 
 
 def valid_unicode(value: Any) -> Any:
@@ -206,6 +217,8 @@ class _Run:
         self.usage = Usage()
         self.turns = 0
         self.labels: dict[str, str] = {}
+        self.chars_per_token = CHARS_PER_TOKEN
+        """Measured on each reply: the request's characters over the input tokens it cost."""
 
     def outcome(self, status: AgentStatus, summary: str) -> AgentOutcome:
         text = redact(summary.strip())
@@ -224,10 +237,20 @@ class _Run:
                     AgentStatus.FAILED,
                     f"stopped after {self.turns} turns (max_turns) without a final report from the model",
                 )
+            self._make_room()
+            sent = self._request_chars()
             try:
                 reply = self.model.query(self.system, self.messages, self.specs, self.progress)
+            except PromptTooLong as exc:
+                freed = compact(self.messages, self.labels, keep_recent=1)
+                if not freed:
+                    return self.outcome(AgentStatus.FAILED, str(exc))
+                self.progress(f"compacted {freed} characters of old tool output ({exc}); asking again")
+                continue
             except ModelCallFailed as exc:
                 return self.outcome(AgentStatus.FAILED, str(exc))
+            if reply.context_tokens > 0:
+                self.chars_per_token = min(1000.0, max(1.0, sent / reply.context_tokens))
             self.turns += 1
             self.usage = self.usage + reply.usage
             self.listener(AgentEvent(kind="model_call", usage=reply.usage, detail=self._call_detail(reply)))
@@ -313,9 +336,41 @@ class _Run:
             not_run,
         )
 
+    def _request_chars(self) -> int:
+        return len(json.dumps([self.system, self.messages, [s.input_schema for s in self.specs]]))
+
+    def _estimate(self) -> int:
+        """The next request's input tokens, at the ratio the last reply showed."""
+        return int(self._request_chars() / self.chars_per_token)
+
+    def _room(self) -> int:
+        """Input tokens a request may take: the window, less a margin for the reply."""
+        window = self.limits.context_tokens
+        return window - min(self.limits.max_tokens, window // 10)
+
+    def _make_room(self) -> None:
+        """Compact old tool output (the recent exchanges kept, then all but the last message) when
+        the next request would not fit the window. What is left is sent: the API is the judge, and
+        a "prompt is too long" is compacted again."""
+        estimate = self._estimate()
+        for keep in (KEEP_RECENT_MESSAGES, 1):
+            if self._estimate() <= self._room():
+                return
+            freed = compact(self.messages, self.labels, keep_recent=keep)
+            if freed:
+                self.progress(
+                    f"compacted {freed} characters of old tool output: the next request (about "
+                    f"{estimate} tokens) would not fit the {self.limits.context_tokens}-token window"
+                )
+
+    def _turn_output_limit(self) -> int:
+        """Characters of tool output one turn may add: a share of the room the window leaves."""
+        return max(10_000, int(self._room() * TURN_OUTPUT_SHARE * self.chars_per_token))
+
     def _run_tools(self, calls: list[Block], refused: dict[str, str]) -> AgentOutcome | None:
         results: list[Block] = []
         final: AgentOutcome | None = None
+        budget = self._turn_output_limit()
         for call in calls:
             call_id, name, args = str(call.get("id")), str(call.get("name")), call.get("input")
             if name == FINISH.name:  # its report is words only: kept with the surrogate made visible
@@ -339,7 +394,15 @@ class _Run:
                 AgentEvent(kind="tool_call", detail=summary + (" (error)" if result.is_error else ""))
             )
             # Tool output can name files whose names are not UTF-8 (list_dir, search, a command's).
-            results.append(_tool_result(call_id, valid_unicode(result.text), result.is_error))
+            shown = valid_unicode(result.text)
+            if len(shown) > budget:
+                # Six large files read in one turn must not make a request the window cannot hold.
+                shown = shown[: max(0, budget)] + (
+                    f"\n[... cut: this turn's tool output passed {self._turn_output_limit()} characters; "
+                    "ask for less at a time (a part of a file, fewer calls in one turn) ...]"
+                )
+            budget -= len(shown)
+            results.append(_tool_result(call_id, shown, result.is_error))
         if final is not None:
             return final
         self.messages.append({"role": "user", "content": results})

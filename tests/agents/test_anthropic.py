@@ -396,7 +396,9 @@ def test_compaction_replaces_old_tool_output_and_keeps_the_task(
         tool_call("read_file", {"path": "README.md"}, usage=big),
         finish(),
     )
-    outcome = run(repo, recorder, context_window=1000, compact_at=0.5)
+    # A threshold of 500 tokens in a window the requests fit (a smaller window: they are compacted
+    # before they are sent, see below).
+    outcome = run(repo, recorder, context_window=100_000, compact_at=0.005)
     assert outcome.status == AgentStatus.DONE
     compacted = [e.detail for e in recorder.of("progress") if e.detail.startswith("compacted")]
     assert compacted, recorder.text()
@@ -567,3 +569,55 @@ def test_an_unscripted_request_is_a_loud_failure(
     with pytest.raises(AgentUnavailable, match="no scripted response left"):
         run(repo, recorder, max_retries=3)
     assert len(fake_api.message_requests) == 1
+
+
+# -- requests that would not fit the context window (issue 14: a 210,619-token request, 400) --------
+
+
+def _request_tokens(req: RecordedRequest) -> int:
+    """The fake API's own count: 4 characters a token."""
+    return len(req.raw) // 4
+
+
+def test_one_turns_tool_output_is_capped(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    for index in range(6):
+        (repo / f"big{index}.txt").write_text(f"{index}" * 20_000 + "\n")
+    reads = [("read_file", {"path": f"big{index}.txt"}) for index in range(6)]
+    fake_api.script(tool_calls(*reads), finish())
+    outcome = run(repo, recorder, context_window=40_000, max_tokens=1000)
+    assert outcome.status == AgentStatus.DONE
+    results = tool_results(fake_api.message_requests[1])
+    assert len(results) == 6  # every call answered
+    shown = sum(len(r["content"]) for r in results)
+    assert shown < 40_000  # not 120,000 characters
+    assert "0" * 20_000 in results[0]["content"]  # the first in full
+    assert "this turn's tool output passed" in results[-1]["content"]
+    assert _request_tokens(fake_api.message_requests[1]) < 40_000
+
+
+def test_a_request_that_would_not_fit_is_compacted_before_it_is_sent(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    for index in range(8):
+        (repo / f"part{index}.txt").write_text(f"{index}" * 16_000 + "\n")
+    fake_api.script(*(tool_call("read_file", {"path": f"part{index}.txt"}) for index in range(8)), finish())
+    # compact_at 1: only the check before sending can keep the requests inside the window.
+    outcome = run(repo, recorder, context_window=30_000, max_tokens=1000, compact_at=1.0)
+    assert outcome.status == AgentStatus.DONE
+    assert all(_request_tokens(req) < 30_000 for req in fake_api.message_requests)
+    assert any("would not fit" in e.detail for e in recorder.of("progress"))
+
+
+def test_prompt_is_too_long_compacts_and_asks_again(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    (repo / "big.txt").write_text("x" * 5000 + "\n")
+    too_long = Status(400, "invalid_request_error", "prompt is too long: 210619 tokens > 200000 maximum")
+    fake_api.script(*(tool_call("read_file", {"path": "big.txt"}) for _ in range(3)), too_long, finish())
+    outcome = run(repo, recorder)
+    assert outcome.status == AgentStatus.DONE
+    assert any("prompt is too long" in e.detail for e in recorder.of("progress"))
+    after = json.dumps(fake_api.message_requests[-1].body["messages"])
+    assert after.count("x" * 5000) < 3
