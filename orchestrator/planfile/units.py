@@ -49,7 +49,7 @@ _LABEL_LINE = re.compile(
 )
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+(?P<text>.*)$")
 _PARAGRAPH_STEP = re.compile(
-    r"^\s*(?:#{1,6}\s+|[-*+]\s+)?(?:\*\*|__)(?P<title>step\s+\d+[^*]*?)(?:\*\*|__)\s*$"
+    r"^\s*(?:#{1,6}\s+|[-*+]\s+)?(?:\*\*|__)(?P<title>step\s+\d+[^*]*?)(?:\*\*|__)\s*(?P<rest>[^\s`].*)?$"
     r"|^\s*#{1,6}\s+(?P<heading>step\s+\d+\b.*)$",
     re.IGNORECASE,
 )
@@ -392,6 +392,8 @@ def _paragraph_steps(lines: list[str], mask: list[bool], start: int) -> list[Ste
         match = _PARAGRAPH_STEP.match(line)
         if match:
             words = match.group("title") or match.group("heading") or ""
+            if match.group("rest"):  # "**Step 1:** Write the failing test"
+                words = f"{words} {match.group('rest')}"
             steps.append(Step(title=" ".join(refs.plain_labels(words).split()), line=start + offset + 1))
     return steps
 

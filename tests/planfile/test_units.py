@@ -417,3 +417,17 @@ def test_status_lines_heading_deps_and_a_table_naming_units_t1() -> None:
         ("task-3", "", False, ["task-1"]),
         ("task-4", "DONE", True, ["task-3"]),
     ]
+
+
+def test_paragraph_steps_written_with_the_label_alone_in_bold_or_as_headings() -> None:
+    plan = parse(
+        "# P\n\n### Task 1: a\n\n**Step 1:** Write the failing test\n\n**Step 2: Run it**\n\n"
+        "Run: `make test`\nExpected: PASS\n\n#### Step 3: Commit\n"
+    )
+    unit = plan.tasks[0]
+    assert [s.title for s in unit.steps] == [
+        "Step 1: Write the failing test",
+        "Step 2: Run it",
+        "Step 3: Commit",
+    ]
+    assert [(c.command, c.step) for c in unit.checks] == [("make test", 1)]
