@@ -53,6 +53,11 @@ _PARAGRAPH_STEP = re.compile(
     r"|^\s*#{1,6}\s+(?P<heading>step\s+\d+\b.*)$",
     re.IGNORECASE,
 )
+_STEP_TITLE = re.compile(r"^step\s+\d+", re.IGNORECASE)
+_COMMAND_CRITERION = re.compile(
+    r"^`(?P<command>[^`\n]+)`\s+(?:passes|succeeds|exits\s+(?:with\s+)?0|runs\s+clean(?:ly)?|is\s+clean)\b",
+    re.IGNORECASE,
+)
 _CODE_IN_TEXT = re.compile(r"`([^`\n]+)`")
 _CHECK_TASK = re.compile(r"^(?:run|execute)\s+`(?P<command>[^`\n]+)`", re.IGNORECASE)
 _GSD_OPEN = re.compile(r"^\s*<task(?P<attributes>\s[^>]*)?>", re.IGNORECASE)
@@ -275,9 +280,20 @@ def _heading_unit(outline: Outline, section_index: int, boxes: list[RawTask]) ->
     for check in found:
         line = start + check.line + 1
         step = max((i for i, step_line in enumerate(step_lines) if step_line <= line), default=None)
+        # A check below a criterion is the unit's, not that criterion's own.
+        if step is not None and details.steps[step].kind is StepKind.CRITERION and step_lines[step] != line:
+            step = None
         details.checks.append(
             Check(command=check.command, expect=check.expect, expected=check.expected, line=line, step=step)
         )
+    for index, criterion in enumerate(details.steps):
+        said = _COMMAND_CRITERION.match(criterion.title) if criterion.kind is StepKind.CRITERION else None
+        if said:  # "`npm test` passes": the criterion is a check
+            details.checks.append(
+                Check(
+                    command=said.group("command"), expected=criterion.title, line=criterion.line, step=index
+                )
+            )
     checked_steps = {c.step for c in details.checks}
     details.uncovered = [
         step.title
@@ -346,11 +362,10 @@ def _box_steps(outline: Outline, boxes: list[RawTask], unit_start: int) -> list[
         if box.parent is not None and box.parent in kinds:
             kind = kinds[box.parent]
         else:
-            kind = (
-                StepKind.CRITERION
-                if _criteria_label_before(outline, box.start, unit_start)
-                else StepKind.STEP
+            criterion = not _STEP_TITLE.match(box.title) and _criteria_label_before(
+                outline, box.start, unit_start
             )
+            kind = StepKind.CRITERION if criterion else StepKind.STEP
         kinds[box.index] = kind
         steps.append(
             Step(
@@ -378,23 +393,50 @@ def _criteria_label_before(outline: Outline, line: int, unit_start: int) -> bool
         ):
             index -= 1
             continue
+        # A label ending its line ("**Verification:**", "Acceptance criteria:") or a sub-heading;
+        # prose that mentions verifying is neither.
         label = _LABEL_LINE.match(text)
-        words = label.group("label") if label else text
+        if text.lstrip().startswith("#"):
+            words = text
+        elif label is not None and not label.group("rest").strip():
+            words = label.group("label")
+        else:
+            return False
         return bool(_CRITERIA_LABEL.search(words))
     return False
 
 
 def _paragraph_steps(lines: list[str], mask: list[bool], start: int) -> list[Step]:
+    """A heading unit without boxes: its `**Step N: ...**` paragraphs are its steps; the items under
+    an `**Acceptance Criteria:**`-like label (or sub-heading), and a `**Deliverable:**`, its criteria."""
     steps: list[Step] = []
+    in_criteria = False
     for offset, line in enumerate(lines[1:], start=1):
-        if mask[offset]:
+        if mask[offset] or not line.strip():
             continue
         match = _PARAGRAPH_STEP.match(line)
         if match:
+            in_criteria = False
             words = match.group("title") or match.group("heading") or ""
             if match.group("rest"):  # "**Step 1:** Write the failing test"
                 words = f"{words} {match.group('rest')}"
             steps.append(Step(title=" ".join(refs.plain_labels(words).split()), line=start + offset + 1))
+            continue
+        item = _LIST_ITEM.match(line)
+        if item is not None:
+            if in_criteria and not line.startswith((" ", "\t")):
+                title = " ".join(refs.plain_labels(item.group("text")).split())
+                steps.append(Step(title=title, kind=StepKind.CRITERION, line=start + offset + 1))
+            continue
+        heading = line.lstrip().startswith("#")
+        label = _LABEL_LINE.match(line.lstrip("# ")) if not heading else None
+        name = line.lstrip("# ").strip(" *_:") if heading else label.group("label") if label else ""
+        rest = label.group("rest").strip() if label else ""
+        if name.strip().lower().startswith("deliverable") and rest:
+            steps.append(
+                Step(title=refs.plain_labels(rest), kind=StepKind.CRITERION, line=start + offset + 1)
+            )
+        in_criteria = bool(name) and not rest and bool(_CRITERIA_LABEL.search(name))
     return steps
 
 

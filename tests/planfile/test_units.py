@@ -431,3 +431,32 @@ def test_paragraph_steps_written_with_the_label_alone_in_bold_or_as_headings() -
         "Step 3: Commit",
     ]
     assert [(c.command, c.step) for c in unit.checks] == [("make test", 1)]
+
+
+def test_criteria_of_a_heading_unit_without_boxes() -> None:
+    plan = parse(
+        "# P\n\n### TASK 1: Login\n\n**Files:** `src/login.ts`\n\nBuild it.\n\n"
+        "**Acceptance Criteria:**\n- User can log in\n- Bad password shows an error\n  - with a message\n\n"
+        "**Deliverable:** a login page\n\n#### Verification\n\n- `npm test` passes\n\n"
+        "Run: `npm run lint`\n\n### TASK 2: Logout\n\nNothing else.\n"
+    )
+    login = plan.tasks[0]
+    assert [(s.title, s.kind) for s in login.steps] == [
+        ("User can log in", StepKind.CRITERION),
+        ("Bad password shows an error", StepKind.CRITERION),
+        ("a login page", StepKind.CRITERION),
+        ("`npm test` passes", StepKind.CRITERION),
+    ]
+    assert login.files == ["src/login.ts"]
+    assert [(c.command, c.step) for c in login.checks] == [("npm run lint", None), ("npm test", 3)]
+    assert login.verify == ["npm run lint", "npm test"]
+    assert login.uncovered == ["User can log in", "Bad password shows an error", "a login page"]
+    assert plan.tasks[1].steps == []
+
+
+def test_prose_that_mentions_verifying_is_no_criteria_label() -> None:
+    plan = parse(
+        "# P\n\n### Task 1: a\n\n- [ ] **Step 1: Write the test**\n\nAdd a test that verifies the hook.\n\n"
+        "- [ ] Run it\n\n**Verification:**\n\n- [ ] The hook is gone\n"
+    )
+    assert [s.kind for s in plan.tasks[0].steps] == [StepKind.STEP, StepKind.STEP, StepKind.CRITERION]
