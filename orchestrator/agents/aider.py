@@ -123,8 +123,12 @@ class AiderAgent:
         self.model = model_chosen(settings)
         self.agent_env = list(settings.agent_env)
 
-    def argv(self, prompt_file: Path, history: Path) -> list[str]:
+    def argv(self, prompt_file: Path, history: Path, confined: bool = False) -> list[str]:
         argv = [self.executable, *HEADLESS]
+        if confined:
+            # `.git` is read-only in the sandbox and aider `git add`s each file it creates: the add
+            # fails and the file is left empty. Without git it edits the same, with no repo map.
+            argv.append("--no-git")
         argv += ["--chat-history-file", str(history / "chat.md")]
         argv += ["--input-history-file", str(history / "input")]
         argv += ["--message-file", str(prompt_file)]
@@ -140,7 +144,8 @@ class AiderAgent:
             prompt_file.write_text(
                 f"{request.system_prompt.strip()}\n\n{request.prompt.strip()}\n", encoding="utf-8"
             )
-            command = shlex.join(self.argv(prompt_file, Path(tmp)))
+            confined = request.sandbox is not None and request.sandbox.kind != "none"
+            command = shlex.join(self.argv(prompt_file, Path(tmp), confined))
             listener(AgentEvent(kind="progress", detail=redact(f"running aider: {command}")))
             # Its price list comes with it: no fetch from the internet at start.
             env = child_env(

@@ -159,3 +159,13 @@ def test_the_real_aider_against_the_fake_api(tmp_path: Path, sandbox: str) -> No
     assert (repo / "hello.py").read_text() == 'print("hello")\n'
     assert git(repo, "show", "--name-only", "--format=", "HEAD").split() == ["hello.py", "plan.md"]
     assert git(repo, "status", "--porcelain", "--ignored") == "!! checkpoints/"
+
+
+def test_in_the_sandbox_it_runs_without_git(tmp_path: Path) -> None:
+    # .git is read-only there: aider's `git add` of a new file failed and left the file empty (seen
+    # with the real aider under bubblewrap).
+    from orchestrator.agents.aider import AiderAgent
+
+    agent = AiderAgent("aider", Settings(agent="aider"))
+    assert "--no-git" in agent.argv(tmp_path / "p.md", tmp_path, confined=True)
+    assert "--no-git" not in agent.argv(tmp_path / "p.md", tmp_path, confined=False)
