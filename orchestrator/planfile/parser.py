@@ -247,7 +247,7 @@ def _plan(outline: Outline, path: Path) -> Plan:
             PlanSection(
                 title=outline.sections[index].title,
                 line=outline.sections[index].line + 1,
-                text=outline.section_text(index),
+                text=_rules_text(outline, index),
             )
             for index in units.rules
         ],
@@ -269,6 +269,14 @@ NO_TASKS_MESSAGE = (
     "no task found: a task is a checkbox ('- [ ] Do the thing'), a heading such as '### Task 1: ...' "
     "or '#### Sub-Agent 2A: ...', or a GSD <task> block"
 )
+
+
+def _rules_text(outline: Outline, index: int) -> str:
+    """A rules section's text, up to the first unit inside it ("## Conventions" over "### Task 1")."""
+    section = outline.sections[index]
+    starts = [t.start for t in outline.tasks if t.kind != "box" and section.line < t.start < section.end]
+    end = min([section.end, *starts])
+    return "\n".join(outline.lines[section.line : end]).strip("\n")
 
 
 def _preamble(outline: Outline) -> str:

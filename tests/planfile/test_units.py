@@ -460,3 +460,11 @@ def test_prose_that_mentions_verifying_is_no_criteria_label() -> None:
         "- [ ] Run it\n\n**Verification:**\n\n- [ ] The hook is gone\n"
     )
     assert [s.kind for s in plan.tasks[0].steps] == [StepKind.STEP, StepKind.STEP, StepKind.CRITERION]
+
+
+def test_a_rules_section_holding_units_stops_at_the_first() -> None:
+    plan = parse("# P\n\n## Conventions\n\n- tabs, not spaces\n\n### Task 1: a\n\nx\n\n### Task 2: b\n\ny\n")
+    assert [t.id for t in plan.tasks] == ["task-1", "task-2"]
+    assert [(r.title, r.text) for r in plan.rules] == [
+        ("Conventions", "## Conventions\n\n- tabs, not spaces")
+    ]
