@@ -5,6 +5,9 @@ Public API (import from the modules, so that importing one piece does not load t
     engine.session.resume_run(run_id | None, overrides, reporter, repo=, runner_hook=) -> RunResult
     engine.dryrun.dry_run(plan_path, overrides, repo=, phase=, task=, show_prompts=) -> DryRun
     engine.history.list_runs(repo) / load_run(run_id, repo)
-    engine.runner.Runner / RunContext / RunResult / BudgetExceeded
+    engine.runner.Runner / RunContext / RunResult: the loop (take ready tasks, hand them to the
+        executor, apply what comes back); engine.attempts (running -> verified) and engine.landing
+        (verified -> committed, the failure cascade) are its steps; engine.recorder journals,
+        folds and reports each transition; engine.stop.StopToken is how a run is asked to stop
     engine.scheduler.Scheduler and engine.executor.Executor / InlineExecutor: the seam for parallel work
 """

@@ -33,7 +33,7 @@ from orchestrator.engine.runner import (
     prompt_renderer,
     ref_name,
 )
-from orchestrator.engine.scheduler import Scheduler, select_tasks
+from orchestrator.engine.scheduler import select_tasks
 from orchestrator.engine.unit_history import done_by_commits
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.engine.worktrees import (
@@ -602,17 +602,12 @@ def reconcile(runner: Runner, plan: Plan) -> Reconciled:
         _keep_and_reset(runner, task_id, record.attempt, "interrupted")
         runner.record(t.AttemptInterrupted(task=task_id, attempt=record.attempt))
     plan = done_by_commits(parse_plan(runner.ctx.plan_path), git)
-    runner.ctx.selection = resumed_selection(plan, state.selection)
-    runner.plan = plan
-    runner.scheduler = Scheduler(plan, runner.ctx.selection)
+    runner.replan(plan, resumed_selection(plan, state.selection))
     if runner.ctx.plan_rel in git.changed_paths():
         runner.notice(
             f"{runner.ctx.plan_rel} has changes no commit carries; resume reads the plan as it is now "
             "and commits them with the next task"
         )
-    for record in state.tasks.values():
-        if record.status is TaskStatus.DONE:
-            runner.scheduler.done.add(record.id)
     return Reconciled(plan, in_place, owned)
 
 
