@@ -24,7 +24,8 @@ from orchestrator.tools.processes import kill_all_started
 
 if TYPE_CHECKING:
     from orchestrator.engine.dryrun import DryRun
-    from orchestrator.engine.runner import Runner, RunResult
+    from orchestrator.engine.runner import RunResult
+    from orchestrator.engine.stop import StopToken
 
 # The engine is imported inside each command: `orchestrate --help` and the plan commands do not
 # pay for loading it.
@@ -37,10 +38,13 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
-def _ctrl_c() -> Iterator[Callable[[Runner], None]]:
-    """First Ctrl-C, SIGTERM or SIGHUP: stop after the current step; a second of any: abort now.
-    Both leave a resumable run."""
-    runners: list[Runner] = []
+def _ctrl_c() -> Iterator[StopToken]:
+    """The run's stop token, asked by the signals: a first Ctrl-C, SIGTERM or SIGHUP stops it after
+    the current step (before the run is under way, or on a second of any: abort now). Both leave
+    a resumable run."""
+    from orchestrator.engine.stop import StopToken
+
+    stop = StopToken()
     presses = 0
     # After a hangup the terminal's fds fail every write (EIO) and no longer say they are ttys.
     terminal = [fd for fd in (1, 2) if os.isatty(fd)]
@@ -51,18 +55,17 @@ def _ctrl_c() -> Iterator[Callable[[Runner], None]]:
         if signum == signal.SIGHUP:
             _away_from(terminal)
         presses += 1
-        if presses == 1 and runners:
-            runners[0].request_stop()
+        if presses == 1 and stop.request():
             return
         raise KeyboardInterrupt
 
     try:
         previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
     except ValueError:  # not the main thread: leave the signals as they are
-        yield runners.append
+        yield stop
         return
     try:
-        yield runners.append
+        yield stop
     finally:
         for sig, before in previous.items():
             signal.signal(sig, before)
@@ -78,7 +81,7 @@ def _away_from(terminal: list[int]) -> None:
         os.close(devnull)
 
 
-def _execute(json_output: bool, call: Callable[[Any, Callable[[Runner], None]], RunResult]) -> None:
+def _execute(json_output: bool, call: Callable[[Any, StopToken], RunResult]) -> None:
     reporter = pick_reporter(json_output)
     with ExitStack() as stack:
         # Run last (callbacks run in reverse): what an aborted run's threads were still running,
@@ -86,8 +89,8 @@ def _execute(json_output: bool, call: Callable[[Any, Callable[[Runner], None]], 
         stack.callback(kill_all_started)
         if isinstance(reporter, LiveReporter):
             stack.enter_context(reporter)
-        hook = stack.enter_context(_ctrl_c())
-        result = call(reporter, hook)
+        stop = stack.enter_context(_ctrl_c())
+        result = call(reporter, stop)
     raise typer.Exit(result.exit_code)
 
 
@@ -235,8 +238,8 @@ def register(app: typer.Typer) -> None:
 
         _execute(
             json_output,
-            lambda reporter, hook: start_run(
-                plan, overrides, reporter, repo=repo, phase=phase, task=task, runner_hook=hook
+            lambda reporter, stop: start_run(
+                plan, overrides, reporter, repo=repo, phase=phase, task=task, stop=stop
             ),
         )
 
@@ -273,7 +276,7 @@ def register(app: typer.Typer) -> None:
 
         _execute(
             json_output,
-            lambda reporter, hook: resume_run(run_id, overrides, reporter, repo=repo, runner_hook=hook),
+            lambda reporter, stop: resume_run(run_id, overrides, reporter, repo=repo, stop=stop),
         )
 
     @app.command()
@@ -412,8 +415,8 @@ def register(app: typer.Typer) -> None:
             overrides["script"] = data_dir("plans") / "demo.script.json"
         reporter_box: list[int] = []
 
-        def call(reporter: Any, hook: Callable[[Runner], None]) -> RunResult:
-            result = start_run(scratch / "plans" / "demo.md", overrides, reporter, runner_hook=hook)
+        def call(reporter: Any, stop: StopToken) -> RunResult:
+            result = start_run(scratch / "plans" / "demo.md", overrides, reporter, stop=stop)
             reporter_box.append(result.exit_code)
             return result
 

@@ -1,8 +1,8 @@
 """The execution engine: pre-flight, the run loop, each task's state machine, resume.
 
 Public API (import from the modules, so that importing one piece does not load them all):
-    engine.session.start_run(plan_path, overrides, reporter, repo=, phase=, task=, runner_hook=) -> RunResult
-    engine.session.resume_run(run_id | None, overrides, reporter, repo=, runner_hook=) -> RunResult
+    engine.session.start_run(plan_path, overrides, reporter, repo=, phase=, task=, stop=) -> RunResult
+    engine.session.resume_run(run_id | None, overrides, reporter, repo=, stop=) -> RunResult
     engine.dryrun.dry_run(plan_path, overrides, repo=, phase=, task=, show_prompts=) -> DryRun
     engine.history.list_runs(repo) / load_run(run_id, repo)
     engine.runner.Runner / RunContext / RunResult: the loop (take ready tasks, hand them to the

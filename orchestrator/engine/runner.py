@@ -215,11 +215,6 @@ class Runner:
     def notice(self, message: str, level: Level = "info", task_id: str | None = None) -> None:
         self.recorder.notice(message, level, task_id)
 
-    def request_stop(self) -> None:
-        """First stop signal (Ctrl-C, SIGTERM, SIGHUP): finish the current step, then stop
-        resumably."""
-        self.stop.request()
-
     def _stopping(self) -> None:
         self.notice(
             "stopping after the current step (a second stop signal (Ctrl-C, SIGTERM or SIGHUP) "

@@ -34,6 +34,7 @@ from orchestrator.engine.runner import (
     ref_name,
 )
 from orchestrator.engine.scheduler import select_tasks
+from orchestrator.engine.stop import StopToken
 from orchestrator.engine.unit_history import done_by_commits
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.engine.worktrees import (
@@ -204,10 +205,12 @@ def start_run(
     repo: Path | None = None,
     phase: str | None = None,
     task: str | None = None,
+    stop: StopToken | None = None,
     runner_hook: Any = None,
 ) -> RunResult:
-    """Pre-flight, then run the plan. `runner_hook(runner)` is called before the loop starts (the CLI
-    installs its Ctrl-C handler there)."""
+    """Pre-flight, then run the plan. `stop` is how the caller asks the run to stop after its
+    current step (the CLI's signal handlers hold it); `runner_hook(runner)` is called before the
+    loop starts, for observers (the benchmarks read the executor's timings)."""
     located = locate(plan_path, repo)
     git = located.repo
     settings = load_settings(git.root, overrides)
@@ -261,7 +264,7 @@ def start_run(
             preexisting=preexisting,
             sandbox=sandbox,
         )
-        runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
+        runner = Runner(ctx, agent, reporter, plan, renderer=renderer, stop=stop)
         runner.record(
             t.RunStarted(
                 run_id=run_id,
@@ -340,8 +343,11 @@ def resume_run(
     reporter: Reporter,
     *,
     repo: Path | None = None,
+    stop: StopToken | None = None,
     runner_hook: Any = None,
 ) -> RunResult:
+    """Reconcile the run's journal with the branch and the work tree, then go on (see start_run
+    for `stop` and `runner_hook`)."""
     git = repo_for_resume(repo)
     base_settings = load_settings(git.root, {})
     store = RunStore.for_repo(git.root, base_settings.checkpoints_dir)
@@ -401,7 +407,7 @@ def resume_run(
                 preexisting=dict(state.preexisting),
                 sandbox=sandbox,
             )
-            runner = Runner(ctx, agent, reporter, plan, renderer=renderer)
+            runner = Runner(ctx, agent, reporter, plan, renderer=renderer, stop=stop)
             changed = {k: v for k, v in remembered(settings).items() if state.settings.get(k) != v}
             runner.record(
                 t.RunResumed(

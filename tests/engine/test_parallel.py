@@ -17,8 +17,8 @@ from orchestrator.domain.events import (
     TaskStarted,
 )
 from orchestrator.domain.state import RunStatus, TaskStatus
-from orchestrator.engine.runner import Runner
 from orchestrator.engine.session import resume_run, start_run
+from orchestrator.engine.stop import StopToken
 from orchestrator.persistence.checkpoints import RunStore
 from orchestrator.persistence.repo import GitRepo
 from orchestrator.planfile import parse_plan
@@ -279,28 +279,25 @@ def test_a_failing_parallel_task_skips_its_dependents_and_keeps_its_edits(tmp_pa
 
 
 class _StopWhenStarted:
-    """A reporter that asks the run to stop (a first Ctrl-C) once a given task has started."""
+    """A reporter that asks the run to stop (a first Ctrl-C: its stop token) once a given task has
+    started."""
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
-        self.runner: Runner | None = None
+        self.stop = StopToken()
         self.events: list[Event] = []
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
-        if isinstance(event, TaskStarted) and event.task_id == self.task_id and self.runner is not None:
-            self.runner.request_stop()
+        if isinstance(event, TaskStarted) and event.task_id == self.task_id:
+            assert self.stop.request()
 
 
 def test_a_stop_lets_the_tasks_in_flight_finish_and_land_then_resume_completes(tmp_path: Path) -> None:
     repo, plan, script = write_project(tmp_path, plan=FAN_PLAN, script=FAN_SCRIPT)
     reporter = _StopWhenStarted("T002")
-
-    def hook(runner: Runner) -> None:
-        reporter.runner = runner
-
     settings = {"agent": "scripted", "script": script, "parallel": 3}
-    result = start_run(plan, settings, reporter, runner_hook=hook)
+    result = start_run(plan, settings, reporter, stop=reporter.stop)
     assert result.status is RunStatus.STOPPED
     landed = _commits(repo)
     assert landed[0] == "T001"
@@ -319,12 +316,8 @@ def test_a_stop_lets_the_tasks_in_flight_finish_and_land_then_resume_completes(t
 def test_resume_removes_spare_worktrees_and_half_made_directories_a_kill_left(tmp_path: Path) -> None:
     repo, plan, script = write_project(tmp_path, plan=FAN_PLAN, script=FAN_SCRIPT)
     reporter = _StopWhenStarted("T002")
-
-    def hook(runner: Runner) -> None:
-        reporter.runner = runner
-
     result = start_run(
-        plan, {"agent": "scripted", "script": script, "parallel": 3}, reporter, runner_hook=hook
+        plan, {"agent": "scripted", "script": script, "parallel": 3}, reporter, stop=reporter.stop
     )
     assert result.status is RunStatus.STOPPED
     # What a kill at the wrong moment leaves: a spare (detached, no task's) and a directory
