@@ -9,7 +9,7 @@ Each task walks a durable state machine, each step recorded before the action it
     (*) in the run's own work tree only: what a resume tells the user's later changes by.
 
 The journal is the record of what was attempted; the commits' trailers are the truth of what was
-finished. Resume reconciles the two (see orchestrator/engine/session.py).
+finished. Resume reconciles the two (see orchestrator/engine/resume.py).
 """
 
 from __future__ import annotations

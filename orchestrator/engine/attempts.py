@@ -6,7 +6,7 @@ not change is undone) and verified (its checks, guarded in turn), until one pass
          +--- retry --------+  attempt failed: its reason goes to the next prompt
 
 Each step is journaled before the action it announces (engine.recorder); a kill between any two is
-resumed from what was recorded (engine.session). Runs on a worker thread with --parallel N.
+resumed from what was recorded (engine.resume). Runs on a worker thread with --parallel N.
 """
 
 from __future__ import annotations

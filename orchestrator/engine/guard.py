@@ -15,6 +15,11 @@ from orchestrator.input_files import PLAN_LIMIT, SETTINGS_LIMIT
 from orchestrator.persistence.repo import GitRepo
 
 
+def settings_as_found(repo: GitRepo) -> dict[str, bytes | None]:
+    """orchestrate.toml and pyproject.toml as they are in the run's work tree now."""
+    return {name: protected.settings_bytes(repo.root, name) for name in (CONFIG_FILE, PYPROJECT)}
+
+
 class Guard:
     def __init__(
         self,
@@ -26,6 +31,7 @@ class Guard:
         *,
         parallel: bool,
         at_work: Callable[[], list[str]],
+        settings_at_start: dict[str, bytes | None] | None = None,
     ):
         self.repo = repo
         self.plan_rel = plan_rel
@@ -37,9 +43,7 @@ class Guard:
         self.parallel = parallel
         self.at_work = at_work
         """The tasks at work now (a parallel run cannot tell whose agent changed a shared file)."""
-        self.settings_at_start = {
-            name: protected.settings_bytes(repo.root, name) for name in (CONFIG_FILE, PYPROJECT)
-        }
+        self.settings_at_start = settings_at_start or settings_as_found(repo)
         """The settings files as the run found them in its work tree (an uncommitted edit of the
         user's included): what a later run or resume would read (see undo_forbidden)."""
 

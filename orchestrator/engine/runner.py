@@ -81,6 +81,14 @@ class RunContext:
         return {name: value for name, value in values.items() if value is not None}
 
 
+def run_paths(ctx: RunContext, paths: list[str]) -> list[str]:
+    """The changed paths that belong to the run: not those dirty before an --allow-dirty run (or
+    the user's, accepted by a resume) and still as they were."""
+    if not ctx.preexisting:
+        return paths
+    return [p for p in paths if p not in ctx.preexisting or ctx.repo.hash_file(p) != ctx.preexisting[p]]
+
+
 @dataclass
 class RunResult:
     run_id: str
@@ -113,12 +121,20 @@ class Runner:
         executor: Executor | None = None,
         renderer: PromptRenderer | None = None,
         stop: StopToken | None = None,
+        *,
+        recorder: Recorder | None = None,
+        resume_at: dict[str, str] | None = None,
+        adopted: dict[str, Worktree] | None = None,
+        settings_at_start: dict[str, bytes | None] | None = None,
     ):
+        """`recorder`, `resume_at`, `adopted` and `settings_at_start` come from resume: the writer
+        it recorded with, where the tasks it picked up mid-way go on (engine.resume.Recovered), and
+        the settings files as it found them before it put the tree right."""
         self.ctx = ctx
         self.settings = ctx.settings
         self.repo = ctx.repo
         self.state = ctx.state
-        self.recorder = Recorder(ctx.journal, ctx.state, reporter)
+        self.recorder = recorder or Recorder(ctx.journal, ctx.state, reporter)
         self.lock = self.recorder.lock
         self.stop = stop or StopToken()
         self.scheduler = Scheduler(plan, ctx.selection)
@@ -135,6 +151,7 @@ class Runner:
             self.recorder,
             parallel=self.executor.slots > 1,
             at_work=self._at_work,
+            settings_at_start=settings_at_start,
         )
         self.attempts = Attempts(
             repo=self.repo,
@@ -164,6 +181,10 @@ class Runner:
             ours=self.ours,
             untouched_preexisting=self._untouched_preexisting,
         )
+        self.attempts.resume_at.update(resume_at or {})
+        for task_id, worktree in (adopted or {}).items():
+            assert isinstance(self.executor, WorktreeExecutor)
+            self.executor.adopt(task_id, worktree)
         for record in self.state.tasks.values():
             if record.status is TaskStatus.DONE:
                 self.scheduler.done.add(record.id)
@@ -222,29 +243,8 @@ class Runner:
             level="warning",
         )
 
-    def resume_at(self, task_id: str, point: str) -> None:
-        """Pick a task up mid-way on resume: 'verify' (its agent's work is intact), 'commit' (its
-        verified work is intact) or 'retry' (a failed attempt's edits are intact for the next)."""
-        self.attempts.resume_at[task_id] = point
-
-    def replan(self, plan: Plan, selection: list[str]) -> None:
-        """Resume read the plan again after putting the tree right: the run goes on with it."""
-        self.ctx.selection = selection
-        self.scheduler = self.landing.scheduler = Scheduler(plan, selection)
-        for record in self.state.tasks.values():
-            if record.status is TaskStatus.DONE:
-                self.scheduler.done.add(record.id)
-
     def ours(self, paths: list[str]) -> list[str]:
-        """The changed paths that belong to the run: not those dirty before an --allow-dirty run
-        and still as they were."""
-        if not self.ctx.preexisting:
-            return paths
-        return [
-            p
-            for p in paths
-            if p not in self.ctx.preexisting or self.repo.hash_file(p) != self.ctx.preexisting[p]
-        ]
+        return run_paths(self.ctx, paths)
 
     def _untouched_preexisting(self) -> list[str]:
         return [p for p, blob in self.ctx.preexisting.items() if self.repo.hash_file(p) == blob]
