@@ -9,10 +9,10 @@ what to do. Resume first reconciles the journal with the branch's commits and th
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from orchestrator.agents.base import Agent, AgentConfigError, ReadyCheck
 from orchestrator.agents.registry import create_agent
@@ -23,6 +23,7 @@ from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, RunStatus
 from orchestrator.engine.baseline import take_baseline
 from orchestrator.engine.guard import settings_as_found
+from orchestrator.engine.prompts import PromptRenderer
 from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.remembered import remembered, resume_settings
 from orchestrator.engine.resume import (
@@ -149,6 +150,34 @@ def check_identity(repo: GitRepo) -> None:
         raise PreflightError(f"git has no identity to commit with ({problem}); {IDENTITY_HINT}")
 
 
+class Ready(NamedTuple):
+    """What a run (started or resumed) goes with once its pre-flight passed."""
+
+    plan: Plan
+    selection: list[str]
+    agent: Agent
+    sandbox: Sandbox
+    renderer: PromptRenderer
+
+
+def preflight(
+    git: GitRepo, plan_path: Path, settings: Settings, state_root: Path, select: Callable[[Plan], list[str]]
+) -> Ready:
+    """The checks a run and a resume share, in this order, before anything changes: the plan reads
+    without errors; the tasks it selects (`select` refuses what it cannot); the sandbox works
+    (hiding `state_root`); the agent backend is known and ready (in that sandbox); every
+    verification program exists; the checkpoints directory is usable; the prompt templates compile
+    and render the selection."""
+    plan = done_by_commits(load_plan(plan_path), git)  # a box-less unit is done by its commit
+    selection = select(plan)
+    sandbox = run_sandbox(settings, state_root)
+    agent = build_agent(settings, plan, sandbox)
+    check_programs(plan, selection, settings)
+    check_checkpoints_dir(git.root, settings)
+    renderer = prompt_renderer(git, plan_path, settings, plan=plan, selection=selection)
+    return Ready(plan, selection, agent, sandbox, renderer)
+
+
 def _check_branch(repo: GitRepo, settings: Settings) -> str:
     """The branch the run commits on; switches to (or creates) --branch."""
     if settings.branch:
@@ -215,17 +244,18 @@ def start_run(
     # The lock first: what is read below (the plan, the tree) is read by one run at a time, so two
     # runs started together cannot both set out on a task the plan shows open.
     with RunLock(git, "run", run_id):
-        plan = done_by_commits(load_plan(located.plan_path), git)
-        if phase is not None and plan.phase(phase) is None:
-            raise UsageError(f"no phase '{phase}' in the plan; `orchestrate status PLAN` lists them")
-        if task is not None and plan.task(task) is None:
-            raise UsageError(f"no task '{task}' in the plan; `orchestrate next PLAN` lists them")
-        selection = select_tasks(plan, phase=phase, task=task)
-        sandbox = run_sandbox(settings, RunStore.for_repo(git.root, settings.checkpoints_dir).root)
-        agent = build_agent(settings, plan, sandbox)
-        check_programs(plan, selection, settings)
-        check_checkpoints_dir(git.root, settings)
-        renderer = prompt_renderer(git, located.plan_path, settings, plan=plan, selection=selection)
+
+        def select(plan: Plan) -> list[str]:
+            if phase is not None and plan.phase(phase) is None:
+                raise UsageError(f"no phase '{phase}' in the plan; `orchestrate status PLAN` lists them")
+            if task is not None and plan.task(task) is None:
+                raise UsageError(f"no task '{task}' in the plan; `orchestrate next PLAN` lists them")
+            return select_tasks(plan, phase=phase, task=task)
+
+        state_root = RunStore.for_repo(git.root, settings.checkpoints_dir).root
+        plan, selection, agent, sandbox, renderer = preflight(
+            git, located.plan_path, settings, state_root, select
+        )
         for note in renderer.notes:
             reporter.emit(Notice(level="warning", message=note))
         dirty = git.status()
@@ -358,12 +388,9 @@ def resume_run(
         check_checkpoints_dir(git.root, settings)
         journal = store.journal(run_id).open()
         try:
-            plan = load_plan(plan_path)
-            sandbox = run_sandbox(settings, store.root)
-            agent = build_agent(settings, plan, sandbox)
-            selection = resumed_selection(plan, state.selection)
-            check_programs(plan, selection, settings)
-            renderer = prompt_renderer(git, plan_path, settings, plan=plan, selection=selection)
+            plan, selection, agent, sandbox, renderer = preflight(
+                git, plan_path, settings, store.root, lambda plan: resumed_selection(plan, state.selection)
+            )
             ctx = RunContext(
                 repo=git,
                 plan_path=plan_path,
