@@ -877,11 +877,11 @@ def notes(modes: list[Mode]) -> list[str]:
         # 128+n is how a program says it ended on signal n (130 for a Ctrl-C), as a death by it does.
         died = {-1, -2, -15, 129, 130, 143}
         ended = {
-            "stopped (exit 0 or 1)": [s for s in graceful if not s.hung and s.exit_code in (0, 1)],
+            "stopped (exit 0, 1 or 3)": [s for s in graceful if not s.hung and s.exit_code in (0, 1, 3)],
             "ended by the signal (128+n or killed)": [
                 s for s in graceful if not s.hung and s.exit_code in died
             ],
-            "errored": [s for s in graceful if not s.hung and s.exit_code not in died | {0, 1}],
+            "errored": [s for s in graceful if not s.hung and s.exit_code not in died | {0, 1, 3}],
             "hung": [s for s in graceful if s.hung],
         }
         how = ", ".join(f"{name} {len(which)}" for name, which in ended.items())

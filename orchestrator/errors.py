@@ -45,9 +45,10 @@ class PreflightError(UsageError):
 
 
 class RunStopped(OrchestrateError):
-    """The run stopped cleanly and can be resumed (budget, interrupt, API unavailable): exit 1."""
+    """The run stopped cleanly and can be resumed (budget, interrupt, API unavailable): exit 3, as
+    a run that stops (cli/run_commands.py, STOPPED_EXIT)."""
 
-    exit_code = 1
+    exit_code = 3
 
 
 OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -57,7 +58,7 @@ _OUT_OF_SPACE_WORDS = ("No space left on device", "Out of diskspace", "Disk quot
 
 class OutOfSpace(RunStopped):
     """A write the run needs failed for want of space: the run stops, resumably once there is room
-    (exit 1). Nothing is lost: every durable step before it was journaled."""
+    (exit 3). Nothing is lost: every durable step before it was journaled."""
 
 
 def out_of_space(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from orchestrator.cli.display import LiveReporter, budget, pick_reporter
-from orchestrator.domain.state import RunState, TaskStatus
+from orchestrator.domain.state import RunState, RunStatus, TaskStatus
 from orchestrator.engine.resources import data_dir
 from orchestrator.errors import UsageError
 from orchestrator.tools.environment import secret
@@ -91,7 +91,18 @@ def _execute(json_output: bool, call: Callable[[Any, StopToken], RunResult]) -> 
             stack.enter_context(reporter)
         stop = stack.enter_context(_ctrl_c())
         result = call(reporter, stop)
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(exit_code(result))
+
+
+STOPPED_EXIT = 3
+"""A run that stopped before its end and that `orchestrate resume` continues: Ctrl-C or a signal,
+the budget, an API outage, a full disk. 1 is kept for a run that ended with a failed task (also
+resumable, but it needs a look first) and 2 for bad input."""
+
+
+def exit_code(result: RunResult) -> int:
+    """0 complete, 1 a task failed, 3 stopped resumably (see STOPPED_EXIT)."""
+    return STOPPED_EXIT if result.status is RunStatus.STOPPED else result.exit_code
 
 
 def _print_dry_run(report: DryRun, show_prompts: bool) -> None:
@@ -417,7 +428,7 @@ def register(app: typer.Typer) -> None:
 
         def call(reporter: Any, stop: StopToken) -> RunResult:
             result = start_run(scratch / "plans" / "demo.md", overrides, reporter, stop=stop)
-            reporter_box.append(result.exit_code)
+            reporter_box.append(exit_code(result))
             return result
 
         try:

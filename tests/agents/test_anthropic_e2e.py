@@ -123,7 +123,7 @@ def test_an_overloaded_api_stops_the_run_resumably_and_resume_finishes_it(repo: 
         stopped = orchestrate(
             repo, "run", "plan.md", "--agent", "anthropic", "--model", TEST_MODEL, env=api_env(api)
         )
-        assert stopped.returncode == 1, stopped.stderr
+        assert stopped.returncode == 3, stopped.stderr  # stopped, resumable
         assert "overloaded" in stopped.stderr
         assert "orchestrate resume" in stopped.stderr
         assert "Traceback" not in stopped.stderr
@@ -163,7 +163,7 @@ def test_a_key_rejected_mid_run_stops_it_resumably(repo: Path) -> None:
     with FakeMessagesServer() as api:
         api.respond_with(lambda _: Status(401, "authentication_error", "invalid x-api-key"))
         stopped = orchestrate(repo, "run", "plan.md", "--max-attempts", "1", env=api_env(api))
-    assert stopped.returncode == 1, stopped.stderr
+    assert stopped.returncode == 3, stopped.stderr  # stopped, resumable
     assert "Traceback" not in stopped.stderr
     assert "the API rejected the key (401: invalid x-api-key)" in stopped.stderr
     assert "orchestrate resume" in stopped.stderr

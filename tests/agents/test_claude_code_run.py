@@ -43,7 +43,7 @@ def test_an_outage_stops_the_run_resumably_and_burns_no_attempt(repo: Path, fake
     script(fake_bin, fixture_lines("overloaded"), exit=1)
     run = ["run", "plan.md", "--agent", "claude-code"]
     stopped = orchestrate(repo, *run, "--max-attempts", "1", env=UNCONFINED)
-    assert stopped.returncode == 1, stopped.stderr
+    assert stopped.returncode == 3, stopped.stderr  # stopped, resumable
     assert "the agent backend is unavailable: the API was unavailable for claude-code" in stopped.stderr
     assert "orchestrate resume" in stopped.stderr
     assert "0 done, 0 failed, 0 skipped, 2 remaining" in stopped.stderr
@@ -82,7 +82,7 @@ def test_work_finished_past_the_budget_is_committed_and_the_run_stops(repo: Path
     script(fake_bin, [result(result="done", total_cost_usd=0.13)], edits=EDITS)
     run = ["run", "plan.md", "--agent", "claude-code"]
     stopped = orchestrate(repo, *run, "--max-cost", "0.05", env=UNCONFINED)
-    assert stopped.returncode == 1, stopped.stderr
+    assert stopped.returncode == 3, stopped.stderr  # stopped, resumable
     assert "budget reached: spent $0.13 of --max-cost $0.05" in stopped.stderr
     assert tasks_committed(repo) == ["T001"]
     (session,) = calls(fake_bin)

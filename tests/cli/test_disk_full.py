@@ -73,7 +73,7 @@ def test_a_full_disk_stops_the_run_resumably(tiny_disk: Path, tmp_path: Path, pa
     )
     stopped = orchestrate(repo, "run", "plan.md", "--script", str(script), *parallel)
     assert once.exists()  # the disk was filled mid-run
-    assert stopped.returncode == 1, stopped.stderr
+    assert stopped.returncode == 3, stopped.stderr  # stopped, resumable
     assert "Traceback" not in stopped.stderr
     last = stopped.stderr.strip().splitlines()[-1]
     assert "No space left on device" in stopped.stderr or "Out of diskspace" in stopped.stderr, stopped.stderr

@@ -128,7 +128,7 @@ def test_a_stop_signal_stops_after_the_step_and_leaves_nothing_running(
     _wait_for_leak(repo, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 3, err  # stopped, resumable
     assert "stopping after the current step" in err
     # The way to abort is named whatever the first signal was (not "press Ctrl-C again").
     assert "a second stop signal (Ctrl-C, SIGTERM or SIGHUP) aborts" in err
@@ -155,7 +155,7 @@ def test_a_second_signal_of_another_kind_aborts_at_once_and_leaves_nothing_runni
     time.sleep(0.3)
     proc.send_signal(signal.SIGHUP)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 3, err  # stopped, resumable
     assert "aborted by a second stop signal" in err
     assert "Ctrl-C" not in err.replace("(Ctrl-C, SIGTERM or SIGHUP)", "")
     assert time.monotonic() - started < 30  # not the step's 60 s
@@ -199,7 +199,7 @@ def test_a_hangup_of_the_terminal_stops_gracefully(tmp_path: Path) -> None:
         if pid:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 1
+    assert os.waitstatus_to_exitcode(status) == 3  # stopped, resumable
     run_id = _run_id(repo)
     try:
         assert not _growing(repo / "leak.txt")
@@ -299,7 +299,7 @@ def test_an_aborted_parallel_run_leaves_nothing_running(tmp_path: Path) -> None:
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 3, err  # stopped, resumable
     assert "aborted" in err
     run_id = _run_id(repo)
     try:

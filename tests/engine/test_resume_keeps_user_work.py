@@ -403,7 +403,7 @@ def test_a_graceful_stop_after_the_agent_step_then_a_plain_resume_keeps_the_user
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)  # as `kill PID`: finish the agent step, then stop
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 3, err  # stopped, resumable
     assert "stopped on request" in err
     _edit_as_the_user(repo, USER_EDIT)
 
@@ -463,7 +463,7 @@ def test_a_check_the_stop_signal_killed_is_no_verdict(tmp_path: Path) -> None:
     unconfined = {"ORCHESTRATE_SANDBOX": "none"}  # the check must reach orchestrate's pid
 
     stopped = orchestrate(run_args(project), repo, unconfined)
-    assert stopped.returncode == 1, stopped.stderr
+    assert stopped.returncode == 3, stopped.stderr  # stopped, resumable
     assert "stopped on request" in stopped.stderr
     assert "retrying" not in stopped.stderr
     resumed = orchestrate(resume_args(project), repo, unconfined)

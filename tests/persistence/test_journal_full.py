@@ -51,7 +51,7 @@ def test_a_failed_append_leaves_no_torn_record_behind(tmp_path: Path) -> None:
     assert failed is not None, "no append failed"
     n, exit_code, message = failed
     assert n == 1  # the second record, cut part-way by the limit
-    assert exit_code == 1
+    assert exit_code == 3  # stopped, resumable
     assert "File too large" in message
     assert "journal.jsonl" in message
     lines = (directory / "journal.jsonl").read_bytes().splitlines(keepends=True)

@@ -443,7 +443,7 @@ def test_the_warning_is_on_the_live_display(tmp_path: Path) -> None:
     env = {**os.environ, "ORCHESTRATE_SANDBOX": "none", "TERM": "xterm-256color", "COLUMNS": "200"}
     code, drawn = _run_on_a_terminal([str(ORCHESTRATE), *args], repo, env)
     assert code == 0, drawn
-    assert "orchestrate run" in drawn  # the live table's title: this was the live display
+    assert "   cost $0.0000   budget none" in drawn  # the live region's totals: this was the live display
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
     assert WARNING in plain, plain
 

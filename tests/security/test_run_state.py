@@ -626,7 +626,7 @@ def test_a_journal_edit_never_raises_what_resume_may_spend(
     stopped = orchestrate(
         repo, "run", "plan.md", "--script", str(script), "--model", "claude-haiku-4-5", *flags
     )
-    assert stopped.returncode == 1, stopped.stderr
+    assert stopped.returncode == 3, stopped.stderr  # stopped, resumable
     assert "budget" in stopped.stderr
     spent = folded(repo).usage.cost_usd
 
@@ -638,7 +638,7 @@ def test_a_journal_edit_never_raises_what_resume_may_spend(
         raised["max_cost"] = 1000.0
     tamper(repo, model="claude-opus-4-1", **raised)
     resumed = orchestrate(repo, "resume")
-    assert resumed.returncode == 1, resumed.stderr
+    assert resumed.returncode == 3, resumed.stderr  # stopped again, resumable
     assert "budget" in resumed.stderr
     assert folded(repo).usage.cost_usd == pytest.approx(spent)
     assert task_commits(repo) == ["T001"]
