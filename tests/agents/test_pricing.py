@@ -38,3 +38,19 @@ def test_cache_writes_and_reads_are_weighted() -> None:
     expected = (100 * 3 + 1000 * 3 * 1.25 + 10_000 * 3 * 0.1 + 10 * 15) / 1_000_000
     assert cost_usd(usage, price) == pytest.approx(expected)
     assert priced(usage, "claude-sonnet-4-6", DEFAULT_PRICES).cost_usd == pytest.approx(expected)
+
+
+def test_prices_come_from_the_maintained_library() -> None:
+    # A model our table never heard of, and a newer Opus: priced by genai-prices, not as Opus 4.
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, calls=1)
+    assert price_for("claude-fable-5", DEFAULT_PRICES) == (ModelPrice(input=10.0, output=50.0), True)
+    assert priced(usage, "claude-fable-5", DEFAULT_PRICES).cost_usd == pytest.approx(60.0)
+    cached = Usage(cache_creation_input_tokens=1_000_000, cache_read_input_tokens=1_000_000, calls=1)
+    assert priced(cached, "claude-opus-4-8", DEFAULT_PRICES).cost_usd == pytest.approx(6.25 + 0.5)
+
+
+def test_a_configured_price_overrides_the_library() -> None:
+    prices = {**DEFAULT_PRICES, "claude-sonnet-4-6": ModelPrice(input=1.0, output=2.0)}
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, calls=1)
+    assert priced(usage, "claude-sonnet-4-6", prices).cost_usd == pytest.approx(3.0)
+    assert price_for("claude-sonnet-4-6", prices) == (ModelPrice(input=1.0, output=2.0), True)
