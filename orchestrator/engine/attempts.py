@@ -202,12 +202,15 @@ class Attempts:
         """One agent call; False (attempt journaled as failed) when the agent did not finish cleanly
         or touched what it may not."""
         assert self.agent is not None
+        since_reset = self.state.task(task.id).attempts_since_reset
         rendered = self.renderer.render(
             self.plan(),
             task,
             commands,
             attempt=attempt,
-            max_attempts=self.settings.max_attempts,
+            # The last attempt this one's budget allows: max_attempts since the last reset (a
+            # resume gives a failed task a new budget; attempts keep their numbers).
+            max_attempts=attempt - 1 - since_reset + self.settings.max_attempts,
             failure=failure,
             workspace=workspace,
             changes_kept=changes_kept,

@@ -78,6 +78,8 @@ class VerificationOutcome:
         failed = self.failure
         if failed is None:
             return ""
+        if not failed.output_tail.strip():
+            return f"{failed.explain()}; it printed nothing"
         return f"{failed.explain()}. Output (tail):\n{failed.output_tail}"
 
 

@@ -343,3 +343,23 @@ def test_run_parallel_json_shows_tasks_side_by_side_in_their_worktrees(tmp_path:
 
     shown = runner.invoke(app, ["show", "--repo", str(repo)])
     assert "merged from" in shown.output
+
+
+def test_a_resumed_task_is_told_its_attempts_left_and_that_its_check_printed_nothing(tmp_path: Path) -> None:
+    # After a resume the retry prompt said "Attempt 3 of 2", then an empty "Output (tail):".
+    repo = make_repo(
+        tmp_path / "repo", {"plan.md": "# P\n\n- [ ] T001 Write `x.txt`\n  - Verify: `test -f x.txt`\n"}
+    )
+    script = tmp_path / "never.json"
+    script.write_text(json.dumps({"T001": [{"write": "y.txt", "content": "y\n"}]}))
+    failed = _cli(["run", "plan.md", "--script", str(script), "--max-attempts", "2"], cwd=repo)
+    assert failed.returncode == 1, failed.stderr
+    assert "`test -f x.txt` exited 1; it printed nothing" in failed.stderr
+    again = _cli(["resume", "--script", str(script)], cwd=repo)
+    assert again.returncode == 1, again.stderr
+    prompts = {p.name: p.read_text() for p in (repo / "checkpoints").glob("*/prompts/T001.attempt-*.md")}
+    assert sorted(prompts) == [f"T001.attempt-{n}.md" for n in (1, 2, 3, 4)]
+    assert "## Attempt 2 of 2:" in prompts["T001.attempt-2.md"]
+    assert "## Attempt 3 of 4:" in prompts["T001.attempt-3.md"]  # the resume's two attempts: 3 and 4
+    assert "## Attempt 4 of 4:" in prompts["T001.attempt-4.md"]
+    assert "Output (tail):\n\n" not in prompts["T001.attempt-4.md"]
