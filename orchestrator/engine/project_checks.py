@@ -35,6 +35,8 @@ MAKE_TARGETS = ("lint", "typecheck", "check", "build", "test")
 """Makefile targets worth running after every task, cheapest first."""
 _MAKE_RULE = re.compile(r"^([A-Za-z0-9_.-]+(?:[ \t]+[A-Za-z0-9_.-]+)*)[ \t]*:(?![=:])", re.MULTILINE)
 _ERROR_CHARS = 160
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _LOCKFILES = (("pnpm-lock.yaml", "pnpm"), ("yarn.lock", "yarn"), ("bun.lockb", "bun"), ("bun.lock", "bun"))
 
 
@@ -70,7 +72,9 @@ class Tried:
             if self.result.timed_out
             else f"exit {self.result.exit_code}"
         )
-        lines = [line.strip() for line in self.result.output_tail.splitlines() if line.strip()]
+        # A TOML comment may hold no control character: a coloured error would break the file.
+        plain = _CONTROL.sub(" ", _ANSI.sub("", self.result.output_tail.replace("\t", " ")))
+        lines = [line.strip() for line in plain.splitlines() if line.strip()]
         said = _last_telling(lines)
         text = f"{how}: {said}" if said else how
         return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"

@@ -71,7 +71,7 @@ def test_make_targets_run_without_the_key_and_the_failing_one_is_left_out(tmp_pa
         {
             "Makefile": (
                 "VERSION := 1\n"
-                "lint:\n\t@echo 'lint: style error in main.c' >&2; exit 3\n"
+                "lint:\n\t@printf '\\033[31mlint:\\033[0m style error in main.c\\a\\n' >&2; exit 3\n"
                 'test: build\n\t@test -z "$$ANTHROPIC_API_KEY" && echo no key\n'
                 "build:\n\t@true\n"
                 "deploy:\n\t@echo never run\n"
