@@ -182,6 +182,7 @@ def finished_dependencies(
     left out) and their worker's last report, as far as this run knows them."""
     found: list[FinishedDependency] = []
     plan_rel = state.plan if state is not None else ""
+    earlier: dict[str, str] | None = None
     for dep_id in task.depends_on:
         dep = plan.task(dep_id)
         record = state.tasks.get(dep_id) if state is not None else None
@@ -189,21 +190,35 @@ def finished_dependencies(
         if dep is None or not (dep.checked or done_here):
             continue
         if record is None or not done_here:
-            found.append(FinishedDependency(dep.id, dep.title, in_run=False))
+            # Done before this run: an earlier run's commit (its trailer) still says what changed.
+            if earlier is None and repo is not None and state is not None:
+                with contextlib.suppress(OrchestrateError):
+                    earlier = {c.task_id: c.sha for c in repo.trailer_commits()}
+            commit = (earlier or {}).get(dep.id)
+            files = _commit_files(repo, commit, plan_rel) if commit else []
+            found.append(FinishedDependency(dep.id, dep.title, files, in_run=False))
             continue
-        files: list[str] = []
-        if repo is not None and record.commit:
-            with contextlib.suppress(OrchestrateError):
-                changed = repo.changed_between(f"{record.commit}^", record.commit)
-                files = [f for f in changed if f != plan_rel]
-        if len(files) > DEPENDENCY_FILES_SHOWN:
-            files = [*files[:DEPENDENCY_FILES_SHOWN], f"and {len(files) - DEPENDENCY_FILES_SHOWN} more"]
+        assert record is not None
         summary = next((a.summary for a in reversed(record.attempts) if a.summary), "") or ""
         report = " ".join(summary.split())
         if len(report) > REPORT_LIMIT:
             report = report[: REPORT_LIMIT - 1] + "…"
+        files = _commit_files(repo, record.commit, plan_rel) if record.commit else []
         found.append(FinishedDependency(dep.id, dep.title, files, report))
     return found
+
+
+def _commit_files(repo: GitRepo | None, commit: str, plan_rel: str) -> list[str]:
+    """The paths `commit` changed, the plan left out, the first few named."""
+    if repo is None:
+        return []
+    try:
+        files = [f for f in repo.changed_between(f"{commit}^", commit) if f != plan_rel]
+    except OrchestrateError:
+        return []
+    if len(files) > DEPENDENCY_FILES_SHOWN:
+        files = [*files[:DEPENDENCY_FILES_SHOWN], f"and {len(files) - DEPENDENCY_FILES_SHOWN} more"]
+    return files
 
 
 def _siblings(plan: Plan, task: Task) -> tuple[list[dict[str, object]], int]:

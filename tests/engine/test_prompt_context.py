@@ -179,3 +179,18 @@ def test_the_seed_prompt_gives_each_sub_agent_its_criteria_and_the_global_standa
     assert all(
         PromptRenderer(shared_plans, path).render(plan, t, t.verify).system == rendered.system for t in others
     )
+
+
+def test_a_dependency_an_earlier_run_finished_is_named_with_its_files(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "# greeting\n", "plan.md": PLAN})
+    with FakeMessagesServer() as api:
+        api.respond_with(model)
+        env = {"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": TEST_KEY, "ORCHESTRATE_MAX_RETRIES": "0"}
+        args = ("run", "plan.md", "--agent", "anthropic", "--model", TEST_MODEL)
+        first = orchestrate(repo, *args, "--task", "task-1", env=env)
+        assert first.returncode == 0, first.stderr
+        second = orchestrate(repo, *args, env=env)
+        assert second.returncode == 0, second.stderr
+        requests = api.message_requests
+    prompt = next(_first_message(r) for r in requests if _task_of(r) == "task-2")
+    assert "- task-1 The greet module: changed greet.py (done before this run)" in prompt
