@@ -80,18 +80,20 @@ def _error_type(exc: anthropic.APIStatusError) -> str:
 
 
 def cache_marked(system: str, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
-    """Request fields with prompt-cache breakpoints: the last tool, the system prompt, the task
-    prompt (first message) and the moving end of the conversation; four at most, as the API allows.
+    """Request fields with prompt-cache breakpoints, four at most as the API allows: the system
+    prompt (the cache holds tools then system: one prefix, the same for every task of a run), the
+    task prompt (first message), the previous request's end and this one's.
 
-    The conversation itself is not changed: marked blocks are copies, so old breakpoints never
-    pile up past the limit."""
+    The previous end is marked because the API looks a breakpoint's prefix up at most 20 blocks
+    back: after a turn of 10+ parallel tool calls (a tool_use and a tool_result block each), the
+    new end alone would miss what the previous request wrote. The conversation itself is not
+    changed: marked blocks are copies, so old breakpoints never pile up past the limit."""
     tool_params: list[dict[str, Any]] = [
         {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools
     ]
-    if tool_params:
-        tool_params[-1] = {**tool_params[-1], "cache_control": CACHE}
     marked = list(messages)
-    for index in sorted({0, len(messages) - 1}):
+    # The previous request ended with the user message before the last assistant reply.
+    for index in sorted({0, len(messages) - 3, len(messages) - 1}):
         if index < 0 or index >= len(messages):
             continue
         content = messages[index]["content"]

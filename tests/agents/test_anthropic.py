@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.agents.anthropic import cache_marked
 from orchestrator.agents.base import (
     AgentConfigError,
     AgentOutcome,
@@ -149,12 +150,15 @@ def test_requests_carry_model_tools_and_four_cache_breakpoints_at_most(
     ]
     assert first["system"][0]["text"].startswith("You are a careful engineer.")
     assert first["messages"][0]["content"][0]["text"] == "Create hello.py that prints hello."
-    # Stable prefix: tools, system, task prompt. Moving end: the newest message.
-    assert breakpoints(first) == ["tool:finish", "system", "message:0:0"]
-    assert breakpoints(second) == ["tool:finish", "system", "message:0:0", "message:2:0"]
-    assert breakpoints(third) == ["tool:finish", "system", "message:0:0", "message:4:0"]
-    # Old breakpoints do not pile up: message 2 is unmarked once it is no longer the end.
-    assert "cache_control" not in third["messages"][2]["content"][0]
+    # Stable prefix: tools and system (one breakpoint), the task prompt. Moving end: the previous
+    # request's end and the newest message.
+    assert breakpoints(first) == ["system", "message:0:0"]
+    assert breakpoints(second) == ["system", "message:0:0", "message:2:0"]
+    assert breakpoints(third) == ["system", "message:0:0", "message:2:0", "message:4:0"]
+    # Old breakpoints do not pile up: the ends of two requests back are unmarked.
+    fourth_like = cache_marked("s", [{"role": "user", "content": "x"}] * 7, [])
+    marked = [i for i, m in enumerate(fourth_like["messages"]) if "cache_control" in m["content"][-1]]
+    assert marked == [0, 4, 6]
     # The key went in its header, and the SDK reached us through ANTHROPIC_BASE_URL.
     headers = fake_api.message_requests[0].headers
     assert TEST_KEY in (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
@@ -621,3 +625,22 @@ def test_prompt_is_too_long_compacts_and_asks_again(
     assert any("prompt is too long" in e.detail for e in recorder.of("progress"))
     after = json.dumps(fake_api.message_requests[-1].body["messages"])
     assert after.count("x" * 5000) < 3
+
+
+def test_a_turn_of_many_parallel_tool_calls_still_reads_the_cache(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    # 12 tool_use blocks and 12 tool_result blocks: from the new end, the API's lookup reaches back
+    # 20 blocks only, short of the previous request's end; a breakpoint there is read instead.
+    for index in range(12):
+        (repo / f"f{index}.txt").write_text(f"file {index}\n" * 200)
+    reads = [("read_file", {"path": f"f{index}.txt"}) for index in range(12)]
+    fake_api.script(tool_call("list_dir", {}), tool_calls(*reads), tool_call("list_dir", {}), finish())
+    run(repo, recorder)
+    usages = [e.usage for e in recorder.of("model_call") if e.usage]
+    before, after = usages[1], usages[2]
+    # The request carrying the 12 results reads everything the one before it wrote or read.
+    seen_before = before.cache_read_input_tokens + before.cache_creation_input_tokens
+    assert after.cache_read_input_tokens >= seen_before
+    third = fake_api.message_requests[2].body
+    assert breakpoints(third) == ["system", "message:0:0", "message:2:0", "message:4:11"]

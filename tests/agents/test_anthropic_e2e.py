@@ -23,6 +23,7 @@ from tests.fakes.messages_server import (
     Status,
     finish,
     overloaded,
+    simulated_usage,
     tool_call,
 )
 
@@ -94,6 +95,12 @@ def test_run_ticks_commits_and_records_usage_and_cost(repo: Path) -> None:
     assert first["model"] == TEST_MODEL
     assert "cache_control" in first["system"][-1]
     assert TEST_KEY not in done.stdout + done.stderr
+    # The second task's first call reads what the first task cached: tools and system prompt are
+    # the same for every task of a run, under one breakpoint.
+    seen: set[str] = set()
+    usages = [simulated_usage(r.body, seen) for r in api.message_requests]
+    prefix = json.dumps([*first["tools"], *first["system"]])
+    assert usages[3]["cache_read_input_tokens"] * 4 >= len(prefix) * 0.9
 
     shown = orchestrate(repo, "show", "--json")
     assert shown.returncode == 0, shown.stderr
