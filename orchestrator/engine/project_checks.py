@@ -372,6 +372,13 @@ def init_project(
     if on_start is not None:
         on_start(candidates)
     tried = try_checks(candidates, root, settings, sandbox, env, on_tried)
+    left = sorted({path for _, path in git.status()} - {path for _, path in dirty})
+    if left:
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        warnings.append(
+            f"the checks left changes in the work tree ({', '.join(left[:5])}{more}): a run refuses a "
+            "dirty tree, and runs them after every task; add what they build to .gitignore"
+        )
     write_config(target, config_text(tried, git.head()))
     return InitReport(target, tried, warnings)
 

@@ -73,7 +73,7 @@ def test_make_targets_run_without_the_key_and_the_failing_one_is_left_out(tmp_pa
                 "VERSION := 1\n"
                 "lint:\n\t@printf '\\033[31mlint:\\033[0m style error in main.c\\a\\n' >&2; exit 3\n"
                 'test: build\n\t@test -z "$$ANTHROPIC_API_KEY" && echo no key\n'
-                "build:\n\t@true\n"
+                "build:\n\t@mkdir -p out && echo built > out/app\n"
                 "deploy:\n\t@echo never run\n"
             )
         },
@@ -87,6 +87,8 @@ def test_make_targets_run_without_the_key_and_the_failing_one_is_left_out(tmp_pa
     text = (repo / "orchestrate.toml").read_text()
     assert "#   failed: exit 2: lint: style error in main.c" in text
     assert KEY not in text + done.stdout + done.stderr
+    # What `make build` made is named: a run would refuse the dirty tree.
+    assert "warning: the checks left changes in the work tree (out/app)" in done.stderr
 
 
 @pytest.mark.skipif(
