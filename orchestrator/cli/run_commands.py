@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -150,6 +151,18 @@ DEMO_BUDGET = 1.0
 """USD: what `demo` may spend with a paid agent unless told otherwise (six small tasks cost cents)."""
 
 
+def _duration(seconds: float | None) -> str:
+    """From the run's start to its last journal record: 42s, 3m05s, 2h07m."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 def _fmt_cost(value: float) -> str:
     return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
 
@@ -169,6 +182,7 @@ def _run_summary(state: RunState) -> dict[str, Any]:
         "cost_usd": round(state.usage.cost_usd, 6),
         "tokens": state.usage.total_tokens,
         "started_at": state.started_at,
+        "duration_s": round(max(state.updated_at - state.started_at, 0.0), 3) if state.started_at else None,
         "message": state.message,
     }
 
@@ -292,7 +306,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def runs(repo: RepoOpt = None, json_output: JsonOpt = False) -> None:
-        """List the repository's runs: id, plan, status, tasks done/failed, cost."""
+        """List the repository's runs: id, start, duration, status, tasks done/failed, cost, plan."""
         from orchestrator.engine.history import list_runs
 
         states = list_runs(repo)
@@ -303,11 +317,19 @@ def register(app: typer.Typer) -> None:
         if not rows:
             typer.echo("no runs yet")
             return
-        typer.echo(f"{'RUN':<22} {'STATUS':<9} {'DONE':>9} {'FAILED':>6} {'COST':>9}  PLAN")
+        head = f"{'RUN':<22} {'STARTED':<16} {'TOOK':>8} {'STATUS':<9} {'DONE':>9} {'FAILED':>6} {'COST':>9}"
+        typer.echo(f"{head}  PLAN")
         for r in rows:
             done = f"{r['done']}/{r['tasks']}"
             cost = _fmt_cost(r["cost_usd"])
-            typer.echo(f"{r['id']:<22} {r['status']:<9} {done:>9} {r['failed']:>6} {cost:>9}  {r['plan']}")
+            started = (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r["started_at"] else "-"
+            )
+            took = _duration(r["duration_s"])
+            typer.echo(
+                f"{r['id']:<22} {started:<16} {took:>8} {r['status']:<9} {done:>9} {r['failed']:>6} {cost:>9}"
+                f"  {r['plan']}"
+            )
 
     @app.command()
     def show(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,9 @@ def test_run_then_runs_and_show(project: tuple[Path, Path, Path]) -> None:
     assert "complete" in listed.output
     assert "3/3" in listed.output
     assert "plan.md" in listed.output
+    header, row = listed.output.splitlines()[:2]
+    assert header.split()[:4] == ["RUN", "STARTED", "TOOK", "STATUS"]
+    assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d +\d+s +complete ", row), row
 
     shown = runner.invoke(app, ["show", "--repo", str(repo)])
     assert shown.exit_code == 0
@@ -78,6 +82,7 @@ def test_run_then_runs_and_show(project: tuple[Path, Path, Path]) -> None:
 
     as_json = json.loads(runner.invoke(app, ["runs", "--repo", str(repo), "--json"]).output)
     assert as_json[0]["status"] == "complete"
+    assert 0 < as_json[0]["duration_s"] < 600
     assert as_json[0]["done"] == 3
 
 
