@@ -113,6 +113,7 @@ def _print_dry_run(report: DryRun, show_prompts: bool) -> None:
         typer.echo(f"  {d['severity']}{line}: {d['message']}")
     if report.already_done:
         typer.echo(f"Already done: {', '.join(report.already_done)}")
+    shown_system: str | None = None
     for n, wave in enumerate(report.waves, 1):
         typer.echo(f"Wave {n}:")
         for t in wave:
@@ -128,8 +129,11 @@ def _print_dry_run(report: DryRun, show_prompts: bool) -> None:
             for command in t.verify:
                 typer.echo(f"      verify: {command}")
             if show_prompts and t.prompt is not None:
-                typer.echo("      --- system prompt ---")
-                typer.echo("\n".join(f"      {line}" for line in (t.system_prompt or "").splitlines()))
+                # The run's one system prompt, shown at its first task (again only if it differed).
+                if t.system_prompt != shown_system:
+                    typer.echo("      --- system prompt (the same for every task of the run) ---")
+                    typer.echo("\n".join(f"      {line}" for line in (t.system_prompt or "").splitlines()))
+                    shown_system = t.system_prompt
                 typer.echo("      --- task prompt ---")
                 typer.echo("\n".join(f"      {line}" for line in t.prompt.splitlines()))
     if report.blocked:

@@ -79,6 +79,12 @@ def test_status_and_dry_run_say_how_each_task_is_judged(tmp_path: Path) -> None:
     assert "judged by: nothing: ticked on the agent's word" in dry.stdout
     assert "2 task(s) judged: 1 by their own checks, 0 by the default checks only, 1 by nothing" in dry.stdout
 
+    prompts = orchestrate(repo, "run", "plan.md", "--dry-run", "--show-prompts", "--agent", "scripted")
+
+    # The run's one system prompt is shown once; each task's own prompt under it.
+    assert prompts.stdout.count("--- system prompt (the same for every task of the run) ---") == 1
+    assert prompts.stdout.count("--- task prompt ---") == 2
+
     as_json = orchestrate(repo, "run", "plan.md", "--dry-run", "--json", "--agent", "scripted")
 
     judged = {t["id"]: t["judged_by"] for wave in json.loads(as_json.stdout)["waves"] for t in wave}
