@@ -306,7 +306,7 @@ def create(settings: Settings) -> Agent:
     if not (secret("ANTHROPIC_API_KEY") or secret("ANTHROPIC_AUTH_TOKEN")):
         raise AgentConfigError(NO_KEY)
     limits = LoopLimits(
-        compact_at_tokens=int(settings.compact_at * settings.context_window),
+        compact_at_tokens=min(int(settings.compact_at * settings.context_window), settings.compact_at_tokens),
         max_tokens=settings.max_tokens,
         context_tokens=settings.context_window,
     )
