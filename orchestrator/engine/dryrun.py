@@ -17,7 +17,7 @@ from orchestrator.config import check_checkpoints_dir, load_settings
 from orchestrator.domain.plan import Plan
 from orchestrator.engine.coverage import coverage
 from orchestrator.engine.prompts import TRIAL_FAILURE, PromptRenderer, run_templates
-from orchestrator.engine.scheduler import is_group, select_tasks
+from orchestrator.engine.scheduler import Scheduler, is_group, select_tasks
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.errors import PlanError, UsageError
 from orchestrator.input_files import PLAN_LIMIT, check_regular_file
@@ -60,19 +60,16 @@ class DryRun(BaseModel):
 
 
 def waves(plan: Plan, selection: list[str]) -> tuple[list[list[str]], list[str]]:
-    """Selected unsettled tasks in waves: each wave's tasks wait only on earlier waves."""
-    chosen = set(selection)
-    settled = {t.id for t in plan.tasks if t.settled}
-    todo = [t for t in plan.tasks if t.id in chosen and t.id not in settled]
+    """Selected unsettled tasks in waves, as the run's own Scheduler hands them out when every task
+    passes: each wave is what is ready once the earlier waves are done (so a box ticked out of
+    order opens nothing until what it waits for has run, as `next` says). The tasks no wave
+    reaches come second."""
+    scheduler = Scheduler(plan, selection)
     out: list[list[str]] = []
-    while todo:
-        wave = [t.id for t in todo if all(d in settled for d in t.depends_on)]
-        if not wave:
-            break
-        out.append(wave)
-        settled |= set(wave)
-        todo = [t for t in todo if t.id not in settled]
-    return out, [t.id for t in todo]
+    while ready := scheduler.ready():
+        out.append([t.id for t in ready])
+        scheduler.done.update(t.id for t in ready)
+    return out, scheduler.remaining()
 
 
 def dry_run(

@@ -368,3 +368,43 @@ def test_a_resumed_task_is_told_its_attempts_left_and_that_its_check_printed_not
     assert "## Attempt 3 of 4:" in prompts["T001.attempt-3.md"]  # the resume's two attempts: 3 and 4
     assert "## Attempt 4 of 4:" in prompts["T001.attempt-4.md"]
     assert "Output (tail):\n\n" not in prompts["T001.attempt-4.md"]
+
+
+OUT_OF_ORDER = """\
+# P
+
+## Phase 1: A
+
+- [ ] T001 one
+  - Verify: `true`
+
+## Phase 2: B
+
+- [x] T002 two
+
+## Phase 3: C
+
+- [ ] T003 three
+  - Verify: `true`
+"""
+
+
+def test_dry_run_waves_are_the_schedulers_a_box_ticked_out_of_order_opens_nothing(tmp_path: Path) -> None:
+    # T002 ticked before T001 ran: T003 still waits for T001 (as `next` and a real run say); the
+    # dry run put it in the first wave.
+    repo = make_repo(tmp_path / "repo", {"plan.md": OUT_OF_ORDER})
+    ready = runner.invoke(app, ["next", str(repo / "plan.md")])
+    assert [line.split("\t")[0] for line in ready.output.splitlines()] == ["T001"]
+    dry = runner.invoke(app, ["run", str(repo / "plan.md"), "--dry-run", "--agent", "scripted", "--json"])
+    assert dry.exit_code == 0, dry.output
+    waves = [[t["id"] for t in wave] for wave in json.loads(dry.output)["waves"]]
+    assert waves == [["T001"], ["T003"]]
+
+
+def test_dry_run_first_wave_is_what_next_says_on_a_real_plan(shared_plans: Path, tmp_path: Path) -> None:
+    name = "MemberJunction__MJ__plans__audio-sage-realtime-implementation-plan.md"
+    repo = make_repo(tmp_path / "repo", {"plan.md": (shared_plans / name).read_text()})
+    ready = runner.invoke(app, ["next", str(repo / "plan.md")])
+    dry = runner.invoke(app, ["run", str(repo / "plan.md"), "--dry-run", "--agent", "scripted", "--json"])
+    first = {t["id"] for t in json.loads(dry.output)["waves"][0]}
+    assert first == {line.split("\t")[0] for line in ready.output.splitlines()}
