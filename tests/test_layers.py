@@ -87,13 +87,21 @@ def _logging_git(folder: Path, log: Path) -> Path:
     folder.mkdir()
     script = folder / "git"
     script.write_text(
-        f"#!/bin/sh\nprintf '%s\\0' \"$@\" >> '{log}'\nprintf '\\036\\n' >> '{log}'\nexec '{real}' \"$@\"\n"
+        "#!/bin/sh\n"
+        # Field 5 of /proc/PID/stat is the process group: the call's first word says whether git
+        # leads a group of its own (a terminal's Ctrl-C then does not reach it).
+        "read -r _ _ _ _ group _ < /proc/$$/stat\n"
+        f"if [ \"$group\" = $$ ]; then printf 'own-group\\0' >> '{log}'\n"
+        f"else printf 'shared\\0' >> '{log}'; fi\n"
+        f"printf '%s\\0' \"$@\" >> '{log}'\nprintf '\\036\\n' >> '{log}'\nexec '{real}' \"$@\"\n"
     )
     script.chmod(0o755)
     return folder
 
 
-def test_every_git_process_orchestrate_starts_carries_the_safety_settings(tmp_path: Path) -> None:
+def test_every_git_process_orchestrate_starts_carries_the_safety_settings_in_a_group_of_its_own(
+    tmp_path: Path,
+) -> None:
     # Dynamic, where the scan above is static: the demo (a scratch repository made, a parallel run
     # with worktrees, commits, merges) then status, runs and show, each git process seen as it starts.
     log = tmp_path / "git.log"
@@ -110,5 +118,7 @@ def test_every_git_process_orchestrate_starts_carries_the_safety_settings(tmp_pa
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
     calls = [record.split("\0")[:-1] for record in log.read_text(errors="replace").split("\x1e\n")[:-1]]
     assert len(calls) > 20
-    unsafe = [" ".join(call) for call in calls if tuple(call[: len(SAFETY)]) != SAFETY]
+    unsafe = [" ".join(call) for call in calls if tuple(call[1 : len(SAFETY) + 1]) != SAFETY]
     assert unsafe == []
+    in_our_group = [" ".join(call[1:]) for call in calls if call[0] != "own-group"]
+    assert in_our_group == []

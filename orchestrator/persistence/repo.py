@@ -138,6 +138,13 @@ class MergedTree:
     conflicts: list[str]
 
 
+OWN_GROUP = 0
+"""Every git process starts in a process group of its own (`process_group=0`): a terminal's Ctrl-C
+or hang-up goes to its whole foreground group, and a git killed there failed the step it was in
+(`git add -A failed: -2`) where orchestrate itself stops gracefully. An abort still ends it:
+subprocess.run kills its child when interrupted."""
+
+
 @functools.cache
 def git_program() -> str:
     """git's full path, looked up once: a bare name makes every spawn try each PATH entry."""
@@ -156,6 +163,7 @@ def find_repo_root(start: Path) -> Path | None:
         encoding="utf-8",
         errors="surrogateescape",
         check=False,
+        process_group=OWN_GROUP,
     )
     if done.returncode != 0:
         return None
@@ -193,6 +201,7 @@ class GitRepo:
                 encoding="utf-8",
                 errors="surrogateescape",
                 check=False,
+                process_group=OWN_GROUP,
             )
             lines = done.stdout.splitlines()
             if done.returncode != 0 or len(lines) != 2:
@@ -224,6 +233,7 @@ class GitRepo:
             encoding="utf-8",
             errors="surrogateescape",
             check=False,
+            process_group=OWN_GROUP,
             env=self._env(env, guarded),
             input=input_text,
         )
@@ -261,6 +271,7 @@ class GitRepo:
             cwd=self.root,
             capture_output=True,
             check=False,
+            process_group=OWN_GROUP,
             env=self._env(None, True),
         )
         return done.stdout if done.returncode == 0 else None

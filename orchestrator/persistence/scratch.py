@@ -11,12 +11,17 @@ import subprocess
 from pathlib import Path
 
 from orchestrator.persistence.gitconfig import SAFETY
-from orchestrator.persistence.repo import git_program
+from orchestrator.persistence.repo import OWN_GROUP, git_program
 
 
 def _git(directory: Path, *args: str, check: bool = True) -> str:
     return subprocess.run(
-        [git_program(), *SAFETY, *args], cwd=directory, check=check, capture_output=True, text=True
+        [git_program(), *SAFETY, *args],
+        cwd=directory,
+        check=check,
+        capture_output=True,
+        text=True,
+        process_group=OWN_GROUP,
     ).stdout
 
 
