@@ -44,6 +44,8 @@ KEEP_RECENT_MESSAGES = 4
 """Compaction leaves the last two exchanges (assistant + tool results) as they are."""
 MAX_CUT_OFFS = 3
 SUMMARY_LIMIT = 4000
+NOT_AN_END = frozenset({"refusal", "max_tokens", "model_context_window_exceeded", "pause_turn"})
+"""Stop reasons of a reply that does not end the task, whatever it holds."""
 CHARS_PER_TOKEN = 3.0
 """A request's characters per token before the API has told us (code and JSON: about 3 to 4)."""
 TURN_OUTPUT_SHARE = 0.25
@@ -253,7 +255,17 @@ class _Run:
                 self.chars_per_token = min(1000.0, max(1.0, sent / reply.context_tokens))
             self.turns += 1
             self.usage = self.usage + reply.usage
-            self.listener(AgentEvent(kind="model_call", usage=reply.usage, detail=self._call_detail(reply)))
+            # A reply that ends the task (a report, a call to finish) is paid for work that is done:
+            # a budget it passes stops the run after that work is verified and committed.
+            uses = [b.get("name") for b in reply.content if b.get("type") == "tool_use"]
+            ends = reply.stop_reason not in NOT_AN_END and (
+                FINISH.name in uses or (not uses and bool(_text_of(reply.content)))
+            )
+            self.listener(
+                AgentEvent(
+                    kind="model_call", usage=reply.usage, detail=self._call_detail(reply), session_over=ends
+                )
+            )
             # A tool call whose input is not valid Unicode is answered with an error (what it would
             # write or run is not what the model meant); everything else is kept, made valid.
             refused = {

@@ -175,3 +175,20 @@ def test_a_key_rejected_mid_run_stops_it_resumably(repo: Path) -> None:
     assert "the API rejected the key (401: invalid x-api-key)" in stopped.stderr
     assert "orchestrate resume" in stopped.stderr
     assert "0 failed" in stopped.stderr
+
+
+def test_work_finished_on_the_call_that_passes_the_budget_is_committed(repo: Path) -> None:
+    # The report that ends a task costs more than the budget left: the task's work is done, so it is
+    # verified and committed; the next task does not start.
+    def dear_report(request: RecordedRequest) -> Response:
+        reply = model(request)
+        if reply.content[-1].get("name") == "finish":
+            reply.usage = {"input_tokens": 100_000, "output_tokens": 10}  # $0.30
+        return reply
+
+    with FakeMessagesServer() as api:
+        api.respond_with(dear_report)
+        stopped = orchestrate(repo, "run", "plan.md", "--max-cost", "0.05", env=api_env(api))
+    assert stopped.returncode == 3, stopped.stderr
+    assert "budget reached" in stopped.stderr
+    assert trailers(repo) == ["T001"]
