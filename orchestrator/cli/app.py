@@ -17,7 +17,7 @@ app = typer.Typer(
     name="orchestrate",
     help="Carry a markdown implementation plan to completion with coding sub-agents.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
 )
 

@@ -333,10 +333,14 @@ def _print_diagnostics(console: Console, plan: Plan) -> None:
         console.print(f"{diagnostic.severity.value}: {where}: {escape(diagnostic.message)}")
 
 
+PLAN_PANEL = "Read and edit a plan"
+"""Where `orchestrate --help` lists these commands (the run commands have a panel of their own)."""
+
+
 def register(app: typer.Typer) -> None:
-    app.command("parse")(parse)
-    app.command("status")(status)
-    app.command("next")(next_tasks)
-    app.command("graph")(graph)
-    app.command("lint")(lint)
-    app.command("tick")(tick)
+    app.command("parse", rich_help_panel=PLAN_PANEL)(parse)
+    app.command("status", rich_help_panel=PLAN_PANEL)(status)
+    app.command("next", rich_help_panel=PLAN_PANEL)(next_tasks)
+    app.command("graph", rich_help_panel=PLAN_PANEL)(graph)
+    app.command("lint", rich_help_panel=PLAN_PANEL)(lint)
+    app.command("tick", rich_help_panel=PLAN_PANEL)(tick)

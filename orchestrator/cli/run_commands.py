@@ -198,8 +198,12 @@ AgentCommandOpt = Annotated[
 MaxTurnsOpt = Annotated[int | None, typer.Option(help="Model turns per task attempt (default 50).", min=1)]
 
 
+RUN_PANEL = "Run a plan"
+"""Where `orchestrate --help` lists run, resume, runs, show and demo."""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel=RUN_PANEL)
     def run(
         plan: Annotated[Path, typer.Argument(help="The markdown plan to carry out.")],
         agent: Annotated[
@@ -272,7 +276,7 @@ def register(app: typer.Typer) -> None:
             ),
         )
 
-    @app.command()
+    @app.command(rich_help_panel=RUN_PANEL)
     def resume(
         run_id: Annotated[
             str | None, typer.Argument(help="The run to continue (default: the latest).")
@@ -308,7 +312,7 @@ def register(app: typer.Typer) -> None:
             lambda reporter, stop: resume_run(run_id, overrides, reporter, repo=repo, stop=stop),
         )
 
-    @app.command()
+    @app.command(rich_help_panel=RUN_PANEL)
     def runs(repo: RepoOpt = None, json_output: JsonOpt = False) -> None:
         """List the repository's runs: id, start, duration, status, tasks done/failed, cost, plan."""
         from orchestrator.engine.history import list_runs
@@ -335,7 +339,7 @@ def register(app: typer.Typer) -> None:
                 f"  {r['plan']}"
             )
 
-    @app.command()
+    @app.command(rich_help_panel=RUN_PANEL)
     def show(
         run_id: Annotated[
             str | None, typer.Argument(help="Run id or unique prefix (default: latest).")
@@ -408,7 +412,7 @@ def register(app: typer.Typer) -> None:
             for ref in t.saved_refs:
                 typer.echo(f"  saved edits: {ref}")
 
-    @app.command()
+    @app.command(rich_help_panel=RUN_PANEL)
     def demo(
         agent: Annotated[
             str | None,

@@ -399,3 +399,29 @@ def test_tick_on_a_read_only_file_system_is_one_line_and_exit_2(tmp_path: Path) 
     )
     assert len(done.stderr.strip().splitlines()) == 1
     assert plan_file.read_bytes() == b"# Plan\n\n- [ ] T1 a task\n"
+
+
+def test_shell_completion_completes_commands_through_the_console_script(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "_ORCHESTRATE_COMPLETE": "complete_bash",
+        "COMP_WORDS": "orchestrate ru",
+        "COMP_CWORD": "1",
+    }
+    done = subprocess.run(
+        [str(ORCHESTRATE)], env=env, cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["run", "runs"]
+    script = subprocess.run(
+        [str(ORCHESTRATE), "--show-completion", "bash"], capture_output=True, text=True, check=False
+    )
+    assert "_orchestrate_completion" in script.stdout
+
+
+def test_help_groups_the_commands() -> None:
+    shown = runner.invoke(app, ["--help"], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0
+    plan_panel = shown.output.index("Read and edit a plan")
+    run_panel = shown.output.index("Run a plan")
+    assert plan_panel < shown.output.index(" lint ") < run_panel < shown.output.index(" resume ")
