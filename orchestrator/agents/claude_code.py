@@ -223,6 +223,9 @@ class ClaudeCodeAgent:
         self.unchosen = settings.model
         self.agent_env = list(settings.agent_env)
         self.prices = dict(settings.prices)
+        self._check_usage: Usage | None = None
+        """What the readiness check spent, charged to the first attempt (the run has no journal yet)."""
+        self._lock = threading.Lock()
 
     def _model(self, request: AgentRequest) -> str | None:
         if request.model and request.model != self.unchosen:
@@ -286,6 +289,9 @@ class ClaudeCodeAgent:
         result = _json_object(out.strip().splitlines()[-1] if out.strip() else "")
         if result is None:
             return
+        spent = usage_of(result)
+        if spent.cost_usd or spent.total_tokens:
+            self._check_usage = spent
         refused = auth_failure(result)
         if refused is not None:
             raise AgentConfigError(f"claude-code cannot use its key ({refused}); {LOGIN}")
@@ -293,6 +299,11 @@ class ClaudeCodeAgent:
     # -- one attempt ----------------------------------------------------------------------
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
+        with self._lock:
+            checked, self._check_usage = self._check_usage, None
+        if checked is not None:
+            detail = f"claude-code's readiness check before the first task: ${checked.cost_usd:.4f}"
+            listener(AgentEvent(kind="model_call", usage=checked, session_over=True, detail=detail))
         env = self.env(request.env)
         argv = self.confined(self.argv(request), request.workspace, env, request.sandbox)
         stream = _Stream()

@@ -385,3 +385,21 @@ def test_the_probe_refuses_a_rejected_key_only(fake_bin: Path, fixture: str, ref
     assert argv[argv.index("--max-turns") + 1] == "1"
     assert probe["env"]["CLAUDE_CODE_MAX_RETRIES"] == "0"  # a rejected key is not retried for minutes
     assert "--model" not in argv
+
+
+def test_what_the_probe_spent_is_charged_to_the_first_attempt(fake_bin: Path, tmp_path: Path) -> None:
+    probe = {**fixture_result("success"), "total_cost_usd": 0.0036}
+    script(fake_bin, [result()], probe=probe)
+    agent = create_agent(Settings(agent="claude-code"))
+    assert isinstance(agent, ReadyCheck)
+    agent.check_ready(None)
+    first, second = Recorder(), Recorder()
+    agent.run(request(tmp_path), first)
+    script(fake_bin, [result()])
+    agent.run(request(tmp_path), second)
+    checked, session = first.of("model_call")
+    assert checked.usage is not None
+    assert checked.usage.cost_usd == pytest.approx(0.0036)
+    assert "readiness check" in checked.detail
+    assert checked.session_over
+    assert len(second.of("model_call")) == 1
