@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from orchestrator.agents.base import AgentConfigError, AgentRequest, AgentStatus
 from orchestrator.agents.claude_code import ClaudeCodeAgent
 from orchestrator.config import Settings
 from orchestrator.tools.sandbox import detect_sandbox
-from tests.conftest import needs_bwrap
+from tests.conftest import git, make_repo, needs_bwrap, orchestrate
 from tests.fakes.listener import Recorder
 from tests.fakes.messages_server import (
     FakeMessagesServer,
@@ -178,3 +179,43 @@ def test_real_root_bypass_permissions(api: Any, tmp_path: Path, recorder: Record
     outcome = agent(claude_permission_mode="bypassPermissions").run(request(tmp_path), recorder)
     assert outcome.status == AgentStatus.DONE, outcome.summary
     assert (tmp_path / "ran.txt").exists()
+
+
+PLAN = """\
+# Plan
+
+## Phase 1: Files
+
+- [ ] T001 Create `a.txt`
+  - Verify: `test -f a.txt`
+- [ ] T002 Create `b.txt`
+  - Verify: `test -f b.txt`
+"""
+
+
+def two_tasks(request: RecordedRequest) -> Response:
+    """Each task: write its file, look at it with Bash, report."""
+    if not request.body.get("tools"):
+        return text('{"title": "Create a file"}')
+    task = re.search(r"task: (T00\d)", json.dumps(request.body["messages"][0]))
+    name = "a.txt" if task and task.group(1) == "T001" else "b.txt"
+    done = tool_results(request)
+    if done == 0:
+        return tool_call("Write", {"file_path": name, "content": "x\n"})
+    if done == 1:
+        return tool_call("Bash", {"command": f"cat {name}", "description": "check"})
+    return text(f"Created {name}.")
+
+
+def test_a_real_run_commits_each_task_and_records_what_it_cost(api: Any, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"plan.md": PLAN, ".gitignore": "checkpoints/\n"})
+    api.respond_with(two_tasks)
+    env = {"ORCHESTRATE_AGENT_ENV": json.dumps(SETTINGS["agent_env"])}  # bubblewrap where it works
+    done = orchestrate(repo, "run", "plan.md", "--agent", "claude-code", "--max-cost", "5", env=env)
+    assert done.returncode == 0, done.stderr
+    trailers = git(repo, "log", "--reverse", "--format=%(trailers:key=Orchestrate-Task,valueonly)").split()
+    assert trailers == ["T001", "T002"]
+    assert git(repo, "show", "--name-only", "--format=", "HEAD").split() == ["b.txt", "plan.md"]
+    shown = json.loads(orchestrate(repo, "show", "--json").stdout)
+    assert shown["usage"]["cost_usd"] > 0
+    assert shown["tasks"]["T001"]["usage"]["cache_creation_input_tokens"] > 0
