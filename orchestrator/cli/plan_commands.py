@@ -203,11 +203,41 @@ def graph(
             typer.echo(export.graph_mermaid(plan), nl=False)
 
 
+class LintFormat(StrEnum):
+    TEXT = "text"
+    GITHUB = "github"
+
+
+def _finding(output: LintFormat, path: Path, line: int | None, severity: str, message: str) -> str:
+    """One problem in the plan: `path:line: severity: message`, or with --format github a workflow
+    command that annotates the pull request at the file and line."""
+    if output is LintFormat.TEXT:
+        where = f"{path}:{line}" if line else str(path)
+        return f"{where}: {severity}: {message}"
+    level = {"error": "error", "warning": "warning"}.get(severity, "notice")
+
+    def escaped(text: str, properties: bool = False) -> str:
+        # As GitHub's toolkit escapes them (actions/toolkit, command.ts).
+        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return text.replace(":", "%3A").replace(",", "%2C") if properties else text
+
+    where = f"file={escaped(str(path), True)}" + (f",line={line}" if line else "")
+    return f"::{level} {where}::{escaped(message)}"
+
+
 def lint(
     plan_path: PlanArgument,
     require_verify: Annotated[
         bool, typer.Option("--require-verify", help="Exit 1 when an open task would be judged by nothing.")
     ] = False,
+    output: Annotated[
+        LintFormat,
+        typer.Option(
+            "--format",
+            help="text, or github: annotations on the pull request at file and line.",
+            case_sensitive=False,
+        ),
+    ] = LintFormat.TEXT,
 ) -> None:
     """Check the plan for CI: exit 1 on cycles, unknown or duplicate ids, parent/child disagreement
     (and with --require-verify, an open task no command would judge). Says how each task is judged."""
@@ -218,8 +248,7 @@ def lint(
             failing = _is_lint_error(diagnostic)
             errors += failing
             severity = "error" if failing else diagnostic.severity.value
-            where = f"{plan.path}:{diagnostic.line}" if diagnostic.line else str(plan.path)
-            typer.echo(f"{where}: {severity}: {diagnostic.message}")
+            typer.echo(_finding(output, plan.path, diagnostic.line, severity, diagnostic.message))
         from orchestrator.engine.coverage import Judge, plan_coverage, plan_settings
         from orchestrator.engine.coverage import summary as coverage_summary
 
@@ -227,11 +256,12 @@ def lint(
         unjudged = [c.task for c in judged if c.judge is Judge.NOTHING]
         if require_verify:
             for task in unjudged:
-                typer.echo(
-                    f"{plan.path}:{task.line}: error: {task.id} is judged by nothing (no check of its own, "
+                message = (
+                    f"{task.id} is judged by nothing (no check of its own, "
                     "no default check): add a `Run:`/`Verify:` command, or `verify = [...]` in "
                     "orchestrate.toml (`orchestrate init` finds the project's)"
                 )
+                typer.echo(_finding(output, plan.path, task.line, "error", message))
         if judged:
             typer.echo(coverage_summary(judged))
         if unjudged and not require_verify:
