@@ -112,6 +112,10 @@ class Ending:
 
 
 class Runner:
+    """One run's loop over its parts: the scheduler (what is ready), the executor (where attempts
+    run), Attempts (running -> verified), Landing (verified -> committed, or failed), one Recorder
+    and one StopToken. Built by engine.session, for a resume from what engine.resume recovered."""
+
     def __init__(
         self,
         ctx: RunContext,
