@@ -665,7 +665,10 @@ def _journal_records(project: Project) -> int:
 
         checkpoints = load_settings(project.repo, {}).checkpoints_dir
         project.state_root = RunStore.for_repo(project.repo, checkpoints).root
-    journals = list(project.state_root.glob(f"*/{JOURNAL_NAME}"))
+    try:
+        journals = list(project.state_root.glob(f"*/{JOURNAL_NAME}"))
+    except OSError:  # the pre-flight makes and removes the folder as it checks it can write there
+        journals = []
     if not journals and time.monotonic() - project.looked_up > 0.25:
         project.looked_up = time.monotonic()
         from orchestrator.engine.history import load_run

@@ -118,7 +118,10 @@ def test_parallel_tasks_on_different_files_each_land_as_one_commit_with_its_tick
 
 @pytest.mark.slow  # the order and the overlap come from 0.1 s sleeps: a loaded machine could change them
 def test_parallel_tasks_run_side_by_side_and_the_shortest_lands_first(tmp_path: Path) -> None:
-    repo, plan, script = write_project(tmp_path, plan=FAN_PLAN, script=FAN_SCRIPT)
+    # Gaps of 0.7 s between the three: 0.1 s gaps were reordered on a 2-core machine at load 8.
+    sleeps = {"T002": 1.9, "T003": 1.2, "T004": 0.5}
+    spread = {**FAN_SCRIPT, **{t: [FAN_SCRIPT[t][0], {"sleep": s}] for t, s in sleeps.items()}}
+    repo, plan, script = write_project(tmp_path, plan=FAN_PLAN, script=spread)
     result, reporter = _run(plan, script)
 
     assert result.exit_code == 0, result.message
