@@ -100,25 +100,8 @@ def _fence_commands(lines: list[str], start: int) -> tuple[list[str], int] | Non
     opening = _FENCE.match(lines[start])
     if opening is None or opening.group("lang").lower() not in refs.SHELL_LANGUAGES:
         return None
-    fence = opening.group("fence")
-    commands: list[str] = []
-    pending = ""
-    index = start + 1
-    while index < len(lines):
-        stripped = lines[index].strip()
-        index += 1
-        if stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0]):
-            break
-        if pending:
-            stripped = f"{pending} {stripped}"
-            pending = ""
-        if stripped.endswith("\\"):
-            pending = stripped[:-1].rstrip()
-            continue
-        stripped = stripped.removeprefix("$ ")
-        if stripped and not stripped.startswith("#"):
-            commands.append(stripped)
-    return commands, index
+    commands, read = refs.block_commands(lines[start + 1 :], opening.group("fence"))
+    return commands, start + 1 + read
 
 
 def _fence_end(lines: list[str], start: int) -> int:

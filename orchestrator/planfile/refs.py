@@ -245,10 +245,18 @@ def _fenced_after(text: str, label: re.Match[str]) -> list[str] | None:
     opening = _FENCE_OPEN.match(lines[0]) if lines else None
     if opening is None or opening.group("lang").lower() not in SHELL_LANGUAGES:
         return None
-    fence = opening.group("fence")
+    return block_commands(lines[1:], opening.group("fence"))[0]
+
+
+def block_commands(lines: list[str], fence: str) -> tuple[list[str], int]:
+    """The commands in the body of a shell block opened by `fence` (`lines` start after the opening
+    line): a line ending in a backslash continues on the next, a `$ ` prompt is dropped, comments
+    and blank lines are skipped. Also how many lines were read, the closing fence included."""
     commands: list[str] = []
     pending = ""
-    for line in lines[1:]:
+    read = 0
+    for line in lines:
+        read += 1
         stripped = line.strip()
         if stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0]):
             break
@@ -261,7 +269,7 @@ def _fenced_after(text: str, label: re.Match[str]) -> list[str] | None:
         stripped = stripped.removeprefix("$ ")
         if stripped and not stripped.startswith("#"):
             commands.append(stripped)
-    return commands
+    return commands, read
 
 
 def plain_labels(text: str) -> str:
