@@ -45,6 +45,7 @@ _STATUS_STYLE = {
     "unverified": "yellow",
     "failed": "bold red",
     "skipped": "magenta",
+    "needs_human": "bold yellow",
     "already done": "dim green",
 }
 
@@ -240,6 +241,8 @@ def summary_lines(board: RunBoard) -> list[str]:
     for row in board.rows.values():
         if row.status == "failed":
             lines.append(f"  failed {row.id}: {row.note}")
+    for task_id in end.needs_human:
+        lines.append(f"  needs a human {task_id}: {board.row(task_id).note}")
     if end.resume_hint:
         lines.append(f"continue with: {end.resume_hint}")
     return lines

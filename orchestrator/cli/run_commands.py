@@ -102,7 +102,8 @@ resumable, but it needs a look first) and 2 for bad input."""
 
 
 def exit_code(result: RunResult) -> int:
-    """0 complete, 1 a task failed, 3 stopped resumably (see STOPPED_EXIT)."""
+    """0 complete, 1 a task failed, 3 stopped resumably (see STOPPED_EXIT), 4 tasks wait for a
+    person (see engine.runner.NEEDS_HUMAN_EXIT)."""
     return STOPPED_EXIT if result.status is RunStatus.STOPPED else result.exit_code
 
 

@@ -98,9 +98,10 @@ class TaskRetrying(_Event):
 class TaskFinished(_Event):
     event: Literal["task_finished"] = "task_finished"
     task_id: str
-    status: Literal["done", "unverified", "failed", "skipped"]
+    status: Literal["done", "unverified", "failed", "skipped", "needs_human"]
     """done: verified and committed; unverified: committed with no verification to run;
-    failed: attempts exhausted; skipped: a dependency failed."""
+    failed: attempts exhausted; skipped: a dependency failed; needs_human: waits for a person
+    (`orchestrate accept` / `reject`), not committed."""
     reason: str = ""
     commit: str | None = None
     attempts: int = 0
@@ -117,9 +118,9 @@ class Notice(_Event):
 class RunFinished(_Event):
     event: Literal["run_finished"] = "run_finished"
     run_id: str
-    status: Literal["complete", "failed", "stopped"]
+    status: Literal["complete", "failed", "stopped", "waiting"]
     """complete: every selected task done; failed: some task failed; stopped: resumable stop
-    (budget, interrupt, API unavailable)."""
+    (budget, interrupt, API unavailable); waiting: the rest waits for a person."""
     message: str = ""
     done: int = 0
     failed: int = 0
@@ -127,6 +128,8 @@ class RunFinished(_Event):
     unverified: int = 0
     """Of `done`, the tasks no check judged: ticked on the agent's word."""
     remaining: int = 0
+    needs_human: list[str] = Field(default_factory=list)
+    """Tasks that wait for a person (`orchestrate accept` / `reject`)."""
     usage: Usage = Field(default_factory=Usage)
     resume_hint: str = ""
     """The command that continues this run, when it is resumable."""
@@ -236,6 +239,16 @@ def derive(transition: t.Transition, state: RunState) -> Event | None:
                 usage=task.usage,
                 at=transition.at,
             )
+        case t.TaskNeedsHuman():
+            task = state.task(transition.task)
+            return TaskFinished(
+                task_id=transition.task,
+                status="needs_human",
+                reason=transition.reason.splitlines()[0] if transition.reason else "",
+                attempts=task.attempt,
+                usage=task.usage,
+                at=transition.at,
+            )
         case t.TaskSkipped():
             return TaskFinished(
                 task_id=transition.task, status="skipped", reason=transition.reason, at=transition.at
@@ -252,6 +265,7 @@ def derive(transition: t.Transition, state: RunState) -> Event | None:
                 # Of the done, those no check judged: ticked on the agent's word.
                 unverified=sum(1 for task in tasks if task.status == "done" and task.unverified),
                 remaining=transition.remaining,
+                needs_human=[task.id for task in tasks if task.status == "needs_human"],
                 usage=state.usage,
                 resume_hint=transition.resume_hint,
                 at=transition.at,

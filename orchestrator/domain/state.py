@@ -24,6 +24,12 @@ from orchestrator.domain import transitions as t
 from orchestrator.domain.usage import Usage
 
 
+def rejection(note: str, by: str) -> str:
+    """What the next attempt's prompt says about a person's rejection of the last one."""
+    who = f" ({by})" if by else ""
+    return f"A person reviewed the previous attempt's work and rejected it{who}: {note}"
+
+
 class TaskStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -39,6 +45,9 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     """Not run because a task it depends on failed."""
+    NEEDS_HUMAN = "needs_human"
+    """Waits for a person (a manual unit, a reviewer's needs_human): `orchestrate accept` commits
+    it, `orchestrate reject` re-opens it; its dependents wait, the other tasks go on."""
 
     @property
     def in_flight(self) -> bool:
@@ -56,6 +65,8 @@ class RunStatus(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     STOPPED = "stopped"
+    WAITING = "waiting"
+    """Ended with every task that could run done, and some waiting for a person."""
 
 
 class VerificationRecord(BaseModel):
@@ -105,6 +116,12 @@ class TaskRecord(BaseModel):
     """Parallel runs: the task branch's commit that was brought onto the run's branch."""
     merge_failures: int = 0
     """Parallel runs: times the task's work did not merge (or verify) on the run's new head."""
+    held_ref: str | None = None
+    """Needs-human: where its work is kept while it waits (the ref may not exist: no edits)."""
+    attested_by: str = ""
+    """Who accepted it (`Name <email>`), when a person did."""
+    note: str = ""
+    """The note of whoever accepted or rejected it last."""
 
     @property
     def attempt(self) -> int:
@@ -273,6 +290,26 @@ class RunState(BaseModel):
                 if transition.unverified is not None:
                     task.unverified = transition.unverified
                 task.reason = transition.reason
+            case t.TaskNeedsHuman():
+                task.status = TaskStatus.NEEDS_HUMAN
+                task.reason = transition.reason
+                task.tree = transition.tree
+                task.held_ref = transition.ref
+            case t.TaskAccepted():
+                # Verified by a person: the commit follows, as after a verification that passed.
+                task.status = TaskStatus.VERIFIED
+                task.tree = transition.tree
+                task.attested_by = transition.by
+                task.note = transition.note
+            case t.TaskRejected():
+                # Open again, with a fresh allowance; the note is what the next prompt shows.
+                if attempt is not None:
+                    attempt.failure = rejection(transition.note, transition.by)
+                task.status = TaskStatus.PENDING
+                task.attempts_since_reset = 0
+                task.tree = None
+                task.reason = ""
+                task.note = transition.note
             case t.TaskFailed():
                 task.status = TaskStatus.FAILED
                 task.reason = transition.reason

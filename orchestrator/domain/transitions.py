@@ -153,7 +153,8 @@ class GitTampered(_Transition):
 class RunEnded(_Transition):
     """How a run went, when it ended or stopped."""
 
-    status: Literal["complete", "failed", "stopped"] = "stopped"
+    status: Literal["complete", "failed", "stopped", "waiting"] = "stopped"
+    """waiting: every task that could run did; some wait for a person (accept or reject)."""
     message: str = ""
     resume_hint: str = ""
     remaining: int = 0
@@ -265,6 +266,42 @@ class TaskDone(TaskTransition):
     reason: str = ""
 
 
+class TaskNeedsHuman(TaskTransition):
+    """The task waits for a person: a unit the plan marks as manual, or a reviewer's needs_human
+    verdict. Not ticked, not committed; tasks that do not depend on it go on, its dependents wait
+    (neither failed nor skipped). `orchestrate accept` lands it, `orchestrate reject` re-opens it."""
+
+    type: Literal["task_needs_human"] = "task_needs_human"
+    attempt: int | None = None
+    reason: str = ""
+    tree: str | None = None
+    """The work tree as the attempt left it, verified by its checks (None: no attempt ran)."""
+    ref: str | None = None
+    """Where its work is kept (a commit on the head it was done on) while it waits; journaled
+    before the work is moved there, so the ref may not exist: then it had no edits."""
+
+
+class TaskAccepted(TaskTransition):
+    """A person accepted a task that waited for one (`orchestrate accept`): its work (if any) and
+    its tick are committed next, with an Orchestrate-Attested-By trailer."""
+
+    type: Literal["task_accepted"] = "task_accepted"
+    by: str = ""
+    """`Name <email>`: the git identity of whoever accepted it."""
+    note: str = ""
+    tree: str | None = None
+    """The tree the commit holds but for the tick: the task's kept work on the branch's head."""
+
+
+class TaskRejected(TaskTransition):
+    """A person rejected a task that waited for one (`orchestrate reject`): it is open again and
+    its next attempt's prompt carries the note."""
+
+    type: Literal["task_rejected"] = "task_rejected"
+    by: str = ""
+    note: str = ""
+
+
 class TaskFailed(TaskTransition):
     type: Literal["task_failed"] = "task_failed"
     reason: str = ""
@@ -331,6 +368,9 @@ Transition = Annotated[
     | TaskVerified
     | TaskCommitting
     | TaskDone
+    | TaskNeedsHuman
+    | TaskAccepted
+    | TaskRejected
     | TaskFailed
     | TaskSkipped
     | TaskReset

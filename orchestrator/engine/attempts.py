@@ -35,11 +35,19 @@ from orchestrator.engine.verification import (
 )
 from orchestrator.persistence.journal import Journal
 from orchestrator.persistence.repo import GitRepo
+from orchestrator.planfile.manual import manual_words
 from orchestrator.planfile.parser import plan_bytes_as_left
 from orchestrator.tools.environment import redact
 from orchestrator.tools.sandbox import Sandbox
 
 _UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def manual_reason(task: Task) -> str:
+    """Why a unit the plan marks as manual waits for a person."""
+    words = manual_words(task.title)
+    said = f'"{words}"' if words else "a checkpoint"
+    return f"the plan marks it as a person's step ({said}): no agent is given it"
 
 
 class BudgetExceeded(Exception):  # noqa: N818 - reads as the event it is
@@ -95,6 +103,10 @@ class Attempts:
         result.attempts = record.attempt
         if point == "commit":
             result.passed, result.unverified, result.tree = True, record.unverified, record.tree
+            return result
+        if task.manual:
+            # A person's step: no agent can do it, so none is asked to; it waits for a person.
+            result.needs_human = manual_reason(task)
             return result
         if is_group(self.plan(), task):
             return self._group(task, workspace, commands, result)

@@ -40,7 +40,11 @@ class TaskResult:
     reason: str = ""
     attempts: int = 0
     tree: str | None = None
-    """The workspace's tree as verified (when it passed)."""
+    """The workspace's tree as verified (when it passed, or when it waits for a person)."""
+    needs_human: str = ""
+    """Why the task must wait for a person (a manual unit, a reviewer's needs_human verdict):
+    set with `tree` and without TaskVerified recorded, the runner holds it (Landing.hold): its
+    work is kept in a ref, nothing is ticked or committed, its dependents wait."""
     extra: dict[str, str] = field(default_factory=dict)
     """Executor-specific facts (worktree path, branch, commit) for the journal."""
 

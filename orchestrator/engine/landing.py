@@ -208,6 +208,26 @@ class Landing:
         self.recorder.notice(f"{reason}; running it again on the new head", level="warning", task_id=task.id)
         self.recorder.emit(TaskRetrying(task_id=task.id, next_attempt=record.attempt + 1, reason=reason))
 
+    def hold(self, result: TaskResult) -> None:
+        """The task waits for a person: recorded (with where its work will be kept) before its work
+        leaves the workspace for that ref, so the next task starts from the branch's head. Nothing
+        is ticked or committed; its dependents wait, the others go on (`orchestrate accept` lands
+        it, `reject` re-opens it)."""
+        task = result.task
+        record = self.state.task(task.id)
+        keep = ref_name(self.run_id, task.id, f"needs-human-{record.attempt}")
+        self.recorder.record(
+            t.TaskNeedsHuman(
+                task=task.id, attempt=record.attempt, reason=result.needs_human, tree=result.tree, ref=keep
+            )
+        )
+        crash_point("after_needs_human", task.id)
+        self.executor.discard(
+            result, keep, f"orchestrate: work of task {task.id}, waiting for a human (run {self.run_id})"
+        )
+        with self.recorder.lock:
+            self.scheduler.waiting.add(task.id)
+
     def fail(self, result: TaskResult) -> None:
         """The task is out of attempts: its edits kept in a ref, and every task of the selection
         that waits on it (directly or not) skipped."""

@@ -150,6 +150,32 @@ def _keep_and_reset(rec: Recovery, task_id: str, attempt: int, why: str) -> None
     git.restore_head(paths)
 
 
+def _finish_hold(rec: Recovery, record: TaskRecord) -> None:
+    """A task waits for a person, and a kill may have caught its work between the work tree and
+    the ref it is kept in while it waits (see Landing.hold): it goes to that ref (if not there
+    yet) and the tree back to the branch head, as the hold would have left them. What else is in
+    the tree (a user's change since) is not the run's to move: the dirty-tree check decides."""
+    if rec.parallel or record.held_ref is None:
+        return
+    git = rec.repo
+    paths = [p for p in rec.ours(git.changed_paths()) if p != rec.ctx.plan_rel]
+    if not paths:
+        return
+    now = git.snapshot_tree()
+    if git.ref_exists(record.held_ref):
+        held = git.rev(f"{record.held_ref}^{{tree}}")
+    elif now == record.tree:
+        run_id = rec.ctx.run_id
+        git.save_snapshot(
+            record.held_ref, f"orchestrate: work of task {record.id}, waiting for a human (run {run_id})"
+        )
+        held = now
+    else:
+        held = None
+    if held is not None and held == now:
+        git.restore_head(paths)
+
+
 def unused_ref(git: GitRepo, ref: str) -> str:
     """`ref`, or `ref-2`, `ref-3`, ... when an earlier resume already kept something there: a ref
     that keeps someone's edits is never overwritten."""
@@ -212,6 +238,9 @@ def reconcile(rec: Recovery, plan: Plan) -> Recovered:
             rec.record(t.TaskReset(task=task_id, reason="resumed"))
             continue
         if task_id in in_worktrees:
+            continue
+        if record.status is TaskStatus.NEEDS_HUMAN:
+            _finish_hold(rec, record)
             continue
         if task is None and (record.status.in_flight or record.tree is not None):
             # The user took the task out of the plan: what it left in the tree goes to a ref.
@@ -380,16 +409,18 @@ def _reconcile_worktrees(rec: Recovery, committed: dict[str, str]) -> set[str]:
             kept.add(worktree.path.resolve())
             rec.notice(f"{_SAID[point]} (worktree {worktree.path})", task_id=record.id)
             continue
+        held = record.held_ref if record.status is TaskStatus.NEEDS_HUMAN else None
         if record.id not in committed:
             ref = keep_worktree(
                 git,
                 worktree.path,
                 worktree.branch,
                 worktree.base,
-                ref_name(run_id, record.id, f"attempt-{record.attempt}"),
+                # Waiting for a person: its work goes where the hold said it would be kept.
+                held or ref_name(run_id, record.id, f"attempt-{record.attempt}"),
                 f"orchestrate: edits of interrupted task {record.id} (run {run_id})",
             )
-            if ref:
+            if ref and not held:
                 rec.record(t.EditsSaved(task=record.id, attempt=record.attempt, ref=ref))
                 rec.notice(f"its interrupted edits are kept in {ref}", task_id=record.id)
             if record.status.in_flight:

@@ -43,13 +43,27 @@ from orchestrator.persistence.repo import GitError, GitRepo
 from orchestrator.tools.environment import secret
 from orchestrator.tools.sandbox import Sandbox
 
-__all__ = ["BudgetExceeded", "RunContext", "RunResult", "Runner", "commit_message", "ref_name"]
+__all__ = [
+    "NEEDS_HUMAN_EXIT",
+    "BudgetExceeded",
+    "RunContext",
+    "RunResult",
+    "Runner",
+    "commit_message",
+    "ref_name",
+]
 
 IDENTITY_HINT = (
     'set one with `git config user.name "Your Name"` and `git config user.email you@example.com` '
     "(add --global for every repository)"
 )
 """What to do when git has no identity to commit with (the pre-flight and a stop mid-run say it)."""
+
+
+NEEDS_HUMAN_EXIT = 4
+"""The run did everything it could and some tasks wait for a person (`orchestrate accept` or
+`reject`, then `resume`): not 0 (they are not done), not 1 (nothing failed), not 3 (resuming alone
+would change nothing)."""
 
 
 class StopRequested(Exception):  # noqa: N818
@@ -99,6 +113,9 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
+        """0 complete, 4 waiting for a person, 1 otherwise (the CLI makes a stop 3)."""
+        if self.status is RunStatus.WAITING:
+            return NEEDS_HUMAN_EXIT
         return 0 if self.status is RunStatus.COMPLETE else 1
 
 
@@ -192,6 +209,8 @@ class Runner:
         for record in self.state.tasks.values():
             if record.status is TaskStatus.DONE:
                 self.scheduler.done.add(record.id)
+            elif record.status is TaskStatus.NEEDS_HUMAN:
+                self.scheduler.waiting.add(record.id)
 
     @property
     def plan(self) -> Plan:
@@ -327,6 +346,8 @@ class Runner:
         try:
             if result.stopped:
                 pass
+            elif result.needs_human:
+                self.landing.hold(result)
             elif result.passed:
                 self.landing.land(result)
             else:
@@ -366,12 +387,31 @@ class Runner:
         if self.state.count(TaskStatus.FAILED) or self.state.count(TaskStatus.SKIPPED):
             failed = [item.id for item in self.state.tasks.values() if item.status is TaskStatus.FAILED]
             message = f"task(s) failed: {', '.join(failed)}; their dependents were skipped"
+            if self.scheduler.waiting:
+                message += f"; {self._waiting_message()}"
             return Ending(RunStatus.FAILED, message, resume)
+        if self.scheduler.waiting:
+            first = sorted(self.scheduler.waiting, key=lambda i: self._rank.get(i, 0))[0]
+            hint = f"orchestrate accept {self.ctx.plan_rel} {first}"
+            return Ending(RunStatus.WAITING, self._waiting_message(), hint)
         if self.scheduler.remaining():
             # Nothing ready yet something left: the selection waits on tasks outside it.
             waiting = len(self.scheduler.remaining())
             return Ending(RunStatus.FAILED, f"{waiting} task(s) wait on tasks outside this run's selection")
         return Ending(RunStatus.COMPLETE, done_message(self.state))
+
+    def _waiting_message(self) -> str:
+        """What waits for a person, what waits on it, and what to type."""
+        waiting = sorted(self.scheduler.waiting, key=lambda i: self._rank.get(i, 0))
+        behind = len(self.scheduler.remaining()) - len(waiting)
+        plan = self.ctx.plan_rel
+        more = f" ({behind} more task(s) wait on them)" if behind > 0 else ""
+        return (
+            f"{len(waiting)} task(s) wait for a human: {', '.join(waiting)}{more}; "
+            f"`orchestrate accept {plan} TASK [--note TEXT]` commits one, "
+            f"`orchestrate reject {plan} TASK --note TEXT` re-opens it; "
+            f"then `orchestrate resume {self.ctx.run_id}`"
+        )
 
     def _ending(self, exc: BaseException) -> Ending | None:
         """How the run ends when `exc` stopped the loop: each is a resumable stop, or None for an

@@ -53,6 +53,8 @@ class Scheduler:
         self.selection = list(selection)
         self.failed: set[str] = set()
         self.skipped: set[str] = set()
+        self.waiting: set[str] = set()
+        """Tasks that wait for a person: not run again; their dependents wait too."""
         # A unit without a box that is done when the run starts (by its commit's trailer, see
         # unit_history) stays done however often the plan is read again: the file never says so.
         self.done: set[str] = {t.id for t in plan.tasks if t.boxless and t.settled}
@@ -84,7 +86,7 @@ class Scheduler:
         """Selected tasks whose ancestors are all settled, not yet run, not blocked; those on the
         longest remaining path first (critical path), then plan order."""
         chosen = set(self.selection)
-        exclude = self.failed | self.skipped | set(in_flight)
+        exclude = self.failed | self.skipped | self.waiting | set(in_flight)
         ready = [t for t in dag.ready(self.plan, self.done, exclude) if t.id in chosen]
         return sorted(ready, key=lambda t: self._priority.get(t.id, (0.0, 0)))
 

@@ -112,6 +112,7 @@ from orchestrator.errors import PlanError
 from orchestrator.input_files import PLAN_LIMIT, read_regular_file
 from orchestrator.planfile.dependencies import build_dependencies
 from orchestrator.planfile.ids import assign_ids
+from orchestrator.planfile.manual import manual_words
 from orchestrator.planfile.outline import MAX_NESTING, Outline, RawTask, build_outline
 from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseLayout, assign_phases
 from orchestrator.planfile.units import find_units, first_task_lines
@@ -220,7 +221,7 @@ def _plan(outline: Outline, path: Path) -> Plan:
                 uncovered=details.uncovered,
                 files=details.files,
                 mark=details.mark,
-                manual=details.manual,
+                manual=details.manual or bool(manual_words(task.title)),
                 command=details.command,
                 section_path=outline.section_path(task.section),
                 depends_on=depends[task.index],

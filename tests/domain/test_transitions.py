@@ -35,6 +35,11 @@ SAMPLES: list[t.Transition] = [
     t.TaskVerified(task="T1", attempt=2, tree="3" * 40),
     t.TaskCommitting(task="T1", workspace={"worktree": "/wt"}),
     t.TaskDone(task="T1", commit="c" * 40, unverified=False, merged_from="d" * 40),
+    t.TaskNeedsHuman(
+        task="T1", attempt=1, reason="the plan marks it", tree="4" * 40, ref="refs/orchestrate/r1/T1/x"
+    ),
+    t.TaskAccepted(task="T1", by="Ann <ann@example.com>", note="looks right", tree="5" * 40),
+    t.TaskRejected(task="T1", by="Ann <ann@example.com>", note="wrong colour"),
     t.TaskFailed(task="T1", reason="no attempts left", ref="refs/orchestrate/r1/T1/failed-attempt-3"),
     t.TaskSkipped(task="T2", reason="depends on failed task T1"),
     t.TaskReset(task="T1", reason="resumed"),
