@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli import init_commands, plan_commands, run_commands
+from orchestrator.cli import evidence_commands, init_commands, plan_commands, run_commands
 from orchestrator.errors import OrchestrateError
 from orchestrator.tools.processes import become_subreaper
 from orchestrator.tools.seal import seal_process
@@ -41,6 +41,7 @@ def _root(
 plan_commands.register(app)
 run_commands.register(app)
 init_commands.register(app)
+evidence_commands.register(app)
 
 
 def main() -> None:

@@ -208,7 +208,7 @@ class LintFormat(StrEnum):
     GITHUB = "github"
 
 
-def _finding(output: LintFormat, path: Path, line: int | None, severity: str, message: str) -> str:
+def format_finding(output: LintFormat, path: Path, line: int | None, severity: str, message: str) -> str:
     """One problem in the plan: `path:line: severity: message`, or with --format github a workflow
     command that annotates the pull request at the file and line."""
     if output is LintFormat.TEXT:
@@ -248,7 +248,7 @@ def lint(
             failing = _is_lint_error(diagnostic)
             errors += failing
             severity = "error" if failing else diagnostic.severity.value
-            typer.echo(_finding(output, plan.path, diagnostic.line, severity, diagnostic.message))
+            typer.echo(format_finding(output, plan.path, diagnostic.line, severity, diagnostic.message))
         from orchestrator.engine.coverage import Judge, plan_coverage, plan_settings
         from orchestrator.engine.coverage import summary as coverage_summary
 
@@ -261,7 +261,7 @@ def lint(
                     "no default check): add a `Run:`/`Verify:` command, or `verify = [...]` in "
                     "orchestrate.toml (`orchestrate init` finds the project's)"
                 )
-                typer.echo(_finding(output, plan.path, task.line, "error", message))
+                typer.echo(format_finding(output, plan.path, task.line, "error", message))
         if judged:
             typer.echo(coverage_summary(judged))
         if unjudged and not require_verify:

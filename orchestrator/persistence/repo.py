@@ -96,6 +96,26 @@ class TrailerCommit:
 
 
 @dataclass(frozen=True)
+class CommitFacts:
+    """A commit as the audit and the run report read it: its subject and every trailer."""
+
+    sha: str
+    subject: str
+    trailers: dict[str, list[str]]
+    """Trailer key -> its values, in the order the message gives them."""
+
+    def trailer(self, key: str) -> str | None:
+        """The first value of `key` (compared case-insensitively, as git does), or None."""
+        for name, values in self.trailers.items():
+            if name.lower() == key.lower() and values:
+                return values[0]
+        return None
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+
+
+@dataclass(frozen=True)
 class Tampering:
     """What undo_tampering found and put back, in words."""
 
@@ -678,6 +698,76 @@ class GitRepo:
                 continue
             found.append(TrailerCommit(sha=sha.strip(), task_id=task, run_id=run))
         return found
+
+    def blame(self, path: str) -> list[str | None]:
+        """For each line of the work tree's `path` (a path from the top of the tree), the commit that
+        last changed it (whitespace changes ignored), or None where the line is not committed; every
+        line None when HEAD does not have the file."""
+        done = self._run(["blame", "--porcelain", "-w", "--no-textconv", "--", path])
+        if done.returncode != 0:
+            try:
+                count = len((self.root / path).read_bytes().splitlines())
+            except OSError:
+                count = 0
+            return [None] * count
+        commits: list[str | None] = []
+        for row in done.stdout.split("\n"):
+            head = row.split(" ", 3)
+            if len(head) >= 3 and _SHA.match(head[0]) and head[1].isdigit() and head[2].isdigit():
+                commits.append(None if not head[0].strip("0") else head[0])
+        return commits
+
+    def is_shallow(self) -> bool:
+        """A clone with part of its history cut off (CI's default checkout)."""
+        return self.git("rev-parse", "--is-shallow-repository", check=False).strip() == "true"
+
+    def commit_facts(self, shas: Iterable[str]) -> dict[str, CommitFacts]:
+        """Subject and trailers of each commit in `shas` (one git process)."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        raw = self.git(
+            "log", "--no-walk=unsorted", "--format=%H%x1f%s%x1f%(trailers:only,unfold)%x1e", *wanted, "--"
+        )
+        facts: dict[str, CommitFacts] = {}
+        for record in raw.split("\x1e"):
+            parts = record.strip("\n").split("\x1f")
+            if len(parts) != 3:
+                continue
+            sha, subject, block = parts
+            trailers: dict[str, list[str]] = {}
+            for line in block.splitlines():
+                key, sep, value = line.partition(":")
+                if sep and key.strip():
+                    trailers.setdefault(key.strip(), []).append(value.strip())
+            facts[sha.strip()] = CommitFacts(sha.strip(), subject, trailers)
+        return facts
+
+    def files_changed(self, shas: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """(status letter, path) of each file each commit in `shas` changed against its first parent
+        (A added, M modified, D deleted, T type changed), in one git process."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        raw = self.git(
+            "diff-tree", "--stdin", "-r", "-z", "--root", "--name-status", "--no-renames", *_NO_PROGRAMS,
+            input_text="".join(f"{sha}\n" for sha in wanted),
+        )  # fmt: skip
+        changed: dict[str, list[tuple[str, str]]] = {sha: [] for sha in wanted}
+        tokens = raw.split("\0")
+        current: list[tuple[str, str]] | None = None
+        index = 0
+        while index < len(tokens):
+            token = tokens[index].strip("\n")
+            if _SHA.match(token):
+                current = changed.setdefault(token, [])
+                index += 1
+            elif token and current is not None and index + 1 < len(tokens):
+                current.append((token[:1], tokens[index + 1]))
+                index += 2
+            else:
+                index += 1
+        return changed
 
     def ref_exists(self, ref: str) -> bool:
         return bool(self.git("rev-parse", "--verify", "--quiet", ref, check=False).strip())

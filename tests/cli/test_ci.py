@@ -58,7 +58,7 @@ def test_lint_format_github_annotates_each_problem_at_its_file_and_line(tmp_path
 def test_the_readme_workflow_runs_its_commands_cleanly_on_the_demo_plan(tmp_path: Path) -> None:
     workflow = _readme_block("### In CI")
     commands = [m.group(1) for m in re.finditer(r"^\s+- run: (orchestrate .*)$", workflow, re.MULTILINE)]
-    assert len(commands) == 2
+    assert len(commands) == 3
     repo = make_repo(tmp_path / "repo", {"plans/demo.md": (REPO_ROOT / "plans" / "demo.md").read_text()})
     for command in commands:
         done = subprocess.run(
