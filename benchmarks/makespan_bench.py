@@ -36,9 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.domain.events import ListReporter, RunFinished, RunStarted
-from orchestrator.engine.runner import Runner
 from orchestrator.engine.session import start_run
-from orchestrator.engine.worktrees import WorktreeExecutor
 from orchestrator.persistence.checkpoints import RunStore
 
 TARGET_RATIO = 1.10
@@ -117,21 +115,17 @@ def run_once(root: Path, shape: str, graph: dict[str, list[str]], seconds: float
     script = root / "script.json"
     script.write_text(json.dumps(script_for(graph, seconds)))
     reporter = ListReporter()
-    runners: list[Runner] = []
     result = start_run(
         repo / "plan.md",
         {"agent": "scripted", "script": script, "parallel": parallel},
         reporter,
-        runner_hook=runners.append,
     )
     if result.exit_code != 0:
         raise SystemExit(f"the {shape} run at N={parallel} failed: {result.message}")
     began = next(e.at for e in reporter.events if isinstance(e, RunStarted))
     ended = next(e.at for e in reporter.events if isinstance(e, RunFinished))
     chores: dict[str, list[float]] = {}
-    executor = runners[0].executor
-    if isinstance(executor, WorktreeExecutor):
-        t = executor.timings
+    if (t := result.timings) is not None:
         chores = {"add": t.add, "spare": t.spare, "commit": t.commit, "merge": t.merge, "remove": t.remove}
     records = RunStore(repo / "checkpoints").records(result.run_id)
     committing = {r["task"]: float(r["at"]) for r in records if r["type"] == "task_committing"}

@@ -61,6 +61,29 @@ def test_only_persistence_starts_git() -> None:
     assert found == []
 
 
+def raw_git_calls(source: str) -> list[int]:
+    """The lines of `source` that hand GitRepo.git an argv of their own (`repo.git("ls-tree", ...)`)
+    instead of calling a method that says what it does."""
+    return sorted(
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "git"
+    )
+
+
+def test_git_plumbing_is_named_in_persistence() -> None:
+    # The engine says what it wants of git (commit_tree, files_at, prune_worktrees...); the argv
+    # lists, and what git's plumbing output means, stay in persistence/.
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if PERSISTENCE not in path.parents
+        for line in raw_git_calls(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+    assert raw_git_calls('x = 1\nrepo.git("worktree", "prune")') == [2]
+
+
 def test_the_scan_sees_each_way_of_starting_git() -> None:
     # What the CLI's demo did before its git moved to persistence/scratch.py, and the other shapes.
     samples = [

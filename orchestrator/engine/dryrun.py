@@ -18,11 +18,11 @@ from orchestrator.domain.plan import Plan
 from orchestrator.engine.coverage import coverage
 from orchestrator.engine.prompts import TRIAL_FAILURE, PromptRenderer, run_templates
 from orchestrator.engine.scheduler import Scheduler, is_group, select_tasks
+from orchestrator.engine.unit_history import read_plan
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.errors import PlanError, UsageError
 from orchestrator.input_files import PLAN_LIMIT, check_regular_file
 from orchestrator.persistence.repo import GitRepo, find_repo_root
-from orchestrator.planfile import parse_plan
 from orchestrator.tools.sandbox import SandboxUnavailable, detect_sandbox
 
 
@@ -87,7 +87,7 @@ def dry_run(
     settings = load_settings(root or plan_abs.parent, overrides)
     if root is not None:
         check_checkpoints_dir(root, settings)  # as a run's pre-flight would; it leaves nothing made
-    plan = parse_plan(plan_abs)
+    plan = read_plan(plan_abs, GitRepo(root) if root else None)  # as a run's pre-flight reads it
     if phase is not None and plan.phase(phase) is None:
         raise UsageError(f"no phase '{phase}' in the plan")
     if task is not None and plan.task(task) is None:

@@ -98,24 +98,16 @@ def committed_templates(repo: GitRepo, commit: str | None, folder: str) -> dict[
     if commit is None:
         return {}
     prefix = "" if folder == "." else folder.rstrip("/") + "/"
-    listing = repo.git("ls-tree", "-r", "-z", commit, "--", prefix or ".", check=False)
-    found: dict[str, tuple[str, str]] = {}
-    for entry in listing.split("\0"):
-        if not entry:
-            continue
-        meta, _, path = entry.partition("\t")
-        mode, kind, sha = meta.split()
-        if kind != "blob" or mode not in ("100644", "100755"):
-            continue
-        if not path.startswith(prefix) or not path.endswith(TEMPLATE_SUFFIX):
-            continue
-        found[path.removeprefix(prefix)] = (sha, path)
+    found = {
+        path.removeprefix(prefix): (sha, path)
+        for path, sha in repo.files_at(commit, prefix)
+        if path.startswith(prefix) and path.endswith(TEMPLATE_SUFFIX)
+    }
     if len(found) > MAX_TEMPLATES:
         raise ConfigError(f"more than {MAX_TEMPLATES} templates under {folder}/; is prompts_dir right?")
     out: dict[str, Template] = {}
     for name, (sha, path) in found.items():
-        raw = repo.git("cat-file", "blob", sha).encode("utf-8", "surrogateescape")
-        out[name] = Template(_decode(raw, path), path)
+        out[name] = Template(_decode(repo.blob(sha), path), path)
     return out
 
 

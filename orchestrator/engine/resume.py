@@ -24,7 +24,7 @@ from orchestrator.engine.landing import ref_name
 from orchestrator.engine.recorder import Level, Recorder
 from orchestrator.engine.runner import RunContext, run_paths
 from orchestrator.engine.scheduler import select_tasks
-from orchestrator.engine.unit_history import done_by_commits
+from orchestrator.engine.unit_history import read_plan
 from orchestrator.engine.worktrees import (
     Worktree,
     branch_prefix,
@@ -277,7 +277,7 @@ def reconcile(rec: Recovery, plan: Plan) -> Recovered:
             rec.notice("its work tree is not on record; running it again", "warning", task_id)
         _keep_and_reset(rec, task_id, record.attempt, "interrupted")
         rec.record(t.AttemptInterrupted(task=task_id, attempt=record.attempt))
-    plan = done_by_commits(parse_plan(rec.ctx.plan_path), git)
+    plan = read_plan(rec.ctx.plan_path, git)
     selection = resumed_selection(plan, state.selection)
     if rec.ctx.plan_rel in git.changed_paths():
         rec.notice(
@@ -535,7 +535,7 @@ def _remove_leftovers(rec: Recovery, claimed: set[str], kept: set[Path]) -> None
     for stray in strays:
         shutil.rmtree(stray, ignore_errors=True)
     if strays:
-        git.git("worktree", "prune")
+        git.prune_worktrees()
 
 
 def _drop_leftover(rec: Recovery, path: Path, branch: str, head: str | None) -> None:

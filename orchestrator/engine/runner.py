@@ -36,7 +36,7 @@ from orchestrator.engine.prompts import PromptRenderer
 from orchestrator.engine.recorder import Level, Recorder
 from orchestrator.engine.scheduler import Scheduler
 from orchestrator.engine.stop import StopToken
-from orchestrator.engine.worktrees import Worktree, WorktreeExecutor, worktrees_root
+from orchestrator.engine.worktrees import Timings, Worktree, WorktreeExecutor, worktrees_root
 from orchestrator.errors import OrchestrateError, OutOfSpace, out_of_space
 from orchestrator.persistence.journal import Journal
 from orchestrator.persistence.repo import GitError, GitRepo
@@ -110,6 +110,8 @@ class RunResult:
     message: str
     state: RunState
     resume_hint: str = ""
+    timings: Timings | None = None
+    """Seconds spent on each worktree chore, when the tasks ran in worktrees (--parallel N)."""
 
     @property
     def exit_code(self) -> int:
@@ -486,7 +488,8 @@ class Runner:
         summary = derive(ended, self.state)
         assert summary is not None
         self.emit(summary)
-        return RunResult(self.ctx.run_id, ending.status, ending.message, self.state, ending.hint)
+        timings = self.executor.timings if isinstance(self.executor, WorktreeExecutor) else None
+        return RunResult(self.ctx.run_id, ending.status, ending.message, self.state, ending.hint, timings)
 
 
 def prompt_renderer(

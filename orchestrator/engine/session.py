@@ -43,13 +43,12 @@ from orchestrator.engine.runner import (
 )
 from orchestrator.engine.scheduler import select_tasks
 from orchestrator.engine.stop import StopToken
-from orchestrator.engine.unit_history import done_by_commits
+from orchestrator.engine.unit_history import read_plan
 from orchestrator.engine.verification import commands_for, missing_programs
 from orchestrator.errors import OutOfSpace, PlanError, PreflightError, UsageError, out_of_space
 from orchestrator.input_files import PLAN_LIMIT, check_regular_file
 from orchestrator.persistence.checkpoints import RunLock, RunStore, new_run_id
 from orchestrator.persistence.repo import GitRepo, find_repo_root
-from orchestrator.planfile import parse_plan
 from orchestrator.tools.processes import kill_leftovers, tag_children
 from orchestrator.tools.sandbox import Sandbox, SandboxUnavailable, credential_paths, detect_sandbox
 
@@ -89,8 +88,9 @@ def locate(plan_path: Path, repo: Path | None = None) -> Located:
     return Located(GitRepo(root), plan_abs, rel)
 
 
-def load_plan(path: Path) -> Plan:
-    plan = parse_plan(path)
+def load_plan(path: Path, git: GitRepo) -> Plan:
+    """The plan as a run reads it (engine.unit_history.read_plan), refused when it has errors."""
+    plan = read_plan(path, git)
     if plan.errors:
         first = plan.errors[0]
         more = f" (and {len(plan.errors) - 1} more; see `orchestrate lint`)" if len(plan.errors) > 1 else ""
@@ -168,7 +168,7 @@ def preflight(
     (hiding `state_root`); the agent backend is known and ready (in that sandbox); every
     verification program exists; the checkpoints directory is usable; the prompt templates compile
     and render the selection."""
-    plan = done_by_commits(load_plan(plan_path), git)  # a box-less unit is done by its commit
+    plan = load_plan(plan_path, git)
     selection = select(plan)
     sandbox = run_sandbox(settings, state_root)
     agent = build_agent(settings, plan, sandbox)
@@ -231,11 +231,9 @@ def start_run(
     phase: str | None = None,
     task: str | None = None,
     stop: StopToken | None = None,
-    runner_hook: Any = None,
 ) -> RunResult:
     """Pre-flight, then run the plan. `stop` is how the caller asks the run to stop after its
-    current step (the CLI's signal handlers hold it); `runner_hook(runner)` is called before the
-    loop starts, for observers (the benchmarks read the executor's timings)."""
+    current step (the CLI's signal handlers hold it)."""
     located = locate(plan_path, repo)
     git = located.repo
     settings = load_settings(git.root, overrides)
@@ -310,8 +308,6 @@ def start_run(
         runner.record(t.GitBaseline(**git.git_baseline()), durable=False)
         announce_sandbox(runner.recorder, sandbox)
         take_baseline(runner)
-        if runner_hook is not None:
-            runner_hook(runner)
         try:
             return runner.run()
         except OSError as exc:
@@ -344,10 +340,9 @@ def resume_run(
     *,
     repo: Path | None = None,
     stop: StopToken | None = None,
-    runner_hook: Any = None,
 ) -> RunResult:
     """Reconcile the run's journal with the branch and the work tree, then go on (see start_run
-    for `stop` and `runner_hook`)."""
+    for `stop`)."""
     git = repo_for_resume(repo)
     base_settings = load_settings(git.root, {})
     store = RunStore.for_repo(git.root, base_settings.checkpoints_dir)
@@ -459,8 +454,6 @@ def resume_run(
                 settings_at_start=found,
             )
             take_baseline(runner)  # only if the run was stopped before it was taken
-            if runner_hook is not None:
-                runner_hook(runner)
             return runner.run(resumed=True)
         except OSError as exc:
             if out_of_space(exc):

@@ -27,13 +27,14 @@ def done_by_commits(plan: Plan, repo: GitRepo) -> Plan:
     return plan.model_copy(update={"tasks": tasks})
 
 
-def parse_with_history(path: Path) -> Plan:
-    """The plan, its box-less units done where the branch of the repository holding it says so
-    (as written when the plan is in no repository)."""
+def read_plan(path: Path, repo: GitRepo | None) -> Plan:
+    """The plan as every command that asks what is done reads it (a run's pre-flight, the dry-run,
+    `status`...): its box-less units done where `repo`'s branch says so (as written without one)."""
     plan = parse_plan(path)
-    if not any(t.boxless and not t.settled for t in plan.tasks):
-        return plan
+    return plan if repo is None else done_by_commits(plan, repo)
+
+
+def parse_with_history(path: Path) -> Plan:
+    """`read_plan` in the repository holding the plan, if any."""
     root = find_repo_root(path.expanduser().resolve())
-    if root is None:
-        return plan
-    return done_by_commits(plan, GitRepo(root))
+    return read_plan(path, GitRepo(root) if root else None)

@@ -444,7 +444,7 @@ class WorktreeExecutor:
             if tree is None:
                 return base
         message = f"orchestrate: work of task {task.id} (run {self.run_id})"
-        sha = self.repo.git("commit-tree", tree, "-p", base, "-m", message).strip()
+        sha = self.repo.commit_tree(tree, base, message)
         self.repo.set_branch(branch, sha)
         self.timings.commit.append(time.perf_counter() - started)
         return sha
@@ -611,7 +611,7 @@ def keep_worktree(repo: GitRepo, path: Path, branch: str, base: str, ref: str, m
         tree = repo.rev(f"refs/heads/{branch}^{{tree}}")
     if tree is None or tree == repo.rev(f"{base}^{{tree}}"):
         return None
-    sha = repo.git("commit-tree", tree, "-p", base, "-m", message).strip()
+    sha = repo.commit_tree(tree, base, message)
     repo.update_ref(ref, sha)
     return ref
 

@@ -587,11 +587,30 @@ class GitRepo:
         tree = self.snapshot_tree()
         if tree == self.head_tree():
             return None
-        head = self.head()
-        parents = ["-p", head] if head else []
-        sha = self.git("commit-tree", tree, *parents, "-m", message).strip()
+        sha = self.commit_tree(tree, self.head(), message)
         self.git("update-ref", ref, sha)
         return sha
+
+    def commit_tree(self, tree: str, parent: str | None, message: str) -> str:
+        """A commit of `tree` on `parent` (a root commit without one), on no branch: its sha."""
+        parents = ["-p", parent] if parent else []
+        return self.git("commit-tree", tree, *parents, "-m", message).strip()
+
+    def files_at(self, commit: str, folder: str) -> list[tuple[str, str]]:
+        """The regular files under `folder` ("" for the root) as `commit` has them: (path, blob
+        sha) pairs; symlinks, gitlinks and a commit that does not exist give nothing."""
+        listing = self.git("ls-tree", "-r", "-z", commit, "--", folder or ".", check=False)
+        found: list[tuple[str, str]] = []
+        for entry in listing.split("\0"):
+            meta, _, path = entry.partition("\t")
+            fields = meta.split()
+            if len(fields) == 3 and fields[1] == "blob" and fields[0] in ("100644", "100755"):
+                found.append((path, fields[2]))
+        return found
+
+    def blob(self, sha: str) -> bytes:
+        """A blob's bytes, as stored."""
+        return self.git("cat-file", "blob", sha).encode("utf-8", "surrogateescape")
 
     def reset_paths(self, paths: Iterable[str]) -> None:
         """Put `paths` back as HEAD has them: tracked ones restored, new ones removed."""
@@ -844,6 +863,10 @@ class GitRepo:
         which a `git worktree add` or `remove` running beside it may have half written; so this
         needs no lock against them."""
         self.linked(path).git("reset", "-q", "--hard", base)
+
+    def prune_worktrees(self) -> None:
+        """Forget the work trees whose directories are gone."""
+        self.git("worktree", "prune")
 
     def worktree_remove(self, path: Path) -> None:
         """Remove a work tree and its administrative files, whatever state it was left in."""

@@ -192,6 +192,10 @@ def test_box_less_heading_plan_completes_with_the_plan_byte_identical(tmp_path: 
     graph = json.loads(orchestrate(repo, "graph", "plan.md", "--format", "json").stdout)
     assert all(node["checked"] for node in graph["nodes"])
     assert orchestrate(repo, "lint", "plan.md").returncode == 0
+    # The dry-run reads the plan as a run's pre-flight does: the trailers make the units done.
+    dry = json.loads(orchestrate(repo, "run", "plan.md", "--dry-run", "--json").stdout)
+    assert dry["waves"] == []
+    assert dry["already_done"] == ["task-1", "task-2", "task-3"]
     # A new run finds nothing to do: the trailers say so, not the file.
     again_code, again = run(repo, script)
     assert again_code == 0, again
