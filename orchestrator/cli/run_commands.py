@@ -349,6 +349,7 @@ def register(app: typer.Typer) -> None:
         json_output: JsonOpt = False,
     ) -> None:
         """One run in detail: each task's attempts, tokens, cost, verification, commit, saved edits."""
+        from orchestrator.engine.evidence import evidence
         from orchestrator.engine.history import load_run
 
         state, directory = load_run(run_id, repo)
@@ -385,6 +386,17 @@ def register(app: typer.Typer) -> None:
             )
             if t.reason:
                 typer.echo(f"  reason: {t.reason.splitlines()[0]}")
+            if t.status is TaskStatus.DONE:
+                # What its commit's Orchestrate-Evidence trailer says: how it was judged.
+                typer.echo(f"  judged: {evidence(t)}")
+            if t.status is TaskStatus.NEEDS_HUMAN:
+                typer.echo(
+                    f"  waits for a human: `orchestrate accept {state.plan} {task_id} [--note TEXT]` "
+                    f"or `orchestrate reject {state.plan} {task_id} --note TEXT`"
+                )
+            if t.attested_by:
+                note = f": {t.note}" if t.note else ""
+                typer.echo(f"  accepted by {t.attested_by}{note}")
             if t.merged_from:
                 typer.echo(f"  merged from {t.merged_from[:10]}, the commit of its worktree's branch")
             elif t.worktree:

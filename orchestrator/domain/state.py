@@ -116,6 +116,9 @@ class TaskRecord(BaseModel):
     """Parallel runs: the task branch's commit that was brought onto the run's branch."""
     merge_failures: int = 0
     """Parallel runs: times the task's work did not merge (or verify) on the run's new head."""
+    checks: dict[str, VerificationRecord] = Field(default_factory=dict)
+    """The checks of its latest attempt (or of a check task's own run), by command, each as it
+    last ran (a re-check on the run's new head counts): what its commit's evidence counts."""
     held_ref: str | None = None
     """Needs-human: where its work is kept while it waits (the ref may not exist: no edits)."""
     attested_by: str = ""
@@ -238,6 +241,7 @@ class RunState(BaseModel):
                 task.attempts_since_reset += 1
                 task.status = TaskStatus.RUNNING
                 task.tree = None
+                task.checks = {}
             case t.ModelCall():
                 usage = transition.usage
                 task.usage = task.usage + usage
@@ -252,17 +256,18 @@ class RunState(BaseModel):
                 task.status = TaskStatus.AGENT_DONE
             case t.ProtectedRestored() if attempt is not None:
                 attempt.protected_restored = list(transition.paths)
-            case t.CheckRan() if attempt is not None:
-                attempt.verifications.append(
-                    VerificationRecord(
-                        command=transition.command,
-                        exit_code=transition.exit_code,
-                        ok=transition.ok,
-                        duration=transition.duration,
-                        output_tail=transition.output_tail,
-                        preexisting=transition.preexisting,
-                    )
+            case t.CheckRan():
+                ran = VerificationRecord(
+                    command=transition.command,
+                    exit_code=transition.exit_code,
+                    ok=transition.ok,
+                    duration=transition.duration,
+                    output_tail=transition.output_tail,
+                    preexisting=transition.preexisting,
                 )
+                task.checks[ran.command] = ran
+                if attempt is not None:
+                    attempt.verifications.append(ran)
             case t.AttemptFailed():
                 if attempt is not None:
                     attempt.failure = transition.reason

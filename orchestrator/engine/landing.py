@@ -21,12 +21,13 @@ from orchestrator.domain import transitions as t
 from orchestrator.domain.events import TaskRetrying
 from orchestrator.domain.plan import BoxState, Plan, Task
 from orchestrator.engine.crash import crash_point
+from orchestrator.engine.evidence import task_trailers
 from orchestrator.engine.executor import Executor, TaskResult
 from orchestrator.engine.guard import Guard
 from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.scheduler import Scheduler
 from orchestrator.engine.verification import VerificationOutcome, commands_for
-from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, GitRepo
+from orchestrator.persistence.repo import GitRepo
 from orchestrator.planfile.parser import plan_bytes_as_left, read_plan_bytes
 from orchestrator.planfile.writer import atomic_write as write_plan
 from orchestrator.planfile.writer import set_box, with_box
@@ -125,7 +126,7 @@ class Landing:
             crash_point("after_tick", task.id)
             sha = self.repo.commit_all(
                 commit_message(plan, task),
-                {TASK_TRAILER: task.id, RUN_TRAILER: self.run_id},
+                task_trailers(self.state.task(task.id), self.run_id),
                 exclude=self.untouched_preexisting(),
             )
         crash_point("after_commit", task.id)

@@ -244,13 +244,15 @@ def test_the_records_of_an_attempt_land_on_that_attempt() -> None:
 
 def test_records_of_an_attempt_before_any_attempt_are_ignored() -> None:
     """agent_finished, protected_restored and verification need an attempt to land on (a journal
-    cut before task_running is folded as if they were not there)."""
+    cut before task_running is folded as if they were not there); a verification before any attempt
+    is a check task's own run of its command: it counts in the task's checks (its evidence)."""
     record = fold(
         task("agent_finished", status="done", tree=TREE),
         task("protected_restored", paths=["plan.md"]),
         task("verification", command="true", exit_code=0, ok=True),
     ).tasks["T001"]
-    assert record == TaskRecord(id="T001")
+    assert list(record.checks) == ["true"]
+    assert record.model_copy(update={"checks": {}}) == TaskRecord(id="T001")
 
 
 def test_model_calls_add_up_on_the_attempt_the_task_and_the_run() -> None:
