@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from orchestrator.domain import dag
-from orchestrator.domain.plan import Diagnostic, Severity
+from orchestrator.domain.plan import BoxState, Diagnostic, Severity
 from orchestrator.planfile import refs
 from orchestrator.planfile.outline import Outline, RawTask, Table
 from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseInfo, PhaseLayout
@@ -139,8 +139,15 @@ class DependencyBuilder:
         return dedupe(dep for info in self.phases[low : high + 1] for dep in self._exit_of_phase(info))
 
     def _earlier_than_every_phase(self, name: str) -> bool:
-        """A phase number below all of this plan's: a milestone archived elsewhere (GSD), so done."""
-        numbers = [float(info.id) for info in self.phases if _NUMBER.match(info.id)]
+        """A phase number below every phase of this plan with open work (below all of them when
+        all are done): a milestone archived elsewhere or collapsed to a summary (GSD), so done."""
+        numbered = [info for info in self.phases if _NUMBER.match(info.id)]
+        open_work = [
+            info
+            for info in numbered
+            if any(self.outline.tasks[i].state is not BoxState.DONE for i in info.tasks)
+        ]
+        numbers = [float(info.id) for info in open_work or numbered]
         return bool(numbers) and _NUMBER.match(name) is not None and float(name) < min(numbers)
 
     def _exit_of_phase(self, info: PhaseInfo) -> list[str]:

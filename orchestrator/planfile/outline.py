@@ -62,6 +62,12 @@ _KIRO_CHILD_ID = re.compile(r"^\d+(?:\.\d+)+$")
 _NAME_END = re.compile(r"\s+(?:-{1,2}|—|–)\s+")
 _PHASE_ITEM = re.compile(r"^phase\s+(?P<id>\d+(?:\.\d+)*[a-z]?)\s*[:—–]\s*", re.IGNORECASE)
 _PARALLEL_MARK = re.compile(r"\[P\]\s*")
+# A GSD roadmap's milestone line ("v1.0 MVP - Phases 1-4 (shipped 2026-03-02)"): a summary of
+# phases the plan lists on their own, not a unit of work.
+_MILESTONE_ITEM = re.compile(
+    r"^[\W_]*v?\d+(?:\.\d+)+\b.{0,80}?\bphases?\s+\d+(?:\.\d+)?(?:\s*(?:-|–|—|to)\s*\d+(?:\.\d+)?)?\b",
+    re.IGNORECASE,
+)
 _PHASE_HEADING = re.compile(
     r"^[\W_]*phase\s+(?P<id>\d+(?:\.\d+)*[a-z]?|[A-Z])(?![\w.])\+?\s*(?P<rest>.*)$", re.IGNORECASE
 )
@@ -331,6 +337,9 @@ class Outline:
             "-": BoxState.SKIPPED,
         }[char]
         own_id, title, parallel, phase_item = split_title(_title_text(first[box.end() :], inline))
+        if phase_item is None and _MILESTONE_ITEM.match(title):
+            self._diag(Severity.INFO, line + 1, "a milestone's line (it names its phases): not a task")
+            return False
         phase_name = _NAME_END.split(title, maxsplit=1)[0].strip() if phase_item is not None else ""
         parent = next((entry.task for entry in reversed(items) if entry.task is not None), None)
         start, end = items[-1].start, items[-1].end

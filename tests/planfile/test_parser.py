@@ -564,3 +564,54 @@ def test_pathological_nesting_parses_without_recursion_and_is_reported(text: str
     plan = parse("- [ ] T1 first\n\n" + text)
     assert [t.id for t in plan.tasks][:1] == ["T1"]
     assert [d.code for d in plan.errors] == ["nesting"]
+
+
+GSD_ROADMAP_WITH_ARCHIVE = """\
+# Roadmap: Recipe Box
+
+## Milestones
+
+- [x] **v1.0 MVP** - Phases 1-4 (shipped 2026-03-02)
+- [ ] **v1.1 Sharing** - Phases 5-6
+
+## Phases
+
+- [x] **Phase 1: Foundation** - skeleton
+- [x] **Phase 2: Recipe Storage** - store recipes
+- [ ] **Phase 5: Share Links** - share links
+- [ ] **Phase 6: Public Pages** - public pages
+
+## Phase Details
+
+### Phase 5: Share Links
+**Goal**: share
+**Depends on**: Phase 4
+
+Plans:
+- [ ] 05-01: link model
+- [ ] 05-02: revoke
+
+### Phase 6: Public Pages
+**Goal**: pages
+**Depends on**: Phase 5
+
+Plans:
+- [ ] 06-01: route
+"""
+
+
+def test_gsd_roadmap_milestone_lines_and_a_collapsed_milestone(tmp_path: Path) -> None:
+    path = tmp_path / "ROADMAP.md"
+    path.write_text(GSD_ROADMAP_WITH_ARCHIVE)
+    plan = parse_plan(path)
+    # The milestone lines summarise phases; they are not units of work.
+    assert not any("v1.1" in t.title or "v1.0" in t.title for t in plan.tasks)
+    assert [p.id for p in plan.phases] == ["1", "2", "5", "6"]
+    # Phase 4 is archived (phases 1 and 2 are listed, done; 5 is the first with open work): done.
+    assert plan.errors == []
+    assert any("phase 4" in d.message and d.severity is Severity.WARNING for d in plan.diagnostics)
+    assert task(plan, "05-01").depends_on == []
+    # A phase missing between two with open work is still a mistake.
+    gap = GSD_ROADMAP_WITH_ARCHIVE.replace("- [x] **Phase 1", "- [ ] **Phase 1")
+    path.write_text(gap)
+    assert any("phase 4" in d.message for d in parse_plan(path).errors)
