@@ -70,5 +70,26 @@ class ReportFormat(StrEnum):
     JSON = "json"
 
 
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="Run id or unique prefix (default: latest).")] = None,
+    output: Annotated[
+        ReportFormat, typer.Option("--format", help="md (markdown) or json.", case_sensitive=False)
+    ] = ReportFormat.MD,
+    repo: RepoOpt = None,
+) -> None:
+    """What a run did: files created and modified, build status, test and audit results, what waits
+    for a person, what remains, and each task's checks, evidence, attempts and cost. The same report
+    is written to the run's directory (report.md, report.json) whenever a run ends."""
+    from orchestrator.engine.report import load_report, render_markdown
+
+    with _reported():
+        built, _ = load_report(run_id, repo)
+    if output is ReportFormat.JSON:
+        typer.echo(built.model_dump_json(indent=2))
+    else:
+        typer.echo(render_markdown(built), nl=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("audit", rich_help_panel=RUN_PANEL)(audit)
+    app.command("report", rich_help_panel=RUN_PANEL)(report)

@@ -8,12 +8,18 @@ from orchestrator.config import load_settings
 from orchestrator.domain.state import RunState
 from orchestrator.engine.session import repo_for_resume
 from orchestrator.persistence.checkpoints import RunStore
+from orchestrator.persistence.repo import GitRepo
+
+
+def run_store(repo: Path | None) -> tuple[GitRepo, RunStore]:
+    """The repository (`repo`, or the one the current directory is in) and its runs."""
+    git = repo_for_resume(repo)
+    settings = load_settings(git.root, {})
+    return git, RunStore.for_repo(git.root, settings.checkpoints_dir)
 
 
 def _store(repo: Path | None) -> RunStore:
-    git = repo_for_resume(repo)
-    settings = load_settings(git.root, {})
-    return RunStore.for_repo(git.root, settings.checkpoints_dir)
+    return run_store(repo)[1]
 
 
 def list_runs(repo: Path | None = None) -> list[RunState]:

@@ -34,11 +34,12 @@ from orchestrator.engine.guard import Guard
 from orchestrator.engine.landing import Landing, commit_message, ref_name
 from orchestrator.engine.prompts import PromptRenderer
 from orchestrator.engine.recorder import Level, Recorder
+from orchestrator.engine.report import run_report, write_report
 from orchestrator.engine.scheduler import Scheduler
 from orchestrator.engine.stop import StopToken
 from orchestrator.engine.worktrees import Timings, Worktree, WorktreeExecutor, worktrees_root
 from orchestrator.errors import OrchestrateError, OutOfSpace, out_of_space
-from orchestrator.persistence.journal import Journal
+from orchestrator.persistence.journal import Journal, read_transitions
 from orchestrator.persistence.repo import GitError, GitRepo
 from orchestrator.tools.environment import secret
 from orchestrator.tools.sandbox import Sandbox
@@ -485,11 +486,24 @@ class Runner:
         saved = [ref for task in self.state.tasks.values() for ref in task.saved_refs]
         if saved:
             self.notice("edits of interrupted or failed attempts are kept in: " + ", ".join(saved))
+        self._write_report()
         summary = derive(ended, self.state)
         assert summary is not None
         self.emit(summary)
         timings = self.executor.timings if isinstance(self.executor, WorktreeExecutor) else None
         return RunResult(self.ctx.run_id, ending.status, ending.message, self.state, ending.hint, timings)
+
+    def _write_report(self) -> None:
+        """report.md and report.json in the run's directory, however the run ended; a report that
+        cannot be written is a warning, never the run's end."""
+        journal = self.ctx.journal
+        try:
+            report = run_report(self.state, read_transitions(journal.path), self.repo)
+            written = write_report(journal.directory, report)
+        except (OrchestrateError, OSError) as exc:
+            self.notice(f"the run report could not be written: {exc}", level="warning")
+            return
+        self.notice(f"run report: {written[0]}")
 
 
 def prompt_renderer(

@@ -1,0 +1,202 @@
+"""`orchestrate report`, and the report a run writes to its directory however it ends: after a
+complete run, a failed one, a stop, and one that waits for a person. Real scripted runs through
+the installed CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from orchestrator.engine import report as report_module
+from orchestrator.engine.report import RunReport
+from tests.conftest import ORCHESTRATE, git, make_repo, orchestrate
+
+PLAN = """\
+# Small plan
+
+## Phase 1: One
+
+- [ ] T001 Write `a.txt`
+  - Verify: `test -f a.txt`
+- [ ] T002 Write `b.txt`
+  - Verify: `grep -q bee b.txt`
+
+## Phase 2: Two
+
+- [ ] T003 Update `README.md`
+  - Verify: `grep -q more README.md`
+"""
+
+GOOD = {
+    "T001": [{"write": "a.txt", "content": "a\n"}],
+    "T002": {"attempts": [[{"write": "b.txt", "content": "b\n"}], [{"write": "b.txt", "content": "bee\n"}]]},
+    "T003": [{"append": "README.md", "content": "more\n"}],
+}
+
+
+def _project(tmp_path: Path, script: dict[str, object], plan: str = PLAN) -> tuple[Path, Path]:
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "README.md": "# r\n",
+            "plan.md": plan,
+            ".gitignore": "checkpoints/\n",
+            "orchestrate.toml": 'verify = ["test -f README.md"]\n',
+        },
+    )
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    return repo, path
+
+
+def _run_dir(repo: Path) -> Path:
+    (directory,) = (repo / "checkpoints").iterdir()
+    return directory
+
+
+def _written(repo: Path) -> tuple[str, RunReport]:
+    directory = _run_dir(repo)
+    markdown = (directory / "report.md").read_text()
+    as_json = RunReport.model_validate_json((directory / "report.json").read_text())
+    return markdown, as_json
+
+
+def _sections(markdown: str) -> list[str]:
+    return [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
+
+
+SEED_ORDER = [
+    "Files created",
+    "Files modified",
+    "Build status",
+    "Test and audit results",
+    "Remaining manual steps",
+    "What remains",
+    "Tasks",
+]
+"""The seed prompt's final report (files created, files modified, build status, test and audit
+results, remaining manual steps), then what remains and each task."""
+
+
+def test_a_complete_run_writes_its_report_and_report_prints_it(tmp_path: Path) -> None:
+    repo, script = _project(tmp_path, GOOD)
+    done = orchestrate(repo, "run", "plan.md", "--script", str(script))
+    assert done.returncode == 0, done.stderr
+    markdown, written = _written(repo)
+    assert f"run report: {_run_dir(repo) / 'report.md'}" in done.stderr
+    assert _sections(markdown) == SEED_ORDER
+    assert written.status == "complete"
+    assert [(f.path, f.tasks) for f in written.files_created] == [("a.txt", ["T001"]), ("b.txt", ["T002"])]
+    assert [(f.path, f.tasks) for f in written.files_modified] == [
+        ("README.md", ["T003"]),
+        ("plan.md", ["T001", "T002", "T003"]),
+    ]
+    assert written.build.status == "passing"
+    assert [(c.command, c.task) for c in written.build.checks] == [("test -f README.md", "T003")]
+    assert written.tests.ran == written.tests.passed == 6
+    assert written.audit is not None
+    assert written.audit.clean
+    assert written.audit.boxes == 3
+    assert written.remaining == []
+    assert written.needs_human == []
+    t002 = next(task for task in written.tasks if task.id == "T002")
+    assert t002.commit == git(repo, "log", "--format=%H", "--grep=b.txt", "-1")
+    assert [(f.path, f.change) for f in t002.files] == [("b.txt", "created")]
+    assert [a.failure is not None for a in t002.attempts] == [True, False]
+    assert "`grep -q bee b.txt` exited 1" in (t002.attempts[0].failure or "")
+    assert [(c.command, c.ok) for c in t002.checks] == [
+        ("grep -q bee b.txt", True),
+        ("test -f README.md", True),
+    ]
+    assert "- `a.txt` (T001)" in markdown
+    assert "**passing**" in markdown
+    assert "- audit: clean (3 ticked box(es)" in markdown
+    assert "- attempt 1: agent done, 0 tokens, $0.00; failed: `grep -q bee b.txt` exited 1" in markdown
+
+    printed = orchestrate(repo, "report")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.split("\n", 1)[1] == markdown.split("\n", 1)[1]
+    as_json = orchestrate(repo, "report", "--format", "json")
+    assert RunReport.model_validate_json(as_json.stdout).files_created == written.files_created
+
+
+def test_a_failed_run_reports_the_failure_and_what_remains(tmp_path: Path) -> None:
+    script = {**GOOD, "T002": [{"write": "b.txt", "content": "b\n"}]}
+    repo, path = _project(tmp_path, script)
+    done = orchestrate(repo, "run", "plan.md", "--script", str(path), "--max-attempts", "1")
+    assert done.returncode == 1
+    markdown, written = _written(repo)
+    assert written.status == "failed"
+    assert [(r.task, r.status) for r in written.remaining] == [("T002", "failed"), ("T003", "skipped")]
+    assert written.remaining[0].line == 7
+    assert [c.command for c in written.tests.failed] == ["grep -q bee b.txt"]
+    assert "- T002 (line 7) Write `b.txt`: failed: " in markdown
+    assert "- check `grep -q bee b.txt`: FAILED (exit 1)" in markdown
+    assert f"Continue with `orchestrate resume {written.run_id}`." in markdown
+
+
+def test_a_stopped_run_writes_its_report_too(tmp_path: Path) -> None:
+    script = {
+        **GOOD,
+        "T002": [{"run": "touch started"}, {"sleep": 2}, {"write": "b.txt", "content": "bee\n"}],
+    }
+    repo, path = _project(tmp_path, script)
+    with open(repo / ".git" / "info" / "exclude", "a") as exclude:
+        exclude.write("started\n")
+    process = subprocess.Popen(
+        [str(ORCHESTRATE), "run", "plan.md", "--script", str(path)],
+        cwd=repo,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (repo / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    markdown, written = _written(repo)
+    assert written.status == "stopped"
+    assert [task.id for task in written.tasks if task.status == "done"] == ["T001"]
+    assert [r.task for r in written.remaining] == ["T002", "T003"]
+    assert written.remaining[-1].status == "not started"
+    assert "Status: **stopped**" in markdown
+
+    resumed = orchestrate(repo, "resume", "--script", str(path))
+    assert resumed.returncode == 0, resumed.stderr
+    _, after = _written(repo)
+    assert after.status == "complete"
+    assert after.remaining == []
+
+
+def test_what_waits_for_a_person_is_a_remaining_manual_step(tmp_path: Path) -> None:
+    plan = PLAN + "- [ ] T004 Manually verify the greeting with the team\n"
+    repo, path = _project(tmp_path, GOOD, plan)
+    done = orchestrate(repo, "run", "plan.md", "--script", str(path))
+    assert done.returncode == 4, done.stderr
+    markdown, written = _written(repo)
+    assert written.status == "waiting"
+    assert [w.task for w in written.needs_human] == ["T004"]
+    assert "orchestrate accept plan.md T004" in written.needs_human[0].how
+    manual = markdown.split("## Remaining manual steps\n")[1].split("\n## ")[0]
+    assert manual.startswith("- T004 Manually verify the greeting with the team: waits for a person: ")
+
+
+def test_report_without_runs_or_with_a_bad_format_is_exit_2(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    done = orchestrate(repo, "report")
+    assert done.returncode == 2
+    assert done.stderr.startswith("orchestrate: error: no runs found")
+    assert orchestrate(repo, "report", "--format", "html").returncode == 2
+
+
+def test_the_shipped_schema_is_the_reports() -> None:
+    shipped = Path(report_module.__file__).with_name(report_module.REPORT_SCHEMA)
+    assert json.loads(shipped.read_text()) == RunReport.model_json_schema()
