@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from orchestrator import __version__
 from orchestrator.cli import evidence_commands, init_commands, plan_commands, run_commands
@@ -13,7 +14,30 @@ from orchestrator.errors import OrchestrateError
 from orchestrator.tools.processes import become_subreaper
 from orchestrator.tools.seal import seal_process
 
+
+class _Commands(TyperGroup):
+    """typer's group, with help that shows no type for a flag: `--dry-run` takes no value, so
+    typer's `<bool>` beside it read as if it wanted one."""
+
+    def get_params(self, ctx: Any) -> Any:
+        return _untyped_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _untyped_flags(command.get_params(ctx))  # the help option is made once and kept
+        return command
+
+
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="orchestrate",
     help="Carry a markdown implementation plan to completion with coding sub-agents.",
     no_args_is_help=True,

@@ -11,7 +11,7 @@ from orchestrator.errors import OrchestrateError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel="Set up")
     def init(
         repo: Annotated[
             Path | None, typer.Option("--repo", help="The git repository (default: the current one).")

@@ -239,8 +239,9 @@ def lint(
         ),
     ] = LintFormat.TEXT,
 ) -> None:
-    """Check the plan for CI: exit 1 on cycles, unknown or duplicate ids, parent/child disagreement
-    (and with --require-verify, an open task no command would judge). Says how each task is judged."""
+    """Check the plan for CI: exit 1 on cycles, unknown or duplicate ids, parent/child disagreement.
+
+    With --require-verify, also on an open task no command would judge. Says how each task is judged."""
     with _reported():
         plan = load(plan_path, allow_empty=True)
         errors = 0

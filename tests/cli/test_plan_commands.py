@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -425,3 +426,14 @@ def test_help_groups_the_commands() -> None:
     plan_panel = shown.output.index("Read and edit a plan")
     run_panel = shown.output.index("Run a plan")
     assert plan_panel < shown.output.index(" lint ") < run_panel < shown.output.index(" resume ")
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["lint"], ["demo"], ["resume"]])
+def test_help_shows_no_type_beside_a_flag(command: list[str]) -> None:
+    # `--dry-run <bool>` read as if the flag took a value; options that take one keep their type.
+    shown = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0
+    assert "<bool>" not in shown.output
+    if command == ["run"]:
+        assert re.search(r"--max-cost\s+<float>", shown.output)
+        assert re.search(r"--dry-run\s+Show the schedule", shown.output)
