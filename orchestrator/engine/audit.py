@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from orchestrator.config import Settings, load_settings
 from orchestrator.domain.plan import BoxState, Plan, Task
 from orchestrator.domain.state import RunState, TaskRecord, TaskStatus
+from orchestrator.engine.evidence import ATTESTED_TRAILER, EVIDENCE_TRAILER
 from orchestrator.engine.session import locate, run_sandbox
 from orchestrator.engine.verification import CommandResult, commands_for, run_verification
 from orchestrator.errors import OrchestrateError
@@ -32,9 +33,6 @@ from orchestrator.persistence.checkpoints import RunStore
 from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, CommitFacts, GitRepo
 from orchestrator.planfile import parse_plan
 from orchestrator.tools.environment import secret
-
-EVIDENCE_TRAILER = "Orchestrate-Evidence"
-ATTESTED_TRAILER = "Orchestrate-Attested-By"
 
 FindingKind = Literal["uncommitted", "no-trailer", "other-task", "unverified", "no-evidence", "fails-at-head"]
 
@@ -143,8 +141,7 @@ def evidence_of(facts: CommitFacts, record: TaskRecord | None) -> Evidence:
     if attested:
         return Evidence(source="attested", trailer=trailer, attested_by=attested)
     if record is not None:
-        attempt = record.current()
-        passed = [v.command for v in attempt.verifications if v.ok] if attempt is not None else []
+        passed = [c.command for c in record.checks.values() if c.ok and not c.preexisting]
         unverified = record.unverified or not (passed or _positive(trailer))
         return Evidence(source="journal", checks=passed, unverified=unverified, trailer=trailer)
     if trailer is not None:
@@ -158,6 +155,8 @@ def _positive(trailer: str | None) -> bool:
     if not trailer:
         return False
     fields = dict(part.partition("=")[::2] for part in trailer.replace(",", " ").split())
+    if "unverified" in fields:
+        return False
     checks = fields.get("checks", "0").split("/")[0]
     if checks.isdigit() and int(checks) > 0:
         return True

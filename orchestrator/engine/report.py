@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from orchestrator.domain import transitions as t
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, TaskRecord, TaskStatus
+from orchestrator.engine.evidence import EVIDENCE_TRAILER
 from orchestrator.errors import OrchestrateError
 from orchestrator.persistence.repo import GitRepo
 from orchestrator.planfile import parse_plan
@@ -223,10 +224,13 @@ def build_report(
         record = state.tasks[task_id]
         task = known.get(task_id)
         last = record.current()
-        checks = [_check(v) for v in last.verifications] if last is not None else []
+        # Each check as it last ran (a re-check on the run's new head included), else as the last
+        # attempt ran them.
+        latest = list(record.checks.values()) or (last.verifications if last is not None else [])
+        checks = [_check(v) for v in latest]
         own: list[FileChange] = []
         facts = trailers.get(record.commit or "")
-        trailer = facts.trailer("Orchestrate-Evidence") if facts is not None else None
+        trailer = facts.trailer(EVIDENCE_TRAILER) if facts is not None else None
         for letter, path in changed.get(record.commit or "", []):
             if path == state.plan:
                 continue  # every commit ticks the plan

@@ -172,3 +172,25 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path: Path) -> None:
     assert "not inside a git repository" in done.stderr
     bad = orchestrate(repo, "audit", "README.md", "--format", "xml")
     assert bad.returncode == 2
+
+
+def test_without_the_journal_the_commits_evidence_trailer_is_the_evidence(tmp_path: Path) -> None:
+    plan = "# P\n\n- [ ] T001 Write `a.txt`\n- [ ] T002 Write `b.txt`\n  - Verify: `test -f b.txt`\n"
+    repo = make_repo(tmp_path / "repo", {"plan.md": plan, ".gitignore": "checkpoints/\n"})
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            {"T001": [{"write": "a.txt", "content": "a"}], "T002": [{"write": "b.txt", "content": "b"}]}
+        )
+    )
+    _run(repo, script)
+    shutil.rmtree(repo / "checkpoints")  # as in CI: the journal is not in the repository
+    done = orchestrate(repo, "audit", "plan.md", "--json")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert [(b["task"], b["evidence"]["source"], b["evidence"]["trailer"]) for b in report["boxes"]] == [
+        ("T001", "trailer", "checks=0 unverified"),
+        ("T002", "trailer", "checks=1"),
+    ]
+    assert [(f["task"], f["kind"]) for f in report["findings"]] == [("T001", "unverified")]
+    assert "(Orchestrate-Evidence: checks=0 unverified)" in report["findings"][0]["message"]
