@@ -34,6 +34,9 @@ from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, CommitFacts
 from orchestrator.planfile import parse_plan
 from orchestrator.tools.environment import secret
 
+AUDIT_SCHEMA = "audit.schema.json"
+"""The JSON Schema of `orchestrate audit --json` (AuditReport), shipped next to this module."""
+
 FindingKind = Literal["uncommitted", "no-trailer", "other-task", "unverified", "no-evidence", "fails-at-head"]
 
 

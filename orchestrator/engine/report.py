@@ -11,8 +11,6 @@ attempts and what it cost. report.schema.json, next to this module, is the JSON'
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -470,23 +468,10 @@ def render_markdown(report: RunReport) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(directory: Path, report: RunReport) -> list[Path]:
-    """report.md and report.json in the run's directory, each replaced atomically."""
-    written: list[Path] = []
-    for name, text in (
-        (MARKDOWN_NAME, render_markdown(report)),
-        (JSON_NAME, json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"),
-    ):
-        handle, temp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(text)
-            Path(temp).replace(directory / name)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        written.append(directory / name)
-    return written
+def report_files(report: RunReport) -> dict[str, str]:
+    """What the run's directory holds of its report: file name -> text."""
+    as_json = json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    return {MARKDOWN_NAME: render_markdown(report), JSON_NAME: as_json}
 
 
 def audit_result(git: GitRepo, plan_rel: str) -> AuditResult:

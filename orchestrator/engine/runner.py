@@ -34,7 +34,7 @@ from orchestrator.engine.guard import Guard
 from orchestrator.engine.landing import Landing, commit_message, ref_name
 from orchestrator.engine.prompts import PromptRenderer
 from orchestrator.engine.recorder import Level, Recorder
-from orchestrator.engine.report import run_report, write_report
+from orchestrator.engine.report import report_files, run_report
 from orchestrator.engine.scheduler import Scheduler
 from orchestrator.engine.stop import StopToken
 from orchestrator.engine.worktrees import Timings, Worktree, WorktreeExecutor, worktrees_root
@@ -499,7 +499,8 @@ class Runner:
         journal = self.ctx.journal
         try:
             report = run_report(self.state, read_transitions(journal.path), self.repo)
-            written = write_report(journal.directory, report)
+            # Through the journal: atomically, never through a link planted on the way.
+            written = [journal.write_artifact(name, text) for name, text in report_files(report).items()]
         except (OrchestrateError, OSError) as exc:
             self.notice(f"the run report could not be written: {exc}", level="warning")
             return

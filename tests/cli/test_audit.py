@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.engine import audit as audit_module
 from tests.conftest import git, make_repo, orchestrate
 
 PLAN = """\
@@ -194,3 +195,22 @@ def test_without_the_journal_the_commits_evidence_trailer_is_the_evidence(tmp_pa
     ]
     assert [(f["task"], f["kind"]) for f in report["findings"]] == [("T001", "unverified")]
     assert "(Orchestrate-Evidence: checks=0 unverified)" in report["findings"][0]["message"]
+
+
+def test_a_box_ticked_in_another_tasks_commit_is_reported(project: tuple[Path, Path, Path]) -> None:
+    repo, plan, _ = project
+    for task in ("T001", "T002"):
+        assert orchestrate(repo, "tick", "plan.md", task).returncode == 0
+    git(repo, "commit", "-q", "-am", "T001 and more", "-m", "Orchestrate-Task: T001\nOrchestrate-Run: r1")
+    done = orchestrate(repo, "audit", "plan.md", "--json")
+    assert done.returncode == 1
+    found = [(f["task"], f["kind"], f["line"]) for f in json.loads(done.stdout)["findings"]]
+    assert found == [
+        ("T001", "no-evidence", _line_of(plan, "T001")),
+        ("T002", "other-task", _line_of(plan, "T002")),
+    ]
+
+
+def test_the_shipped_schema_is_the_audits() -> None:
+    shipped = Path(audit_module.__file__).with_name(audit_module.AUDIT_SCHEMA)
+    assert json.loads(shipped.read_text()) == audit_module.AuditReport.model_json_schema()
