@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.domain import dag
-from orchestrator.domain.plan import Plan, Severity, Task
+from orchestrator.domain.plan import Plan, Task
 from orchestrator.engine.unit_history import parse_with_history
 from orchestrator.errors import OrchestrateError, PlanError, UsageError
 from orchestrator.planfile import export, parse_plan, set_box
@@ -155,7 +155,7 @@ def status(plan_path: PlanArgument) -> None:
             console.print("Nothing is ready: every open task waits on another (see `orchestrate lint`).")
         else:
             console.print("All tasks are done.")
-        errors = [d for d in plan.diagnostics if _is_lint_error(d)]
+        errors = [d for d in plan.diagnostics if dag.fails_lint(d)]
         if errors:
             console.print(
                 f"{len(errors)} problem(s) in the plan: run `orchestrate lint {escape(str(plan.path))}`"
@@ -246,7 +246,7 @@ def lint(
         plan = load(plan_path, allow_empty=True)
         errors = 0
         for diagnostic in plan.diagnostics:
-            failing = _is_lint_error(diagnostic)
+            failing = dag.fails_lint(diagnostic)
             errors += failing
             severity = "error" if failing else diagnostic.severity.value
             typer.echo(format_finding(output, plan.path, diagnostic.line, severity, diagnostic.message))
@@ -317,10 +317,6 @@ def find_task(plan: Plan, task_id: str) -> Task:
 
 def _normal(task_id: str) -> str:
     return "-".join(task_id.lower().split())
-
-
-def _is_lint_error(diagnostic: Any) -> bool:
-    return bool(diagnostic.severity is Severity.ERROR or diagnostic.code in dag.LINT_ERROR_CODES)
 
 
 def _box(task: Task) -> str:

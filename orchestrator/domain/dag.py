@@ -27,6 +27,11 @@ LINT_ERROR_CODES = frozenset({CYCLE, UNKNOWN_ID, DUPLICATE_ID, PARENT_CHILD, NO_
 """Findings `orchestrate lint` fails on, whatever their severity."""
 
 
+def fails_lint(diagnostic: Diagnostic) -> bool:
+    """Whether `orchestrate lint` fails on this finding; the dry-run says and exits the same."""
+    return diagnostic.severity is Severity.ERROR or diagnostic.code in LINT_ERROR_CODES
+
+
 def validate(plan: Plan) -> list[Diagnostic]:
     """Duplicate ids, dependencies on unknown ids, and cycles (naming every id and line in them)."""
     found: list[Diagnostic] = []

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from orchestrator.config import check_checkpoints_dir, load_settings
+from orchestrator.domain import dag
 from orchestrator.domain.plan import Plan
 from orchestrator.engine.coverage import coverage
 from orchestrator.engine.prompts import TRIAL_FAILURE, PromptRenderer, run_templates
@@ -98,7 +99,11 @@ def dry_run(
         title=plan.title,
         repo=str(root) if root else None,
         agent=settings.agent,
-        diagnostics=[d.model_dump(mode="json") for d in plan.diagnostics],
+        # Severities as `lint` gives them: what it fails on is an error here too (exit 1).
+        diagnostics=[
+            {**d.model_dump(mode="json"), **({"severity": "error"} if dag.fails_lint(d) else {})}
+            for d in plan.diagnostics
+        ],
         already_done=[t.id for t in plan.tasks if t.id in set(selection) and t.settled],
     )
     if root is None:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli.app import app
-from tests.conftest import git, make_repo
+from tests.conftest import git, make_repo, orchestrate
 
 PLAN = """\
 # Small plan
@@ -408,3 +408,17 @@ def test_dry_run_first_wave_is_what_next_says_on_a_real_plan(shared_plans: Path,
     dry = runner.invoke(app, ["run", str(repo / "plan.md"), "--dry-run", "--agent", "scripted", "--json"])
     first = {t["id"] for t in json.loads(dry.output)["waves"][0]}
     assert first == {line.split("\t")[0] for line in ready.output.splitlines()}
+
+
+def test_dry_run_and_lint_agree_on_what_is_an_error(tmp_path: Path) -> None:
+    # A parent ticked while a child is open: a warning by severity, which lint fails on.
+    plan = "# P\n\n- [x] 1. Parent\n  - [ ] 1.1 Child\n  - [x] 1.2 Other child\n- [ ] 2. Next\n"
+    repo = make_repo(tmp_path / "repo", {"plan.md": plan})
+    lint = orchestrate(repo, "lint", "plan.md")
+    assert lint.returncode == 1
+    assert "plan.md:3: error:" in lint.stdout
+    dry = orchestrate(repo, "run", "plan.md", "--dry-run")
+    assert dry.returncode == 1, dry.stdout
+    assert "error:3:" in dry.stdout
+    as_json = json.loads(orchestrate(repo, "run", "plan.md", "--dry-run", "--json").stdout)
+    assert [d["severity"] for d in as_json["diagnostics"] if d["line"] == 3] == ["error"]
