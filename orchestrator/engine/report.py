@@ -21,6 +21,7 @@ from orchestrator.domain import transitions as t
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, TaskRecord, TaskStatus
 from orchestrator.engine.evidence import EVIDENCE_TRAILER
+from orchestrator.engine.unit_history import done_by_commits
 from orchestrator.errors import OrchestrateError
 from orchestrator.persistence.repo import GitRepo
 from orchestrator.planfile import parse_plan
@@ -154,6 +155,10 @@ class RunReport(BaseModel):
     """Remaining manual steps: tasks that wait for a person."""
     remaining: list[Remaining] = Field(default_factory=list)
     """Tasks of the run's selection not done (failed, skipped, waiting, not reached)."""
+    manual_open: list[Remaining] = Field(default_factory=list)
+    """Units the plan marks as a person's (manual, UAT, ...) still open and not waiting yet."""
+    plan_open: int = 0
+    """Tasks of the whole plan still open (a run of part of it leaves the rest)."""
     tasks: list[TaskReport] = Field(default_factory=list)
     tokens: int = 0
     cost_usd: float = 0.0
@@ -316,6 +321,12 @@ def build_report(
         audit=audit,
         needs_human=waiting,
         remaining=_remaining(tasks, selection, known),
+        manual_open=[
+            Remaining(task=task.id, title=task.title, line=task.line, status="open")
+            for task in (plan.tasks if plan is not None else [])
+            if task.manual and not task.settled and task.id not in {w.task for w in waiting}
+        ],
+        plan_open=sum(1 for task in plan.tasks if not task.settled) if plan is not None else 0,
         tasks=tasks,
         tokens=state.usage.total_tokens,
         cost_usd=round(state.usage.cost_usd, 6),
@@ -366,7 +377,7 @@ def plan_of(git: GitRepo, state: RunState) -> Plan | None:
     if not state.plan:
         return None
     try:
-        return parse_plan(git.root / state.plan)
+        return done_by_commits(parse_plan(git.root / state.plan), git)
     except (OrchestrateError, OSError):
         return None
 
@@ -433,7 +444,9 @@ def render_markdown(report: RunReport) -> str:
         for waiting in report.needs_human:
             out.append(f"- {waiting.task} {waiting.title}: waits for a person: {waiting.reason or 'manual'}")
             out.append(f"  - {waiting.how}")
-    else:
+    for manual in report.manual_open:
+        out.append(f"- {manual.task} (line {manual.line}) {manual.title}: a person's step, not reached yet")
+    if not report.needs_human and not report.manual_open:
         out.append("- none: no task waits for a person")
     out += ["", "## What remains"]
     if report.remaining:
@@ -443,6 +456,12 @@ def render_markdown(report: RunReport) -> str:
             out.append(f"- {item.task}{where} {item.title}: {item.status}{why}")
     else:
         out.append("- nothing: every task of the run is done")
+    if report.plan_open:
+        out.append(
+            f"- the plan has {report.plan_open} open task(s) in all (`orchestrate next {report.plan}`)"
+        )
+    else:
+        out.append("- the plan has no open task")
     out += ["", "## Tasks"]
     for task in report.tasks:
         commit = f", commit {task.commit[:10]}" if task.commit else ""

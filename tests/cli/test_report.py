@@ -135,6 +135,8 @@ def test_a_failed_run_reports_the_failure_and_what_remains(tmp_path: Path) -> No
     assert written.remaining[0].line == 7
     assert [c.command for c in written.tests.failed] == ["grep -q bee b.txt"]
     assert "- T002 (line 7) Write `b.txt`: failed: " in markdown
+    assert written.plan_open == 2
+    assert "- the plan has 2 open task(s) in all (`orchestrate next plan.md`)" in markdown
     assert "- check `grep -q bee b.txt`: FAILED (exit 1)" in markdown
     assert f"Continue with `orchestrate resume {written.run_id}`." in markdown
 
@@ -200,3 +202,38 @@ def test_report_without_runs_or_with_a_bad_format_is_exit_2(tmp_path: Path) -> N
 def test_the_shipped_schema_is_the_reports() -> None:
     shipped = Path(report_module.__file__).with_name(report_module.REPORT_SCHEMA)
     assert json.loads(shipped.read_text()) == RunReport.model_json_schema()
+
+
+def test_the_seed_prompts_run_ends_with_the_final_report_it_asks_for(
+    tmp_path: Path, shared_plans: Path
+) -> None:
+    prompt = (shared_plans / "seed-orchestrator-prompt.md").read_text()
+    plan = (
+        shared_plans / "MemberJunction__MJ__plans__audio-sage-realtime-implementation-plan.md"
+    ).read_text()
+    asks = prompt.split("## When Implementation Completes")[1].split("## ")[0]
+    for item in ("All files created", "All files modified", "Build status", "Remaining manual steps"):
+        assert item in asks  # what the seed asks its final report for
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "plans/seed-orchestrator-prompt.md": prompt,
+            "plans/audio-sage-realtime-implementation-plan.md": plan,
+            ".gitignore": "checkpoints/\n",
+        },
+    )
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps({"2a": [{"write": "packages/ws/handler.ts", "content": "export class H {}\n"}]})
+    )
+    done = orchestrate(
+        repo, "run", "plans/seed-orchestrator-prompt.md", "--task", "2a", "--script", str(script)
+    )
+    assert done.returncode == 0, done.stderr
+    markdown, written = _written(repo)
+    assert _sections(markdown) == SEED_ORDER
+    assert [(f.path, f.tasks) for f in written.files_created] == [("packages/ws/handler.ts", ["2a"])]
+    assert "plans/seed-orchestrator-prompt.md" in [f.path for f in written.files_modified]
+    assert written.plan_open > 10
+    assert written.audit is not None
+    assert written.audit.boxes >= 1  # 2a's verification boxes, ticked by its commit
