@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from orchestrator import __version__
-from orchestrator.cli import evidence_commands, init_commands, plan_commands, run_commands
+from orchestrator.cli import evidence_commands, gate_commands, init_commands, plan_commands, run_commands
 from orchestrator.errors import OrchestrateError
 from orchestrator.tools.processes import become_subreaper
 from orchestrator.tools.seal import seal_process
@@ -66,6 +66,7 @@ plan_commands.register(app)
 run_commands.register(app)
 init_commands.register(app)
 evidence_commands.register(app)
+gate_commands.register(app)
 
 
 def main() -> None:

@@ -143,7 +143,13 @@ def status(plan_path: PlanArgument) -> None:
         judged = {c.task.id: c for c in plan_coverage(plan, plan_settings(plan.path).verify)}
         if judged:
             console.print(escape(coverage_summary(list(judged.values()))))
-        ready = dag.ready(plan, set())
+        waiting = _waiting_for_human(plan)
+        if waiting:
+            console.print("[bold]Waiting for a human:[/bold]")
+            for task_id, reason in waiting.items():
+                console.print(f"  {escape(task_id)}  {escape(reason)}")
+            console.print(escape(_gate_commands(plan)))
+        ready = [task for task in dag.ready(plan, set()) if task.id not in waiting]
         if ready:
             console.print("[bold]Next:[/bold]")
             for task in ready[:10]:
@@ -151,6 +157,8 @@ def status(plan_path: PlanArgument) -> None:
                 console.print(f"  {escape(task.id)}  line {task.line}  {escape(task.title)}{escape(judge)}")
             if len(ready) > 10:
                 console.print(f"  … and {len(ready) - 10} more ready")
+        elif waiting:
+            console.print("Nothing else is ready: the open tasks wait for a human's decision.")
         elif done < len(plan.tasks):
             console.print("Nothing is ready: every open task waits on another (see `orchestrate lint`).")
         else:
@@ -166,14 +174,24 @@ def next_tasks(plan_path: PlanArgument, as_json: JsonOption = False) -> None:
     """The ready tasks in execution order; the first is where `resume` would start."""
     with _reported():
         plan = load(plan_path)
-        ready = dag.ready(plan, set())
+        waiting = _waiting_for_human(plan)
+        ready = [task for task in dag.ready(plan, set()) if task.id not in waiting]
         if as_json:
             _print_json(
                 {
                     "plan": {"path": str(plan.path), "title": plan.title},
                     "tasks": [export.task_json(task) for task in ready],
+                    "waiting_for_human": [{"id": i, "reason": why} for i, why in waiting.items()],
                 }
             )
+            return
+        for task_id, reason in waiting.items():
+            # On stderr: stdout stays the ready tasks, one a line, for `cut -f1`.
+            typer.echo(f"{task_id} waits for a human: {reason}", err=True)
+        if waiting:
+            typer.echo(_gate_commands(plan), err=True)
+        if not ready and waiting:
+            typer.echo("Nothing else is ready: the open tasks wait for a human's decision.")
             return
         if not ready:
             open_tasks = [task for task in plan.tasks if not task.settled]
@@ -184,6 +202,22 @@ def next_tasks(plan_path: PlanArgument, as_json: JsonOption = False) -> None:
         # Tab-separated so that `cut -f1` gives the ids.
         for task in ready:
             typer.echo(f"{task.id}\tline {task.line}\tPhase {task.phase}\t{task.title}")
+
+
+def _waiting_for_human(plan: Plan) -> dict[str, str]:
+    """Open tasks of the plan that its latest run stopped for a person (task -> why)."""
+    from orchestrator.engine.gates import waiting_for_human
+
+    waiting = waiting_for_human(plan.path)
+    return {task.id: waiting[task.id] for task in plan.tasks if task.id in waiting and not task.settled}
+
+
+def _gate_commands(plan: Plan) -> str:
+    where = plan.path
+    return (
+        f"`orchestrate accept {where} TASK [--note TEXT]` commits one; "
+        f"`orchestrate reject {where} TASK --note TEXT` re-opens it; then `orchestrate resume`"
+    )
 
 
 def graph(

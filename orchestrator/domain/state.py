@@ -125,6 +125,9 @@ class TaskRecord(BaseModel):
     """Who accepted it (`Name <email>`), when a person did."""
     note: str = ""
     """The note of whoever accepted or rejected it last."""
+    rejected: str = ""
+    """What its next prompt says of a person's rejection (also on the rejected attempt's failure;
+    here for a unit no attempt ran)."""
 
     @property
     def attempt(self) -> int:
@@ -308,8 +311,9 @@ class RunState(BaseModel):
                 task.note = transition.note
             case t.TaskRejected():
                 # Open again, with a fresh allowance; the note is what the next prompt shows.
+                task.rejected = rejection(transition.note, transition.by)
                 if attempt is not None:
-                    attempt.failure = rejection(transition.note, transition.by)
+                    attempt.failure = task.rejected
                 task.status = TaskStatus.PENDING
                 task.attempts_since_reset = 0
                 task.tree = None

@@ -196,10 +196,11 @@ class Attempts:
             raise BudgetExceeded
 
     def last_failure(self, task_id: str) -> str:
-        for attempt in reversed(self.state.task(task_id).attempts):
+        record = self.state.task(task_id)
+        for attempt in reversed(record.attempts):
             if attempt.failure and attempt.failure != "interrupted":
                 return attempt.failure
-        return ""
+        return record.rejected  # a person rejected a unit no attempt ran (a manual one, reworded)
 
     def _agent_attempt(
         self,

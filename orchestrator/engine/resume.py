@@ -20,6 +20,7 @@ from orchestrator.domain import transitions as t
 from orchestrator.domain.events import Notice, Reporter
 from orchestrator.domain.plan import Plan
 from orchestrator.domain.state import RunState, TaskRecord, TaskStatus
+from orchestrator.engine.acceptance import half_accepted, land_accepted
 from orchestrator.engine.landing import ref_name
 from orchestrator.engine.recorder import Level, Recorder
 from orchestrator.engine.runner import RunContext, run_paths
@@ -202,6 +203,8 @@ def reconcile(rec: Recovery, plan: Plan) -> Recovered:
       run; the run's own tick that no commit carries is undone), and the task is re-run;
     - in flight but taken out of the plan by the user: its edits are kept in a ref, the tree reset;
     - failed or skipped: a fresh allowance of attempts;
+    - accepted by a person, not committed (a kill cut `orchestrate accept` short): committed now;
+    - waiting for a person: it goes on waiting (a hold a kill cut short is finished);
     - a task of a parallel run: see _reconcile_worktrees.
     """
     git = rec.repo
@@ -236,6 +239,10 @@ def reconcile(rec: Recovery, plan: Plan) -> Recovered:
             continue
         if record.status in (TaskStatus.FAILED, TaskStatus.SKIPPED):
             rec.record(t.TaskReset(task=task_id, reason="resumed"))
+            continue
+        if half_accepted(record):
+            # A person accepted it and a kill cut `orchestrate accept` short: finished here.
+            land_accepted(git, rec.ctx.plan_path, rec.ctx.plan_rel, run_id, record, rec.recorder)
             continue
         if task_id in in_worktrees:
             continue

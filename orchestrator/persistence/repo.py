@@ -677,6 +677,11 @@ class GitRepo:
                 return exc.message
         return None
 
+    def identity(self) -> str:
+        """`Name <email>`: who commits here, as `git commit` would name the author."""
+        ident = self.git("var", "GIT_AUTHOR_IDENT").strip()
+        return ident[: ident.rfind(">") + 1] if ">" in ident else ident
+
     def commit_all(self, message: str, trailers: Mapping[str, str], exclude: Sequence[str] = ()) -> str:
         """Stage every change (but `exclude`) and commit it with `trailers`; returns the sha."""
         self.git("add", "-A")
