@@ -93,3 +93,23 @@ def test_the_pre_commit_hook_lints_every_plan_it_is_given(tmp_path: Path) -> Non
     both = hook("cycle.md", "demo.md")
     assert both.returncode == 1
     assert "ok: 6 tasks" in both.stdout  # the second plan was linted too
+
+
+def test_the_readme_first_plan_is_verified_task_by_task(tmp_path: Path) -> None:
+    # "Your first plan": the template a newcomer copies must give every task a check of its own,
+    # T003 [P] beside nothing else in its phase, and read without a problem.
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Your first plan") :]
+    start = section.index("```markdown\n") + len("```markdown\n")
+    template = section[start : section.index("\n```\n", start)]
+    repo = make_repo(tmp_path / "repo", {"plan.md": template + "\n"})
+    lint = subprocess.run(
+        [str(ORCHESTRATE), "lint", "plan.md", "--require-verify"], cwd=repo, capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "3 by their own checks" in lint.stdout
+    dry = subprocess.run(
+        [str(ORCHESTRATE), "run", "plan.md", "--dry-run"], cwd=repo, capture_output=True, text=True
+    )
+    assert dry.returncode == 0, dry.stdout
+    assert re.findall(r"^  (T\d+)", dry.stdout, flags=re.M) == ["T001", "T002", "T003"]
