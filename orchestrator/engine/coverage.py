@@ -53,8 +53,11 @@ def coverage(task: Task, defaults: list[str]) -> Coverage:
 
 
 def plan_coverage(plan: Plan, defaults: list[str]) -> list[Coverage]:
-    """Each open task an agent would do (not a parent done by its children), in plan order."""
-    return [coverage(t, defaults) for t in plan.tasks if not t.settled and not is_group(plan, t)]
+    """Each open task an agent would do (not a parent done by its children, nor a person's step:
+    a person judges it), in plan order."""
+    return [
+        coverage(t, defaults) for t in plan.tasks if not t.settled and not is_group(plan, t) and not t.manual
+    ]
 
 
 def plan_settings(plan_path: Path) -> Settings:
