@@ -111,7 +111,7 @@ def usage_of(output: str) -> tuple[Usage, bool]:
             session = float(match["session"])
     if session is not None:
         usage = usage.model_copy(update={"cost_usd": session})
-    return usage, session is not None
+    return usage.model_copy(update={"cost_known": session is not None}), session is not None
 
 
 class AiderAgent:

@@ -5,6 +5,8 @@
 {prompt_file}, {workspace} and {task_id} are substituted shell-quoted; the command runs with bash in
 the workspace, in a session of its own, killed with all it started after agent_timeout seconds.
 Exit status 0 means the agent finished (verification then decides whether the task is done).
+What the command spent is not known to orchestrate: each attempt is recorded as "cost unknown",
+never as $0, and a --max-cost cannot be enforced for it (the run says so once).
 
 The agent is a tool the user chose, but what it runs is steered by the model and by the repository:
 it gets the allow-listed environment plus the variables named in `agent_env` (its own API key, say,
@@ -31,11 +33,13 @@ from orchestrator.agents.base import (
     AgentStatus,
 )
 from orchestrator.config import Settings
+from orchestrator.domain.usage import Usage
 from orchestrator.tools.environment import child_env, redact
 from orchestrator.tools.shell import run_shell
 
 FIELDS = ("prompt_file", "workspace", "task_id")
 TAIL_CHARS = 3000
+UNKNOWN = Usage(cost_known=False)
 
 
 def check_template(template: str) -> None:
@@ -94,13 +98,28 @@ class CommandAgent:
                 detail=f"agent command exited {result.exit_code} after {result.duration:.1f}s",
             )
         )
+        # It ran, and may have called a model: what that cost, nothing here can tell.
+        listener(
+            AgentEvent(
+                kind="model_call",
+                usage=UNKNOWN,
+                session_over=True,
+                detail="the agent command reports no usage: cost unknown",
+            )
+        )
         if result.timed_out:
             summary = f"the agent command timed out after {self.timeout:g}s (agent_timeout) and was killed"
-            return AgentOutcome(status=AgentStatus.FAILED, summary=f"{summary}\n{tail}".strip(), turns=1)
+            return AgentOutcome(
+                status=AgentStatus.FAILED, summary=f"{summary}\n{tail}".strip(), usage=UNKNOWN, turns=1
+            )
         if result.exit_code != 0:
             summary = f"the agent command exited with status {result.exit_code}"
-            return AgentOutcome(status=AgentStatus.FAILED, summary=f"{summary}\n{tail}".strip(), turns=1)
-        return AgentOutcome(status=AgentStatus.DONE, summary=tail or "the agent command exited 0", turns=1)
+            return AgentOutcome(
+                status=AgentStatus.FAILED, summary=f"{summary}\n{tail}".strip(), usage=UNKNOWN, turns=1
+            )
+        return AgentOutcome(
+            status=AgentStatus.DONE, summary=tail or "the agent command exited 0", usage=UNKNOWN, turns=1
+        )
 
 
 def _safe(task_id: str) -> str:

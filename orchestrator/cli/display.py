@@ -126,7 +126,7 @@ class RunBoard:
                 row = self.row(event.task_id)
                 row.status, row.finished = event.status, event.at
                 row.attempt = max(row.attempt, event.attempts)
-                if event.usage.calls or event.usage.cost_usd:
+                if event.usage.calls or event.usage.cost_usd or not event.usage.cost_known:
                     row.usage = event.usage
                 if event.commit:
                     row.note = event.commit[:10]
@@ -134,7 +134,7 @@ class RunBoard:
                     row.note = event.reason
             case RunFinished():
                 self.finished = event
-                if event.usage.calls or event.usage.cost_usd:
+                if event.usage.calls or event.usage.cost_usd or not event.usage.cost_known:
                     self.run_usage = event.usage
             case _:
                 pass
@@ -166,7 +166,7 @@ def budget(max_cost: float | None) -> str:
 
 
 def _cost(usage: Usage) -> str:
-    return f"${usage.cost_usd:.4f}" if usage.cost_usd else ""
+    return usage.cost_text() if usage.cost_usd or not usage.cost_known else ""
 
 
 ACTIVE = ("running", "verifying", "retrying")
@@ -214,7 +214,7 @@ def render_live(
     counts = " · ".join(f"{n} {status}" for status, n in sorted(board.counts().items()))
     totals = (
         f"elapsed {_seconds(now - board.started)}   tokens {board.run_usage.total_tokens:,}   "
-        f"cost ${board.run_usage.cost_usd:.4f}   budget {budget(board.max_cost)}"
+        f"cost {board.run_usage.cost_text()}   budget {budget(board.max_cost)}"
     )
     # One line where it fits; else two, each short enough for 60 columns.
     fits = len(counts) + 3 + len(totals) <= width
@@ -234,7 +234,7 @@ def summary_lines(board: RunBoard) -> list[str]:
     usage = board.run_usage
     lines = [
         f"run {end.run_id}: {end.status}. {end.done} done, {end.failed} failed, {end.skipped} skipped, "
-        f"{end.remaining} remaining; {usage.total_tokens:,} tokens, ${usage.cost_usd:.4f}"
+        f"{end.remaining} remaining; {usage.total_tokens:,} tokens, {usage.cost_text()}"
     ]
     if end.message:
         lines.append(end.message)

@@ -168,8 +168,11 @@ def _duration(seconds: float | None) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
-def _fmt_cost(value: float) -> str:
-    return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+def _fmt_cost(value: float, known: bool = True) -> str:
+    shown = f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+    if known:
+        return shown
+    return f"{shown} + unknown" if value else "cost unknown"
 
 
 def _run_summary(state: RunState) -> dict[str, Any]:
@@ -185,6 +188,7 @@ def _run_summary(state: RunState) -> dict[str, Any]:
         "skipped": state.count(TaskStatus.SKIPPED),
         "tasks": len(state.selection.get("ids", [])) or len(state.tasks),
         "cost_usd": round(state.usage.cost_usd, 6),
+        "cost_known": state.usage.cost_known,
         "tokens": state.usage.total_tokens,
         "started_at": state.started_at,
         "duration_s": round(max(state.updated_at - state.started_at, 0.0), 3) if state.started_at else None,
@@ -330,7 +334,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{head}  PLAN")
         for r in rows:
             done = f"{r['done']}/{r['tasks']}"
-            cost = _fmt_cost(r["cost_usd"])
+            cost = _fmt_cost(r["cost_usd"], r["cost_known"])
             started = (
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r["started_at"] else "-"
             )
@@ -362,7 +366,8 @@ def register(app: typer.Typer) -> None:
             f"agent {state.agent}; {summary['done']} done ({summary['unverified']} unverified), "
             f"{summary['failed']} failed, "
             f"{summary['skipped']} skipped; "
-            f"{state.usage.total_tokens} tokens, {_fmt_cost(state.usage.cost_usd)}; journal {directory}"
+            f"{state.usage.total_tokens} tokens, {_fmt_cost(state.usage.cost_usd, state.usage.cost_known)}; "
+            f"journal {directory}"
         )
         if state.message:
             typer.echo(f"last word: {state.message}")
@@ -382,7 +387,7 @@ def register(app: typer.Typer) -> None:
             commit = f" commit {t.commit[:10]}" if t.commit else ""
             typer.echo(
                 f"\n{task_id}: {t.status.value}{flag}{commit}; {len(t.attempts)} attempt(s), "
-                f"{t.usage.total_tokens} tokens, {_fmt_cost(t.usage.cost_usd)}"
+                f"{t.usage.total_tokens} tokens, {_fmt_cost(t.usage.cost_usd, t.usage.cost_known)}"
             )
             if t.reason:
                 typer.echo(f"  reason: {t.reason.splitlines()[0]}")

@@ -59,6 +59,7 @@ class _Spend(BaseModel):
     cache_read_input_tokens: int = Field(0, alias="gen_ai.usage.cache_read.input_tokens")
     cost_usd: float = 0.0
     calls: int = 0
+    cost_known: bool = True
 
     @property
     def usage(self) -> Usage:
@@ -69,6 +70,7 @@ class _Spend(BaseModel):
             cache_read_input_tokens=self.cache_read_input_tokens,
             cost_usd=self.cost_usd,
             calls=self.calls,
+            cost_known=self.cost_known,
         )
 
 

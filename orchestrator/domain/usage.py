@@ -14,6 +14,9 @@ class Usage(BaseModel):
     cache_read_input_tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
+    cost_known: bool = True
+    """False when some of these calls cost what no one could say (an agent command that reports
+    nothing, a model no price list knows): cost_usd is then what the known part cost, a floor."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -23,7 +26,15 @@ class Usage(BaseModel):
             cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
             calls=self.calls + other.calls,
+            cost_known=self.cost_known and other.cost_known,
         )
+
+    def cost_text(self, digits: int = 4) -> str:
+        """The cost as people read it: `$0.0123`, or `cost unknown` (`$0.0123 + unknown` when part
+        of it is known)."""
+        if self.cost_known:
+            return f"${self.cost_usd:.{digits}f}"
+        return f"${self.cost_usd:.{digits}f} + unknown" if self.cost_usd else "cost unknown"
 
     @property
     def total_tokens(self) -> int:

@@ -93,6 +93,7 @@ class Attempts:
         self.resume_at: dict[str, str] = {}
         """Tasks resume picks up mid-way: 'verify' (its agent's work is intact), 'commit' (its
         verified work is intact) or 'retry' (a failed attempt's edits are intact for the next)."""
+        self.cost_unknown_said = False
 
     def run(self, task: Task, workspace: Path) -> TaskResult:
         """Run the task's attempts in `workspace` until one passes verification or none are left."""
@@ -297,6 +298,8 @@ class Attempts:
                 self.recorder.record(
                     t.ModelCall(task=task_id, attempt=attempt, detail=event.detail, **t.spend(event.usage))
                 )
+                if not event.usage.cost_known:
+                    self._cost_unknown()
                 if not event.session_over:  # its work is done: verified and committed all the same
                     self.check_budget()
             else:
@@ -305,6 +308,18 @@ class Attempts:
                 )
 
         return listen
+
+    def _cost_unknown(self) -> None:
+        """Said once a run: --max-cost counts only what is priced, so it cannot hold this backend."""
+        if self.settings.max_cost is None or self.cost_unknown_said:
+            return
+        self.cost_unknown_said = True
+        self.recorder.notice(
+            f"what the {self.settings.agent} backend's calls cost is unknown: --max-cost "
+            f"${self.settings.max_cost:.2f} cannot be enforced for this backend (it counts only "
+            "priced calls); watch the spend with the provider",
+            level="warning",
+        )
 
     def verify(self, task: Task, attempt: int, commands: list[str], workspace: Path) -> VerificationOutcome:
         """The task's checks in `workspace`, each journaled as it ends."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ORCHESTRATE, git, make_repo
+from tests.conftest import ORCHESTRATE, git, make_repo, orchestrate
 
 PLAN = """\
 # Plan
@@ -66,3 +67,34 @@ def test_command_agent_without_a_command_is_a_usage_error(tmp_path: Path) -> Non
     assert "Traceback" not in done.stderr
     assert "agent-command" in done.stderr or "agent_command" in done.stderr
     assert git(repo, "log", "--oneline").count("\n") == 0
+
+
+def test_what_a_command_agent_spent_is_cost_unknown_not_zero_and_a_budget_says_it_cannot_hold(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"plan.md": PLAN, "tools/agent.py": AGENT})
+    template = f"{sys.executable} {repo / 'tools' / 'agent.py'} {{prompt_file}} {{workspace}} {{task_id}}"
+    done = orchestrate(
+        repo, "run", "plan.md", "--agent", "command", "--agent-command", template, "--max-cost", "0.5"
+    )
+    assert done.returncode == 0, done.stderr
+    # The budget cannot stop what it cannot count: said once, and the run goes on to the end.
+    assert done.stderr.count("cannot be enforced for this backend") == 1, done.stderr
+    assert "--max-cost $0.50" in done.stderr
+    summary = done.stderr.strip().splitlines()
+    assert any(": complete. 2 done" in line and line.endswith("0 tokens, cost unknown") for line in summary)
+    assert "$0.0000" not in done.stderr
+
+    shown = orchestrate(repo, "show").stdout
+    assert "0 tokens, cost unknown; journal" in shown
+    assert shown.count("0 tokens, cost unknown\n") == 2  # T001 and T002
+    assert "$0.00" not in shown
+
+    listed = orchestrate(repo, "runs")
+    assert "cost unknown" in listed.stdout.splitlines()[1]
+    rows = json.loads(orchestrate(repo, "runs", "--json").stdout)
+    assert rows[0]["cost_known"] is False
+    assert rows[0]["cost_usd"] == 0
+    state = json.loads(orchestrate(repo, "show", "--json").stdout)
+    assert state["usage"]["cost_known"] is False
+    assert all(task["usage"]["cost_known"] is False for task in state["tasks"].values())
