@@ -190,6 +190,20 @@ def test_what_waits_for_a_person_is_a_remaining_manual_step(tmp_path: Path) -> N
     manual = markdown.split("## Remaining manual steps\n")[1].split("\n## ")[0]
     assert manual.startswith("- T004 Manually verify the greeting with the team: waits for a person: ")
 
+    accepted = orchestrate(repo, "accept", "plan.md", "T004", "--note", "greeted the team")
+    assert accepted.returncode == 0, accepted.stderr
+    audited = json.loads(orchestrate(repo, "audit", "plan.md", "--json").stdout)
+    assert audited["findings"] == []
+    t004 = next(box for box in audited["boxes"] if box["task"] == "T004")
+    assert t004["evidence"]["source"] == "attested"
+    assert t004["evidence"]["attested_by"] == "Test Author <author@example.invalid>"
+    resumed = orchestrate(repo, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    markdown, written = _written(repo)
+    assert written.status == "complete"
+    assert written.needs_human == []
+    assert "- judged: accepted by Test Author <author@example.invalid>: greeted the team" in markdown
+
 
 def test_report_without_runs_or_with_a_bad_format_is_exit_2(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
