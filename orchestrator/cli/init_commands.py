@@ -18,6 +18,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         force: Annotated[bool, typer.Option("--force", help="Replace an existing orchestrate.toml.")] = False,
         timeout: Annotated[float | None, typer.Option(help="Seconds each candidate check may run.")] = None,
+        plan: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--plan",
+                help="A plan whose global standards ('TypeScript compiles without errors') are offered "
+                "as checks too; repeatable.",
+            ),
+        ] = None,
     ) -> None:
         """Find the project's checks (pytest, npm scripts, go, cargo, make...), run each once, and
         write orchestrate.toml with those that pass."""
@@ -25,7 +33,10 @@ def register(app: typer.Typer) -> None:
 
         def starting(candidates: list[Candidate]) -> None:
             if candidates:
-                typer.echo(f"trying {len(candidates)} check(s) found in the project's build files:", err=True)
+                typer.echo(
+                    f"trying {len(candidates)} check(s) found in the project's build files and plans:",
+                    err=True,
+                )
 
         def tried(t: Tried) -> None:
             verdict = "ok" if t.passed else f"left out ({t.error()})"
@@ -33,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         overrides: dict[str, Any] = {"timeout": timeout}
         try:
-            report = init_project(repo, force, overrides, on_tried=tried, on_start=starting)
+            report = init_project(repo, force, overrides, on_tried=tried, on_start=starting, plans=plan or [])
         except OrchestrateError as exc:
             typer.echo(f"orchestrate: error: {exc.render()}", err=True)
             raise typer.Exit(exc.exit_code) from None

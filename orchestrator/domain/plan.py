@@ -117,6 +117,48 @@ class Phase(BaseModel):
     """The markdown of the phase's own section: the context a task of this phase is given."""
 
 
+class Excerpt(BaseModel):
+    """A section of another document a unit is given ("Complete "Phase 2: ..." → "2.1 ..." section")."""
+
+    document: str
+    """The document's path, relative to the repository root."""
+    heading: str
+    line: int
+    """1-based line of the section's heading in that document."""
+    text: str
+    """The section's markdown, its heading included, up to the next heading of its level."""
+
+
+class LinkedBox(BaseModel):
+    """A box of another document that a unit completes (`**Update:** Mark "..." in Phase 2 Success
+    Criteria`): ticked in the unit's commit, beside its own boxes."""
+
+    document: str
+    """The document's path, relative to the repository root."""
+    heading: str
+    """The heading the box stands under (with `title`, how it is found again after an edit)."""
+    title: str
+    """The box's text as the document has it ("... (testing pending)" included)."""
+    line: int
+    """1-based line of the box in that document."""
+    box_offset: int
+    """Byte offset of the character between its brackets, in the document as read."""
+    state: BoxState = BoxState.OPEN
+    document_sha256: str = ""
+    """Digest of the document's bytes as read: a landing that finds other bytes finds the box again."""
+
+
+class DocumentReference(BaseModel):
+    """A document the plan names (its required reading, the plan an orchestration prompt drives)."""
+
+    reference: str
+    """As the plan wrote it (`/Users/x/MJ/plans/plan.md`, `plan.md`)."""
+    line: int
+    """1-based line of its first mention."""
+    path: str | None = None
+    """Where it was found, relative to the repository root; None when it was not."""
+
+
 class Task(BaseModel):
     """A unit of work: what the plan hands to one worker in one agent call, ticked (all of its
     boxes) in one commit."""
@@ -166,6 +208,11 @@ class Task(BaseModel):
     """Id of the enclosing checkbox task, for nested checkboxes."""
     context: str = ""
     """The plan text that explains this task: its own item with sub-bullets."""
+    sections: list[Excerpt] = Field(default_factory=list)
+    """Sections of other documents the unit is given ("Provide to sub-agent: Complete "Phase 2: ..."
+    → "2.1 ..." section"): their text goes into its prompt."""
+    linked: list[LinkedBox] = Field(default_factory=list)
+    """Boxes of other documents the unit completes: ticked in its commit (planfile.documents)."""
 
     @property
     def checked(self) -> bool:
@@ -210,6 +257,11 @@ class Plan(BaseModel):
     Constraints", conventions, key learnings), in plan order."""
     requires: list[str] = Field(default_factory=list)
     """Other plans this one waits for, named in its front matter (GSD `depends_on: [01-01]`)."""
+    documents: list[DocumentReference] = Field(default_factory=list)
+    """Documents the plan names, found in the repository or not (planfile.documents)."""
+    standards: list[str] = Field(default_factory=list)
+    """What every unit must meet, one item each: the checklist items and bullets of its rules
+    sections ("Verification Standards", "Critical Rules"), for every worker prompt and every review."""
     phases: list[Phase] = Field(default_factory=list)
     tasks: list[Task] = Field(default_factory=list)
     diagnostics: list[Diagnostic] = Field(default_factory=list)
@@ -227,6 +279,11 @@ class Plan(BaseModel):
 
     def children(self, task_id: str) -> list[Task]:
         return [t for t in self.tasks if t.parent == task_id]
+
+    @property
+    def linked_documents(self) -> list[str]:
+        """The other documents whose boxes its units tick: orchestrate's to write during a run."""
+        return sorted({box.document for task in self.tasks for box in task.linked})
 
     @property
     def errors(self) -> list[Diagnostic]:

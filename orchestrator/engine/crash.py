@@ -16,6 +16,7 @@ CRASH_POINTS = (
     "after_verify",  # verification passed, task_verified not journaled
     "after_verified",  # task_verified journaled, task_committing not
     "after_committing",  # task_committing journaled, box not ticked
+    "after_linked_tick",  # boxes of other documents ticked (planfile.documents), the plan's not yet
     "after_tick",  # box ticked, no commit yet
     "after_commit",  # commit made, task_done not journaled
     "after_done",  # task_done journaled

@@ -4,6 +4,7 @@ before them). The reason an attempt failed, when they did."""
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable
 
 from orchestrator.config import CONFIG_FILE, PYPROJECT, Settings
@@ -32,6 +33,7 @@ class Guard:
         parallel: bool,
         at_work: Callable[[], list[str]],
         settings_at_start: dict[str, bytes | None] | None = None,
+        documents: Callable[[], list[str]] = list,
     ):
         self.repo = repo
         self.plan_rel = plan_rel
@@ -43,6 +45,9 @@ class Guard:
         self.parallel = parallel
         self.at_work = at_work
         """The tasks at work now (a parallel run cannot tell whose agent changed a shared file)."""
+        self.documents = documents
+        """The other documents whose boxes the plan's units tick (Plan.linked_documents): like the
+        plan, orchestrate's to write; an agent's change there is undone as a protected path's is."""
         self.settings_at_start = settings_at_start or settings_as_found(repo)
         """The settings files as the run found them in its work tree (an uncommitted edit of the
         user's included): what a later run or resume would read (see undo_forbidden)."""
@@ -63,7 +68,8 @@ class Guard:
 
     def undo_forbidden(self, workspace_repo: GitRepo, staged: bool = False) -> tuple[list[str], list[str]]:
         """Undo what neither an agent nor a check it wrote may change: git's own files (its config,
-        hooks, a worktree's `.git` file, a repository inside the tree: tampering), `protected_paths`,
+        hooks, a worktree's `.git` file, a repository inside the tree: tampering), `protected_paths`
+        and the documents whose boxes the plan's units tick,
         and pyproject.toml's settings table (see engine.protected). `staged`: a merge may have
         staged them (the run's work tree before its commit). Returns the paths restored and, in
         words, the tampering undone."""
@@ -83,7 +89,9 @@ class Guard:
         preexisting = self.preexisting if in_place else {}
         hit = [
             p
-            for p in protected.matching(changed, self.settings.protected_paths)
+            for p in protected.matching(
+                changed, [*self.settings.protected_paths, *map(glob.escape, self.documents())]
+            )
             if p not in preexisting or workspace_repo.hash_file(p) != preexisting[p]
         ]
         if hit:

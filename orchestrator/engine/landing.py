@@ -28,6 +28,7 @@ from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.scheduler import Scheduler
 from orchestrator.engine.verification import VerificationOutcome, commands_for
 from orchestrator.persistence.repo import GitRepo
+from orchestrator.planfile.documents import tick_linked
 from orchestrator.planfile.parser import plan_bytes_as_left, read_plan_bytes
 from orchestrator.planfile.writer import atomic_write as write_plan
 from orchestrator.planfile.writer import set_box, with_box
@@ -45,6 +46,20 @@ def ref_name(run_id: str, task_id: str, label: str) -> str:
     if safe.endswith(".lock"):
         safe += "_"
     return f"refs/orchestrate/{run_id}/{safe}/{label}"
+
+
+def _linked_now(item: Task, ticked: Task) -> Task:
+    """`item` with the boxes `ticked` just ticked in other documents marked done."""
+    done = {(box.document, box.heading, box.title) for box in ticked.linked}
+    if not any((box.document, box.heading, box.title) in done for box in item.linked):
+        return item
+    boxes = [
+        box.model_copy(update={"state": BoxState.DONE})
+        if (box.document, box.heading, box.title) in done
+        else box
+        for box in item.linked
+    ]
+    return item.model_copy(update={"linked": boxes})
 
 
 def commit_message(plan: Plan, task: Task) -> str:
@@ -152,10 +167,16 @@ class Landing:
     def _tick(self, plan: Plan, task: Task) -> Plan:
         """Tick the task's box: one byte, atomically. When the file is still the one we parsed,
         the box's offset is known and the new plan differs in that box alone, so there is no need
-        to parse a large plan again; otherwise the writer re-reads and finds the task by id."""
+        to parse a large plan again; otherwise the writer re-reads and finds the task by id.
+
+        First the boxes of other documents the task completes (`Task.linked`), by the same rule
+        (a document changed since it was read is read again): the commit that follows carries them
+        with the plan's. A kill between the two leaves ticks no commit carries; resume undoes them."""
+        known = plan.task(task.id)
+        tick_linked(self.repo.root, (known or task).linked, True)
+        crash_point("after_linked_tick", task.id)
         path = self.plan_path
         data = read_plan_bytes(path)
-        known = plan.task(task.id)
         if known is None or hashlib.sha256(data).hexdigest() != plan.sha256:
             return set_box(path, task.id, True)
         updated = with_box(data, known, True)
@@ -165,6 +186,8 @@ class Landing:
             item.model_copy(update={"state": BoxState.DONE}) if item.id == task.id else item
             for item in plan.tasks
         ]
+        if known.linked:  # boxes other units link to may be these: their states as now written
+            tasks = [_linked_now(item, known) for item in tasks]
         return plan.model_copy(update={"tasks": tasks, "sha256": hashlib.sha256(updated).hexdigest()})
 
     def _recheck(self, task: Task) -> VerificationOutcome | None:

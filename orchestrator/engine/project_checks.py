@@ -242,6 +242,66 @@ def discover(root: Path) -> list[Candidate]:
     return list(found.values())
 
 
+# What a plan's global standards ask that a command can check (issue 17): the kind of check, and
+# what to run when the project's build files name none of that kind.
+_STANDARD_KINDS: tuple[tuple[re.Pattern[str], str, str | None], ...] = (
+    (
+        re.compile(r"\btype\s*script\b.*\bcompil|\btsc\b|\btype[- ]?check", re.IGNORECASE),
+        "typecheck",
+        "node_modules/.bin/tsc --noEmit",
+    ),
+    (re.compile(r"\bpython\b.*\bcompil", re.IGNORECASE), "compile", "python3 -m compileall -q ."),
+    (
+        re.compile(r"\blint(?:ing|er)?\s+(?:errors?|warnings?|clean|pass)|\bno\s+lint", re.IGNORECASE),
+        "lint",
+        None,
+    ),
+    (re.compile(r"\btests?\s+(?:are\s+)?(?:pass|passing|green)", re.IGNORECASE), "test", None),
+    (re.compile(r"\bbuilds?\b.*\b(?:without\s+errors?|succeeds?|passes)", re.IGNORECASE), "build", None),
+)
+_KIND_WORDS = {
+    "typecheck": ("typecheck", "type-check", "tsc", "mypy"),
+    "compile": ("compileall",),
+    "lint": ("lint", "ruff", "clippy", "go vet"),
+    "test": ("test", "pytest"),
+    "build": ("build",),
+}
+
+
+def standard_candidates(root: Path, plans: Iterable[Path], found: list[Candidate]) -> list[Candidate]:
+    """The checks the plans' global standards ask for ("TypeScript compiles without errors"): the
+    project's own check of that kind where its build files name one (said beside it), else a
+    command of that kind where there is an obvious one. Each is tried like the others."""
+    from orchestrator.planfile import parse_plan  # (only init reads plans here)
+
+    extra: list[Candidate] = []
+    for path in plans:
+        plan = parse_plan(path)
+        try:
+            shown = path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            shown = str(path)
+        for standard in plan.standards:
+            for pattern, kind, fallback in _STANDARD_KINDS:
+                if not pattern.search(standard):
+                    continue
+                asked = f'{shown} asks "{standard}"'
+                same = next(
+                    (c for c in [*found, *extra] if any(w in c.command for w in _KIND_WORDS[kind])), None
+                )
+                if same is not None:
+                    at = [*found, *extra].index(same)
+                    merged = Candidate(same.command, f"{same.found_in}; {asked}")
+                    if at < len(found):
+                        found[at] = merged
+                    else:
+                        extra[at - len(found)] = merged
+                elif fallback is not None:
+                    extra.append(Candidate(fallback, asked))
+                break
+    return extra
+
+
 def _missing_program(command: str, root: Path) -> str:
     """The program `command` starts with, when it is neither on PATH nor (a relative path such as
     node_modules/.bin/tsc) in the repository: not worth starting."""
@@ -343,6 +403,7 @@ def init_project(
     overrides: dict[str, Any],
     on_tried: Callable[[Tried], None] | None = None,
     on_start: Callable[[list[Candidate]], None] | None = None,
+    plans: Iterable[Path] = (),
 ) -> InitReport:
     """`orchestrate init`: find the project's checks, try each once, write orchestrate.toml."""
     start = (repo or Path.cwd()).expanduser().resolve()
@@ -369,6 +430,7 @@ def init_project(
         warnings.append(sandbox.warning)
     env = {name: value for name in settings.pass_env if (value := secret(name)) is not None}
     candidates = discover(root)
+    candidates += standard_candidates(root, [p.expanduser() for p in plans], candidates)
     if on_start is not None:
         on_start(candidates)
     tried = try_checks(candidates, root, settings, sandbox, env, on_tried)

@@ -40,6 +40,8 @@ from orchestrator.tools.shell import truncate_middle
 
 RULE_FILES = ("CLAUDE.md", "AGENTS.md")
 PHASE_TEXT_LIMIT = 6000
+SECTION_TEXT_LIMIT = 16000
+"""Characters of each section of another document a task is given (its code blocks are long)."""
 RULES_LIMIT = 8000
 PREAMBLE_LIMIT = 6000
 PLAN_RULES_LIMIT = 12000
@@ -428,6 +430,11 @@ class PromptRenderer:
                 for step in task.steps
             ],
             "uncovered": [c for c in task.uncovered if c not in {step.title for step in task.steps}],
+            "sections": [
+                {**excerpt.model_dump(), "text": truncate_middle(excerpt.text, SECTION_TEXT_LIMIT)[0]}
+                for excerpt in task.sections
+            ],
+            "linked": [{**box.model_dump(), "done": box.state is BoxState.DONE} for box in task.linked],
             "siblings": siblings,
             "siblings_more": more,
             "expected_output": [
@@ -470,6 +477,7 @@ class PromptRenderer:
             "plan_path": self._plan_rel,
             "plan_preamble": preamble,
             "plan_rules": sections,
+            "plan_documents": plan.linked_documents,
             "protected_paths": self.protected_paths,
             "rules": self.rules,
             "rules_source": self.rules_source,

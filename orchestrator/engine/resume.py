@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator.domain import transitions as t
 from orchestrator.domain.events import Notice, Reporter
-from orchestrator.domain.plan import Plan
+from orchestrator.domain.plan import BoxState, LinkedBox, Plan, Task
 from orchestrator.domain.state import RunState, TaskRecord, TaskStatus
 from orchestrator.engine.acceptance import half_accepted, land_accepted
 from orchestrator.engine.landing import ref_name
@@ -36,6 +36,7 @@ from orchestrator.engine.worktrees import (
 )
 from orchestrator.persistence.repo import GitError, GitRepo
 from orchestrator.planfile import parse_plan
+from orchestrator.planfile.documents import boxes_now, tick_linked
 from orchestrator.planfile.writer import set_box
 
 
@@ -127,6 +128,29 @@ def resumed_selection(plan: Plan, selection: Mapping[str, Any]) -> list[str]:
     had = selection.get("ids")
     chosen = set(fresh) | (set(had) if isinstance(had, list) else set())
     return [item.id for item in plan.tasks if item.id in chosen]
+
+
+def untick_linked(git: GitRepo, task: Task) -> None:
+    """A landing cut short: the boxes of other documents the task ticks (Task.linked) that the
+    branch head has open but the work tree has ticked were ticked by that landing, which no commit
+    carries: not trusted, unticked (one byte each). A box the head has ticked (another unit's, or
+    the user's) stays."""
+    by_document: dict[str, list[LinkedBox]] = {}
+    for box in task.linked:
+        by_document.setdefault(box.document, []).append(box)
+    for document, boxes in by_document.items():
+        at_head = git.head_bytes(document)
+        if at_head is None or not (git.root / document).is_file():
+            continue
+        head_states = boxes_now(git.root, boxes, at_head)
+        states = boxes_now(git.root, boxes)
+        cut_short = [
+            box
+            for box, now, head in zip(boxes, states, head_states, strict=True)
+            if now is BoxState.DONE and head is BoxState.OPEN
+        ]
+        if cut_short:
+            tick_linked(git.root, cut_short, False)
 
 
 def _keep_and_reset(rec: Recovery, task_id: str, attempt: int, why: str) -> None:
@@ -266,6 +290,7 @@ def reconcile(rec: Recovery, plan: Plan) -> Recovered:
             continue
         if not record.status.in_flight or task is None:
             continue
+        untick_linked(rec.repo, task)
         if task.checked and task.id not in done:
             # The tick is in the work tree but no commit carries it: not trusted.
             plan = set_box(rec.ctx.plan_path, task_id, False)
@@ -479,6 +504,8 @@ def _undo_merge(rec: Recovery, merging: list[TaskRecord]) -> None:
     plan = parse_plan(rec.ctx.plan_path)
     for record in merging:
         task = plan.task(record.id)
+        if task is not None:
+            untick_linked(git, task)
         if task is not None and task.checked:
             plan = set_box(rec.ctx.plan_path, record.id, False)
     rec.notice("its merge into the work tree was cut short; merging it again", task_id=first.id)

@@ -176,6 +176,7 @@ class Runner:
             parallel=self.executor.slots > 1,
             at_work=self._at_work,
             settings_at_start=settings_at_start,
+            documents=lambda: self.scheduler.plan.linked_documents,
         )
         self.attempts = Attempts(
             repo=self.repo,

@@ -32,6 +32,17 @@ def task_json(task: Task) -> dict[str, Any]:
         "checks": [check_json(check) for check in task.checks],
         "uncovered": list(task.uncovered),
         "files": list(task.files),
+        "sections": [{"document": e.document, "heading": e.heading, "line": e.line} for e in task.sections],
+        "linked": [
+            {
+                "document": b.document,
+                "heading": b.heading,
+                "title": b.title,
+                "line": b.line,
+                "checked": b.state.value == "done",
+            }
+            for b in task.linked
+        ],
     }
 
 
@@ -76,6 +87,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "title": plan.title,
             "rules": [{"title": r.title, "line": r.line} for r in plan.rules],
             "requires": list(plan.requires),
+            "documents": [{"reference": d.reference, "line": d.line, "path": d.path} for d in plan.documents],
+            "standards": list(plan.standards),
         },
         "phases": [{"id": phase.id, "title": phase.title, "line": phase.line} for phase in plan.phases],
         "tasks": [task_json(task) for task in plan.tasks],

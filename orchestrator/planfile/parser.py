@@ -115,14 +115,26 @@ from orchestrator.planfile.ids import assign_ids
 from orchestrator.planfile.manual import manual_words
 from orchestrator.planfile.outline import MAX_NESTING, Outline, RawTask, build_outline
 from orchestrator.planfile.phases import IMPLICIT_PHASE_ID, PhaseLayout, assign_phases
+from orchestrator.planfile.rules import standards, template_rules
 from orchestrator.planfile.units import find_units, first_task_lines
 
 __all__ = ["MAX_NESTING", "decode", "parse_bytes", "parse_plan", "plan_bytes_as_left", "read_plan_bytes"]
 
 
 def parse_plan(path: Path) -> Plan:
-    """Read and parse a plan file; PlanError (one line, naming the file) if it cannot be read."""
-    return parse_bytes(read_plan_bytes(path), path)
+    """Read and parse a plan file, with the documents it names found in its repository (see
+    planfile.documents); PlanError (one line, naming the file) if it cannot be read."""
+    data = read_plan_bytes(path)
+    return with_documents(parse_bytes(data, path), data, path)
+
+
+def with_documents(plan: Plan, data: bytes, path: Path) -> Plan:
+    """`plan` (parsed from `data`, read from `path`) with the documents it names read: the sections
+    its units are given and the boxes of other documents they tick."""
+    # Imported here: documents reads and writes files with this module's and the writer's helpers.
+    from orchestrator.planfile.documents import link
+
+    return link(plan, data.decode("utf-8", errors="replace"), path)
 
 
 def read_plan_bytes(path: Path) -> bytes:
@@ -240,18 +252,21 @@ def _plan(outline: Outline, path: Path) -> Plan:
                 code=dag.NO_TASKS,
             )
         )
+    rules = [
+        PlanSection(
+            title=outline.sections[index].title,
+            line=outline.sections[index].line + 1,
+            text=_rules_text(outline, index),
+        )
+        for index in units.rules
+    ]
+    rules += template_rules(outline, [r.title for r in rules])
     plan = Plan(
         path=path,
         title=title,
         preamble=_preamble(outline),
-        rules=[
-            PlanSection(
-                title=outline.sections[index].title,
-                line=outline.sections[index].line + 1,
-                text=_rules_text(outline, index),
-            )
-            for index in units.rules
-        ],
+        rules=rules,
+        standards=standards(rules),
         requires=units.requires,
         phases=plan_phases,
         tasks=plan_tasks,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from orchestrator.domain.plan import Plan, Task
 from orchestrator.errors import OutOfSpace, PlanChangedError, PlanError, out_of_space
-from orchestrator.planfile.parser import parse_bytes, read_plan_bytes
+from orchestrator.planfile.parser import parse_bytes, read_plan_bytes, with_documents
 
 _BOX_CHARACTERS = b" xX/-"
 
@@ -61,7 +61,7 @@ def set_box(path: Path, task_id: str, done: bool, *, expected: Task | None = Non
     """
     target = path.resolve()
     data = read_plan_bytes(target)
-    plan = parse_bytes(data, path)
+    plan = with_documents(parse_bytes(data, path), data, path)
     task = plan.task(task_id)
     if task is None:
         raise PlanChangedError(
@@ -83,7 +83,7 @@ def set_box(path: Path, task_id: str, done: bool, *, expected: Task | None = Non
     if updated is data:
         return plan
     atomic_write(target, updated)
-    return parse_bytes(updated, path)
+    return with_documents(parse_bytes(updated, path), updated, path)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

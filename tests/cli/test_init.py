@@ -243,3 +243,31 @@ def test_outside_a_repository_is_refused(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert "is not inside a git repository" in done.stderr
+
+
+def test_a_plans_global_standards_are_offered_as_checks(tmp_path: Path) -> None:
+    """Issue 17: "TypeScript compiles without errors" in a plan's Verification Standards is a check
+    a command can make; `init --plan` offers it (tried like the others)."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "seed" / "orchestrator-prompt.md"
+    prompt = fixture.read_text().replace(
+        "- [ ] No `Any` types used", "- [ ] No `Any` types used\n- [ ] TypeScript compiles without errors"
+    )
+    repo = make_repo(tmp_path / "shop", {"plans/prompt.md": prompt})
+
+    done = orchestrate(repo, "init", "--plan", "plans/prompt.md")
+
+    assert done.returncode == 0, done.stderr
+    written = (repo / "orchestrate.toml").read_text()
+    assert _verify(repo) == ["python3 -m compileall -q ."]
+    assert 'plans/prompt.md asks "Python compiles without errors"' in written
+    # No TypeScript here: offered, left out with the reason.
+    assert '# "node_modules/.bin/tsc --noEmit",  # plans/prompt.md asks' in written
+    assert "TypeScript compiles without errors" in written
+
+
+def test_init_with_a_plan_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "shop")
+    done = orchestrate(repo, "init", "--plan", "plans/nope.md")
+    assert done.returncode == 2
+    assert "nope.md" in done.stderr
+    assert "Traceback" not in done.stderr

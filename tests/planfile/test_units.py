@@ -359,7 +359,12 @@ def test_seed_units_and_their_criteria(shared_plans: Path) -> None:
     assert deps["5c"] == ["4a", "4b"]  # "can run in parallel with 5A/5B"
     assert deps["6a"] == deps["6b"] == ["5a", "5b", "5c"]
     assert deps["6c"] == ["6a", "6b"]
-    assert [r.title for r in plan.rules] == ["Verification Standards", "Common Pitfalls (AVOID THESE)"]
+    # The template's "CRITICAL RULES (from /MJ/CLAUDE.md):" list, in its code block, too (issue 17).
+    assert [r.title for r in plan.rules] == [
+        "Verification Standards",
+        "Common Pitfalls (AVOID THESE)",
+        "Critical Rules (from /MJ/CLAUDE.md)",
+    ]
 
 
 @pytest.mark.parametrize(("name", "boxes"), [(REALTIME, 44), (PASTE, 7)])
