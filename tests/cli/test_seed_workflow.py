@@ -188,6 +188,25 @@ def test_a_kill_between_ticking_and_committing_resumes_exactly(tmp_path: Path, p
     assert DRIVEN in git(repo, "show", "--name-only", "--format=", first).split()
 
 
+def test_a_kill_between_ticking_and_committing_in_a_parallel_run(tmp_path: Path) -> None:
+    """--parallel 2: 2A and 2B in worktrees, landed one at a time in the run's work tree; a kill
+    after 2A's plan criterion is ticked there, before its commit; resume commits each unit once."""
+    repo = seed_repo(tmp_path / "killed")
+    script = script_file(tmp_path, SCRIPT)
+    env = {"ORCHESTRATE_CRASH_AT": "after_linked_tick:2a"}
+    code, out = run(repo, script, "--parallel", "2", env=env)
+    assert code == 137, out
+    done = orchestrate(repo, "resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    commits, _, status = outcome(repo)
+    assert sorted(commits) == ["2a", "2b", "3a"]
+    assert status == ""
+    driven = {task.title: task.checked for task in parse_plan(repo / DRIVEN).tasks}
+    assert all(driven.values()), driven
+    first = next(sha for sha, task in unit_commits(repo) if task == "2a")
+    assert changed_offsets(repo, first, DRIVEN) != []
+
+
 # ---- the shared MemberJunction documents ------------------------------------------------------
 
 SEED = "plans/seed-orchestrator-prompt.md"
