@@ -125,6 +125,11 @@ class Settings(BaseModel):
     """Seconds one Messages API request may take."""
     max_tokens: int = Field(default=8192, ge=1, le=1_000_000)
     """max_tokens per model call."""
+    cache_keep_alive: float = Field(default=270.0, ge=0, le=MAX_SECONDS)
+    """Seconds after a model request at which, while its reply and the tool calls it asked for are
+    still running, a 1-token request with the same body renews the conversation's prompt cache
+    (which lives 5 minutes from its last use); again at each such interval; 0: never
+    (benchmarks/cache_ttl_bench.py: 3-8 % of a run's cost)."""
     compact_at: float = Field(default=0.7, gt=0, le=1)
     """Share of the model's context window at which old tool results are summarised (at most; see
     compact_at_tokens)."""
@@ -421,7 +426,9 @@ def _explain(
     return origin.error(f"setting '{field_name}': {message}")
 
 
-_SECONDS = {"timeout", "command_timeout", "agent_timeout", "rate_limit_wait", "request_timeout"}
+_SECONDS = {
+    "timeout", "command_timeout", "agent_timeout", "rate_limit_wait", "request_timeout", "cache_keep_alive",
+}  # fmt: skip
 
 
 def checkpoints_root(repo_root: Path, checkpoints_dir: Path) -> Path:

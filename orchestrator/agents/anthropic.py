@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +43,11 @@ NO_KEY = (
 )
 RESUME = "resume later with `orchestrate resume`"
 CACHE = {"type": "ephemeral"}
+PREFIX_CACHE = {"type": "ephemeral", "ttl": "1h"}
+"""The run's shared prefix (tools + system, the same for every task) lives an hour: the gap between
+one task's last request and the next one's first (its checks, its landing) often passes 5 minutes,
+and every later task would write it again (benchmarks/cache_ttl_bench.py: every later task reads it,
+and the run costs 0.5-1 % less than with 5 minutes, the 2x write paid once an hour)."""
 NON_STREAMING_MAX_TOKENS = 21_333
 """Above this the SDK refuses a non-streaming call (it could outlast 10 minutes): we stream."""
 
@@ -102,10 +108,93 @@ def cache_marked(system: str, messages: list[Message], tools: list[ToolSpec]) ->
             blocks[-1] = {**blocks[-1], "cache_control": CACHE}
         marked[index] = {**messages[index], "content": blocks}
     return {
-        "system": [{"type": "text", "text": system, "cache_control": CACHE}],
+        "system": [{"type": "text", "text": system, "cache_control": PREFIX_CACHE}],
         "tools": tool_params,
         "messages": marked,
     }
+
+
+def usage_of(raw: Any) -> Usage:
+    """The Messages API's usage object as ours (the 1-hour cache writes apart, when it says)."""
+    created = getattr(raw, "cache_creation", None)
+    return Usage(
+        input_tokens=raw.input_tokens or 0,
+        output_tokens=raw.output_tokens or 0,
+        cache_creation_input_tokens=raw.cache_creation_input_tokens or 0,
+        cache_creation_1h_input_tokens=int(getattr(created, "ephemeral_1h_input_tokens", 0) or 0),
+        cache_read_input_tokens=raw.cache_read_input_tokens or 0,
+        calls=1,
+    )
+
+
+class _KeepAlive:
+    """Renews the conversation's prompt cache while a reply or a tool call outlasts its 5 minutes.
+
+    The cache entry a request reads or writes lives 5 minutes from then. When `every` seconds pass
+    after a request with no next one (a long reply, a test suite near the command timeout), the
+    same body is sent again with max_tokens 1: it reads the whole conversation from the cache, at
+    0.1x, which renews it, where the next request would otherwise write it all again at 1.25x
+    (benchmarks/cache_ttl_bench.py). Their usage is added to the reply they waited on (or the next
+    one). A failed keep-alive changes nothing: the next request pays the write, as it would have.
+    One still in flight when the attempt ends (its last reply took over `every` seconds and
+    landed during that keep-alive's second or two) goes uncounted."""
+
+    def __init__(self, client: anthropic.Anthropic, every: float):
+        self.client = client
+        self.every = every
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._spent = Usage()
+        self._generation = 0
+        """Which request the armed timer renews: a keep-alive still out when the next request
+        is sent is paid for, and not repeated."""
+
+    def renewing(self, params: dict[str, Any]) -> Usage:
+        """Called as `params` is about to be sent: what the keep-alives since the last call used,
+        and from now on, keep-alives of `params`."""
+        with self._lock:
+            self._cancel()
+            self._generation += 1
+            spent, self._spent = self._spent, Usage()
+            if self.every > 0:
+                self._arm({**params, "max_tokens": 1}, self._generation)
+        return spent
+
+    def collect(self) -> Usage:
+        """What the keep-alives finished since the last call or collect used."""
+        with self._lock:
+            spent, self._spent = self._spent, Usage()
+        return spent
+
+    def stop(self) -> None:
+        with self._lock:
+            self._cancel()
+            self._generation += 1
+            self.every = 0
+
+    def _arm(self, params: dict[str, Any], generation: int) -> None:
+        self._timer = threading.Timer(self.every, self._ping, (params, generation))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _ping(self, params: dict[str, Any], generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return
+        try:
+            used: Usage | None = usage_of(self.client.messages.create(**params).usage)
+        except (anthropic.APIError, AttributeError, TypeError, ValueError):
+            used = None
+        with self._lock:
+            if used is not None:
+                self._spent = self._spent + used
+            if generation == self._generation and self.every > 0:
+                self._arm(params, generation)
 
 
 def _block_param(block: Any) -> dict[str, Any]:
@@ -131,6 +220,11 @@ class AnthropicModel:
         self.settings = settings
         self.model_id = model_id
         self._price_warned = False
+        self._keep_alive = _KeepAlive(client, settings.cache_keep_alive)
+
+    def close(self) -> None:
+        """No more requests of this attempt: no more keep-alive either."""
+        self._keep_alive.stop()
 
     def query(
         self, system: str, messages: list[Message], tools: list[ToolSpec], on_progress: Callable[[str], None]
@@ -148,10 +242,13 @@ class AnthropicModel:
             )
         waited = 0.0
         malformed = limited = 0
+        kept_alive = self._keep_alive.renewing(params)
         while True:
             started = time.monotonic()
             try:
-                return self._reply(self._call(params))
+                message = self._call(params)
+                # Keep-alives sent while this reply was written (a long one) are paid with it too.
+                return self._reply(message, kept_alive + self._keep_alive.collect())
             except anthropic.RateLimitError as exc:
                 waited += time.monotonic() - started
                 limited += 1
@@ -184,26 +281,23 @@ class AnthropicModel:
                 return stream.get_final_message()
         return self.client.messages.create(**params)
 
-    def _reply(self, message: Any) -> ModelReply:
+    def _reply(self, message: Any, kept_alive: Usage | None = None) -> ModelReply:
         if not isinstance(message, anthropic.types.Message):
             shown = str(message)[:120].replace("\n", " ")
             raise _Malformed(f"not a message: {shown!r}")
         try:
             content = [_block_param(b) for b in message.content]
-            raw = message.usage
-            usage = Usage(
-                input_tokens=raw.input_tokens or 0,
-                output_tokens=raw.output_tokens or 0,
-                cache_creation_input_tokens=raw.cache_creation_input_tokens or 0,
-                cache_read_input_tokens=raw.cache_read_input_tokens or 0,
-                calls=1,
-            )
+            usage = usage_of(message.usage)
             stop_reason = str(message.stop_reason or "end_turn")
         except (AttributeError, TypeError, ValueError) as exc:
             raise _Malformed(f"a message without {exc}") from exc
         details = getattr(message, "stop_details", None)
         detail = str(getattr(details, "explanation", "") or "") if details is not None else ""
-        return ModelReply(content, stop_reason, priced(usage, self.model_id, self.settings.prices), detail)
+        usage = priced(usage, self.model_id, self.settings.prices)
+        if kept_alive is not None and kept_alive.calls:
+            # The keep-alive requests made since the previous reply are paid with this one.
+            usage = usage + priced(kept_alive, self.model_id, self.settings.prices)
+        return ModelReply(content, stop_reason, usage, detail)
 
     def _translate(self, exc: anthropic.APIError) -> Exception:
         retries = f"after {self.settings.max_retries} retries"
@@ -275,7 +369,11 @@ def _model_opener(settings: Settings) -> Callable[[AgentRequest], Any]:
             timeout=settings.request_timeout,
             http_client=http,
         ) as client:
-            yield AnthropicModel(client, settings, request.model or settings.model)
+            model = AnthropicModel(client, settings, request.model or settings.model)
+            try:
+                yield model
+            finally:
+                model.close()
 
     return open_model
 

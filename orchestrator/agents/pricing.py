@@ -20,7 +20,9 @@ from orchestrator.config import DEFAULT_PRICES, ModelPrice
 from orchestrator.domain.usage import Usage
 
 CACHE_WRITE_MULTIPLIER = 1.25
-"""Writing the 5-minute prompt cache costs 1.25x the input price (we never ask for the 1-hour TTL)."""
+"""Writing the 5-minute prompt cache costs 1.25x the input price."""
+CACHE_WRITE_1H_MULTIPLIER = 2.0
+"""Writing the 1-hour prompt cache (the run's shared prefix) costs 2x."""
 CACHE_READ_MULTIPLIER = 0.1
 MILLION = 1_000_000
 
@@ -70,7 +72,14 @@ def _library_cost(model: str, usage: Usage) -> float | None:
         price = library_model.calc_price(counted, provider, genai_request_timestamp=datetime.now(tz=UTC))
     except (LookupError, ValueError):
         return None
-    return float(Decimal(price.total_price))
+    cost = float(Decimal(price.total_price))
+    hour = usage.cache_creation_1h_input_tokens
+    if hour:
+        # The library prices every cache write at the 5-minute rate: the 1-hour ones cost 2/1.25 of it.
+        written = LibraryUsage(input_tokens=hour, cache_write_tokens=hour)
+        at_5m = library_model.calc_price(written, provider, genai_request_timestamp=datetime.now(tz=UTC))
+        cost += float(Decimal(at_5m.total_price)) * (CACHE_WRITE_1H_MULTIPLIER / CACHE_WRITE_MULTIPLIER - 1)
+    return cost
 
 
 def price_for(model: str, prices: Mapping[str, ModelPrice]) -> tuple[ModelPrice, bool]:
@@ -94,7 +103,10 @@ def cost_usd(usage: Usage, price: ModelPrice) -> float:
     per_token_in = price.input / MILLION
     return (
         usage.input_tokens * per_token_in
-        + usage.cache_creation_input_tokens * per_token_in * CACHE_WRITE_MULTIPLIER
+        + (usage.cache_creation_input_tokens - usage.cache_creation_1h_input_tokens)
+        * per_token_in
+        * CACHE_WRITE_MULTIPLIER
+        + usage.cache_creation_1h_input_tokens * per_token_in * CACHE_WRITE_1H_MULTIPLIER
         + usage.cache_read_input_tokens * per_token_in * CACHE_READ_MULTIPLIER
         + usage.output_tokens * price.output / MILLION
     )

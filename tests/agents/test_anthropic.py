@@ -644,3 +644,56 @@ def test_a_turn_of_many_parallel_tool_calls_still_reads_the_cache(
     assert after.cache_read_input_tokens >= seen_before
     third = fake_api.message_requests[2].body
     assert breakpoints(third) == ["system", "message:0:0", "message:2:0", "message:4:11"]
+
+
+def test_the_runs_shared_prefix_is_cached_for_an_hour_and_priced_so(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    # Tools + system are the same for every task of a run; the gap between two tasks (checks,
+    # landing) often passes the default 5 minutes, so that breakpoint asks for an hour.
+    fake_api.script(tool_call("list_dir", {}), finish())
+    run(repo, recorder)
+    first = fake_api.message_requests[0].body
+    assert first["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    # The conversation's own breakpoints keep the 5-minute default.
+    assert all("ttl" not in b.get("cache_control", {}) for b in first["messages"][0]["content"])
+    usage = next(e.usage for e in recorder.of("model_call") if e.usage)
+    assert 0 < usage.cache_creation_1h_input_tokens <= usage.cache_creation_input_tokens
+    five = usage.cache_creation_input_tokens - usage.cache_creation_1h_input_tokens
+    per_token = 3.0 / 1_000_000  # claude-sonnet-4-6
+    expected = (
+        usage.input_tokens * per_token
+        + five * per_token * 1.25
+        + usage.cache_creation_1h_input_tokens * per_token * 2.0
+        + usage.cache_read_input_tokens * per_token * 0.1
+        + usage.output_tokens * 15.0 / 1_000_000
+    )
+    assert usage.cost_usd == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_long_tool_call_keeps_the_conversations_cache_alive_and_pays_for_it(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    # A command that outlasts the keep-alive interval (0.4 s here, 270 s by default): the same body
+    # goes out again with max_tokens 1, which renews the cache where the next request would write
+    # the whole conversation anew; its usage is added to the next reply's.
+    fake_api.script(tool_call("run_command", {"command": "sleep 1.1"}), finish())
+    run(repo, recorder, cache_keep_alive=0.4)
+    pings = fake_api.keep_alives
+    assert len(pings) >= 2
+    asked = fake_api.message_requests[0].body
+    for ping in pings:
+        assert {**ping.body, "max_tokens": asked["max_tokens"]} == asked
+    usages = [e.usage for e in recorder.of("model_call") if e.usage]
+    assert usages[1].calls == 1 + len(pings)  # the reply after the command carries them
+    assert usages[1].cache_read_input_tokens > 0
+
+
+def test_no_keep_alive_when_turned_off_or_when_turns_are_quick(
+    fake_api: FakeMessagesServer, repo: Path, recorder: Recorder
+) -> None:
+    fake_api.script(tool_call("run_command", {"command": "sleep 0.6"}), finish())
+    run(repo, recorder, cache_keep_alive=0)
+    fake_api.script(tool_call("list_dir", {}), finish())
+    run(repo, recorder, cache_keep_alive=5)
+    assert fake_api.keep_alives == []

@@ -17,7 +17,9 @@ that under-scripts fails loudly instead of hanging.
 
 Usage is made up but consistent: tokens are estimated at 4 characters each, and prompt caching is
 simulated from the request's cache_control breakpoints (a breakpoint whose prefix was seen before
-reads from the cache; the longest new one writes it), so tests can see caching pay off.
+reads from the cache; the longest new one writes it; what a `"ttl": "1h"` breakpoint writes is
+reported apart, in `cache_creation`), so tests can see caching pay off. A request with max_tokens 1
+(a prompt-cache keep-alive) is answered "." at once, without taking a scripted response.
 """
 
 from __future__ import annotations
@@ -168,6 +170,11 @@ def simulated_usage(body: Any, seen_prefixes: set[str]) -> dict[str, int]:
             marked = isinstance(block, dict) and "cache_control" in block
             blocks.append(({"role": role, "block": _strip_cache(block)}, marked))
     total = _tokens([b for b, _ in blocks]) if blocks else 0
+    hour_ends = [
+        index
+        for index, block in enumerate(_marks(body))
+        if isinstance(block, dict) and block.get("ttl") == "1h"
+    ]
     read = write = 0
     for index, (_, marked) in enumerate(blocks):
         if not marked:
@@ -178,18 +185,46 @@ def simulated_usage(body: Any, seen_prefixes: set[str]) -> dict[str, int]:
             if prefix in seen_prefixes:
                 read = max(read, len(prefix) // 4)
                 break
+    hour = 0
     for index, (_, marked) in enumerate(blocks):
         if marked:
             prefix = json.dumps([b for b, _ in blocks[: index + 1]], sort_keys=True)
             if prefix not in seen_prefixes:
                 seen_prefixes.add(prefix)
                 write = max(write, len(prefix) // 4 - read)
+                if index in hour_ends:
+                    hour = max(hour, len(prefix) // 4 - read)
     return {
         "input_tokens": max(0, total - read - write),
         "output_tokens": 0,
         "cache_creation_input_tokens": write,
         "cache_read_input_tokens": read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": write - min(hour, write),
+            "ephemeral_1h_input_tokens": min(hour, write),
+        },
     }
+
+
+def _marks(body: dict[str, Any]) -> list[Any]:
+    """Each block's cache_control (or None), in the order simulated_usage lists the blocks."""
+    found: list[Any] = [
+        t.get("cache_control") if isinstance(t, dict) else None for t in body.get("tools") or []
+    ]
+    system = body.get("system")
+    if isinstance(system, str):
+        found.append(None)
+    found += [
+        b.get("cache_control") if isinstance(b, dict) else None
+        for b in (system if isinstance(system, list) else [])
+    ]
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        found += [
+            b.get("cache_control") if isinstance(b, dict) else None
+            for b in ([content] if isinstance(content, str) else content or [])
+        ]
+    return found
 
 
 class FakeMessagesServer:
@@ -250,7 +285,18 @@ class FakeMessagesServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def keep_alives(self) -> list[RecordedRequest]:
+        """Requests with max_tokens 1, answered without the script."""
+        return [
+            r for r in self.message_requests if isinstance(r.body, dict) and r.body.get("max_tokens") == 1
+        ]
+
     def _next(self, request: RecordedRequest) -> Response:
+        if isinstance(request.body, dict) and request.body.get("max_tokens") == 1:
+            with self._lock:
+                self.requests.append(request)
+            return Message([{"type": "text", "text": "."}], "max_tokens")
         with self._lock:
             self.requests.append(request)
             scripted = self._script.pop(0) if self._script else self._fallback
