@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "claude-code": "orchestrator.agents.claude_code:create",
     "command": "orchestrator.agents.command:create",
     "aider": "orchestrator.agents.aider:create",
+    "codex": "orchestrator.agents.codex:create",
 }
 
 
