@@ -61,11 +61,16 @@ _LABEL = re.compile(r"^\s*(?:[-*+]\s+)?(?P<label>[A-Za-z][\w \-]{0,40}?)\s*:\s*(
 _LIST_ITEM = re.compile(r"^(?P<indent>\s*)(?:[-*+]|\d{1,9}[.)])\s+(?P<text>.*)$")
 _QUOTED = re.compile(r"[\"“”]([^\"“”\n]+)[\"“”]")
 _ARROW = re.compile(r"→|->|⟶|=>|»")
-_MARK_QUOTED = re.compile(
-    r"^mark\s+[\"“](?P<text>[^\"“”\n]+)[\"”](?:\s+(?:in|under|of)\s+(?P<list>.+?))?\s*$", re.I
+_MARK_VERB = re.compile(r"^(?:mark|tick|check(?:\s+off)?|update)\s+(?P<rest>.+?)\s*$", re.IGNORECASE)
+_LIST_AFTER = re.compile(
+    r"^\s*(?:as\s+(?:done|complete[d]?|checked)\s+)?(?:in|under|of|from)\s+(?P<list>.+?)\s*$", re.IGNORECASE
 )
-_MARK_ALL = re.compile(r"^mark\s+all\s+(?P<remaining>remaining\s+)?(?P<list>.+?)\s*$", re.IGNORECASE)
-_MARK_GIVEN = re.compile(r"^mark\s+(?P<what>.+?)\s+(?:in|of)\s+(?:the\s+)?plan\s*$", re.IGNORECASE)
+_ALL = re.compile(
+    r"^all\s+(?P<remaining>remaining\s+)?(?:(?:items|boxes|checkboxes|criteria)\s+(?:in|of|under)\s+)?(?P<list>.+)$",
+    re.IGNORECASE,
+)
+_THE_PLAN = re.compile(r"^(?:the\s+)?(?:(?:implementation\s+)?plan(?:'s|’s)?\b\s*)?", re.IGNORECASE)
+_PLAN_ONLY = re.compile(r"^(?:the\s+)?(?:implementation\s+)?(?:plan|document)$", re.IGNORECASE)
 _NOTE_AFTER = re.compile(r"^\s*(?:[(\[—–:;,-]|$)")
 _SUCCESS_LIST = "success criteria"
 _DRIVES = re.compile(
@@ -280,8 +285,8 @@ class _Linker:
             for line, item in provide:
                 self._provide(task, line, item)
             for line, words in updates:
-                statement = _statement(task, line, words)
-                if statement is None:
+                found = _statements(task, line, words)
+                if not found:
                     self.note(
                         Severity.WARNING,
                         line,
@@ -289,8 +294,7 @@ class _Linker:
                         '(write Mark "<criterion>" in <list heading>)',
                         UNLINKED,
                     )
-                else:
-                    statements.append(statement)
+                statements.extend(found)
         claimed: set[tuple[str, int]] = set()
         quiet = _Linker(self.plan, self.lines, self.root, self.folder, [], self.documents)
         for statement in statements:
@@ -468,21 +472,45 @@ class _Linker:
         )
 
 
-def _statement(task: Task, line: int, words: str) -> _Statement | None:
+def _statements(task: Task, line: int, words: str) -> list[_Statement]:
+    """What one `Update:` says to tick: `Mark "A" (and "B") in <list>`, `Mark all [remaining]
+    <list>`, `Mark <words> in plan` (the boxes of the sections the unit is given); none when it
+    says none of these."""
     plain = refs.plain_labels(words).strip()
-    quoted = _MARK_QUOTED.match(plain)
+    verb = _MARK_VERB.match(plain)
+    if verb is None:
+        return []
+    rest = verb.group("rest")
+    quoted = list(_QUOTED.finditer(rest))
     if quoted:
-        return _Statement(task, line, plain, criterion=quoted.group("text"), list_name=quoted.group("list"))
-    every = _MARK_ALL.match(plain)
+        after = _LIST_AFTER.match(rest[quoted[-1].end() :])
+        name = _list_name(after.group("list")) if after else None
+        return [_Statement(task, line, plain, criterion=q.group(1), list_name=name) for q in quoted]
+    every = _ALL.match(rest)
     if every:
-        name = re.sub(r"\s+(?:in|of)\s+(?:the\s+)?plan$", "", every.group("list"), flags=re.IGNORECASE)
-        return _Statement(
-            task, line, plain, list_name=name, every=True, remaining=bool(every.group("remaining"))
-        )
-    given = _MARK_GIVEN.match(plain)
-    if given:
-        return _Statement(task, line, plain, given=True)
-    return None
+        name = _list_name(every.group("list"))
+        if name is None:
+            return []
+        return [
+            _Statement(
+                task, line, plain, list_name=name, every=True, remaining=bool(every.group("remaining"))
+            )
+        ]
+    head, found, where = rest.rpartition(" in ")
+    if found and head and _PLAN_ONLY.match(where.strip()):
+        return [_Statement(task, line, plain, given=True)]
+    return []
+
+
+def _list_name(words: str) -> str | None:
+    """ "the plan's Phase 2 Success Criteria section" -> "Phase 2 Success Criteria"; None for
+    "plan" alone."""
+    words = re.sub(r"\s+(?:in|of)\s+(?:the\s+)?(?:implementation\s+)?plan$", "", words.strip(), flags=re.I)
+    if _PLAN_ONLY.match(words):
+        return None
+    words = _THE_PLAN.sub("", words, count=1) if not words.lower().startswith("plans") else words
+    words = re.sub(r"\s+(?:section|list|checklist|checkboxes|boxes)$", "", words, flags=re.IGNORECASE)
+    return words.strip() or None
 
 
 def _section(document: _Document, names: list[str]) -> int | None:

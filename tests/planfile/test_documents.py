@@ -228,3 +228,85 @@ def test_rules_under_never_and_always_labels_keep_their_label(tmp_path: Path) ->
     plan = parse_plan(repo / "plan.md")
     assert [r.title for r in plan.rules] == ["Critical Rules (from the codebase)"]  # not twice
     assert plan.standards == ["Never: Use `any` types", "Always: Use NgModules"]
+
+
+VARIANTS_PLAN = """\
+# Plan
+
+## Phase 1: Base
+
+### 1.1 Setup
+
+- [ ] Lint config in place
+
+## Success Metrics
+
+### Phase 1 Success Criteria
+- [ ] Server starts (testing pending)
+- [ ] Client connects
+- [ ] Logs are clean
+
+### Planning Checklist
+- [ ] Owner named
+"""
+
+VARIANTS_PROMPT = """\
+# Orchestrator
+
+Plan: `plans/the-plan.md`
+
+### Phase 1: Base
+
+#### Sub-Agent 1A: Both
+
+**Provide to sub-agent:** Complete "1.1 Setup" section
+
+**Verification:**
+- [ ] Done
+
+**Update:** Mark "Server starts" and "Client connects" in the plan's Phase 1 Success Criteria section
+
+#### Sub-Agent 1B: Items
+
+**Verification:**
+- [ ] Done
+
+**Update:** Mark all items in Planning Checklist
+
+#### Sub-Agent 1C: Given
+
+**Provide to sub-agent:**
+- Complete "Phase 1: Base" → "1.1 Setup" section
+
+**Verification:**
+- [ ] Done
+
+**Update:** Mark setup items in plan; tick "Logs are clean"
+
+#### Sub-Agent 1D: Unclear
+
+**Verification:**
+- [ ] Done
+
+**Update:** the changelog
+"""
+
+
+def test_update_statements_as_people_write_them(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "repo", {"plans/prompt.md": VARIANTS_PROMPT, "plans/the-plan.md": VARIANTS_PLAN}
+    )
+    plan = parse_plan(repo / "plans/prompt.md")
+    linked = {task.id: [box.title for box in task.linked] for task in plan.tasks}
+    assert linked == {
+        "1a": ["Server starts (testing pending)", "Client connects"],
+        "1b": ["Owner named"],
+        "1c": ["Lint config in place", "Logs are clean"],
+        "1d": [],
+    }
+    one = plan.task("1a")
+    assert one is not None
+    assert [e.heading for e in one.sections] == ["1.1 Setup"]  # the section named alone
+    unclear = [d for d in plan.diagnostics if d.code == "unlinked-criterion"]
+    assert len(unclear) == 1
+    assert "1d: cannot tell which box `the changelog` names" in unclear[0].message
