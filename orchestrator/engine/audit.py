@@ -294,7 +294,8 @@ def audit_plan(
     for task_id, (line, box) in judged.items():
         evidence = box.evidence
         assert evidence is not None
-        where = f"{box.commit[:10] if box.commit else '-'} (run {box.run or '?'})"
+        by = f"{box.ticked_by}'s commit " if box.ticked_by not in (None, task_id) else ""
+        where = f"{by}{box.commit[:10] if box.commit else '-'} (run {box.run or '?'})"
         if evidence.source == "none":
             message = (
                 f"{task_id}: ticked by {where}, but neither the run's journal nor an "

@@ -214,3 +214,34 @@ def test_a_box_ticked_in_another_tasks_commit_is_reported(project: tuple[Path, P
 def test_the_shipped_schema_is_the_audits() -> None:
     shipped = Path(audit_module.__file__).with_name(audit_module.AUDIT_SCHEMA)
     assert json.loads(shipped.read_text()) == audit_module.AuditReport.model_json_schema()
+
+
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
+
+
+def test_a_box_a_unit_of_another_document_ticked_is_audited_with_that_units_evidence(tmp_path: Path) -> None:
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "plans/orchestrator-prompt.md": (SEED / "orchestrator-prompt.md").read_text(),
+            "plans/cart-plan.md": (SEED / "cart-plan.md").read_text(),
+            ".gitignore": "checkpoints/\n",
+        },
+    )
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"2a": [{"write": "src/cart.py", "content": "class Cart:\n    pass\n"}]}))
+    done = orchestrate(repo, "run", "plans/orchestrator-prompt.md", "--task", "2a", "--script", str(script))
+    assert done.returncode == 0, done.stderr
+    assert orchestrate(repo, "audit", "plans/orchestrator-prompt.md").returncode == 0
+
+    audited = orchestrate(repo, "audit", "plans/cart-plan.md", "--json")
+    report = json.loads(audited.stdout)
+    criterion = next(b for b in report["boxes"] if b["title"].startswith("Cart keeps items"))
+    assert criterion["ticked_by"] == "2a"
+    assert criterion["evidence"]["source"] == "journal"
+    assert criterion["evidence"]["checks"] == ["test -f src/cart.py"]
+    # The one finding: a box the plan was written with ticked, by no commit of orchestrate's.
+    assert [(f["kind"], f["task"]) for f in report["findings"]] == [
+        ("no-trailer", report["boxes"][0]["task"])
+    ]
+    assert report["boxes"][0]["title"] == "Cart model designed"
