@@ -109,6 +109,11 @@ class Settings(BaseModel):
     """Verification commands run for every task after the task's own."""
     require_verify: bool = False
     """Fail a task that has no verification command at all instead of ticking it unverified."""
+    fail_first: Literal["require", "warn", "off"] = "warn"
+    """Tests a task adds or changes must fail against the commit it started from (with only those
+    test changes applied): a new test that passes there proves nothing. warn: say so and go on;
+    require: the attempt fails; off: do not run them at base (a diff that weakens existing tests is
+    still reported)."""
     protected_branches: list[str] = Field(default_factory=lambda: ["main", "master", "next"])
     """Branches a run refuses to commit on."""
     protected_paths: list[str] = Field(default_factory=list)

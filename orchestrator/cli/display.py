@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO
@@ -26,6 +27,7 @@ from orchestrator.domain.events import (
     AgentActivity,
     AgentFinished,
     Event,
+    FailFirstChecked,
     Notice,
     RunFinished,
     RunStarted,
@@ -82,6 +84,8 @@ class RunBoard:
     rows: dict[str, TaskRow] = field(default_factory=dict)
     run_usage: Usage = field(default_factory=Usage)
     finished: RunFinished | None = None
+    fail_first: dict[str, FailFirstChecked] = field(default_factory=dict)
+    """Each task's latest fail-first finding (the summary names the doubtful ones)."""
 
     def row(self, task_id: str) -> TaskRow:
         if task_id not in self.rows:
@@ -119,6 +123,8 @@ class RunBoard:
                 self.row(event.task_id).status = "verifying"
             case VerificationFinished() if not event.ok:
                 self.row(event.task_id).note = f"`{event.command}` exited {event.exit_code}"
+            case FailFirstChecked():
+                self.fail_first[event.task_id] = event
             case TaskRetrying():
                 row = self.row(event.task_id)
                 row.status, row.note = "retrying", event.reason
@@ -243,8 +249,39 @@ def summary_lines(board: RunBoard) -> list[str]:
             lines.append(f"  failed {row.id}: {row.note}")
     for task_id in end.needs_human:
         lines.append(f"  needs a human {task_id}: {board.row(task_id).note}")
+    lines += _doubtful_tests(board)
     if end.resume_hint:
         lines.append(f"continue with: {end.resume_hint}")
+    return lines
+
+
+def fail_first_line(result: str, tests: Sequence[str], note: str) -> str:
+    """Fail-first's finding in one line for a person."""
+    if result == "ok":
+        return f"fail-first ok: the new tests fail without the change ({note})"
+    if result == "passed-at-base":
+        named = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
+        return f"fail-first: the new tests ({named}) already pass without the change: no evidence it works"
+    return f"fail-first {result}: {note}" if note else f"fail-first {result}"
+
+
+def _doubtful_tests(board: RunBoard) -> list[str]:
+    """Tasks whose new tests pass without their change, or whose diff weakened existing tests."""
+    lines: list[str] = []
+    for task_id, found in board.fail_first.items():
+        if found.result == "passed-at-base":
+            lines.append(f"  {task_id} {fail_first_line(found.result, found.tests, found.note)}")
+        lines += [f"  {task_id} tests weakened: {finding}" for finding in found.weakened]
+    return lines
+
+
+def _fail_first_lines(event: FailFirstChecked) -> list[str]:
+    lines: list[str] = []
+    if event.result == "passed-at-base":
+        lines.append(f"{event.task_id} warning: {fail_first_line(event.result, event.tests, event.note)}")
+    elif event.result == "ok":
+        lines.append(f"{event.task_id} {fail_first_line(event.result, event.tests, event.note)}")
+    lines += [f"{event.task_id} warning: tests weakened: {finding}" for finding in event.weakened]
     return lines
 
 
@@ -273,6 +310,8 @@ def event_lines(board: RunBoard, event: Event) -> list[str]:
                 tail = [line for line in event.output_tail.rstrip().splitlines() if line.strip()]
                 lines += [f"    | {line}" for line in tail[-OUTPUT_TAIL_LINES:]]
             return lines
+        case FailFirstChecked():
+            return _fail_first_lines(event)
         case TaskRetrying():
             return [f"{event.task_id} retrying (attempt {event.next_attempt}): {event.reason}"]
         case TaskFinished():
@@ -299,6 +338,8 @@ def _line_style(event: Event) -> str:
             return "red"
         case TaskRetrying():
             return "yellow"
+        case FailFirstChecked() if event.result == "passed-at-base" or event.weakened:
+            return "bold yellow"
         case TaskFinished():
             return _STATUS_STYLE.get(event.status, "")
         case _:

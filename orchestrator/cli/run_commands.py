@@ -201,6 +201,14 @@ AgentCommandOpt = Annotated[
     typer.Option(help="For --agent command: the command to run, with {prompt_file}, {workspace}, {task_id}."),
 ]
 MaxTurnsOpt = Annotated[int | None, typer.Option(help="Model turns per task attempt (default 50).", min=1)]
+FailFirstOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fail-first",
+        help="Tests a task adds must fail without its change: require (else the attempt fails), warn "
+        "(default), off.",
+    ),
+]
 
 
 RUN_PANEL = "Run a plan"
@@ -233,6 +241,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--require-verify", help="Fail tasks that have no verification.")
         ] = False,
         parallel: Annotated[int | None, typer.Option(help="Tasks at once (worktrees).", min=1)] = None,
+        fail_first: FailFirstOpt = None,
         phase: Annotated[str | None, typer.Option(help="Only this phase (and what it waits for).")] = None,
         task: Annotated[str | None, typer.Option(help="Only this task (and what it waits for).")] = None,
         dry_run_flag: Annotated[
@@ -257,6 +266,7 @@ def register(app: typer.Typer) -> None:
             "timeout": timeout,
             "require_verify": require_verify or None,
             "parallel": parallel,
+            "fail_first": fail_first,
         }
         if show_prompts and not dry_run_flag:
             # Without --dry-run this would be a real, paid run that merely printed more.
@@ -296,6 +306,7 @@ def register(app: typer.Typer) -> None:
         max_turns: MaxTurnsOpt = None,
         timeout: Annotated[float | None, typer.Option(help="Seconds per verification command.")] = None,
         allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Accept other changes.")] = False,
+        fail_first: FailFirstOpt = None,
         json_output: JsonOpt = False,
     ) -> None:
         """Continue an interrupted or failed run where it stopped, without repeating finished work."""
@@ -309,6 +320,7 @@ def register(app: typer.Typer) -> None:
             "max_turns": max_turns,
             "timeout": timeout,
             "allow_dirty": allow_dirty or None,
+            "fail_first": fail_first,
         }
         from orchestrator.engine.session import resume_run
 

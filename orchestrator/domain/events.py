@@ -88,6 +88,20 @@ class VerificationFinished(_Event):
     """It failed as it already did before the run's first task: reported, not blamed on this one."""
 
 
+class FailFirstChecked(_Event):
+    """The tests an attempt added or changed, run at base (see transitions.FailFirstChecked)."""
+
+    event: Literal["fail_first"] = "fail_first"
+    task_id: str
+    attempt: int
+    result: str
+    """ok, passed-at-base, none or off."""
+    tests: list[str] = Field(default_factory=list)
+    weakened: list[str] = Field(default_factory=list)
+    """What the attempt's diff did to tests that were already there."""
+    note: str = ""
+
+
 class TaskRetrying(_Event):
     event: Literal["task_retrying"] = "task_retrying"
     task_id: str
@@ -141,6 +155,7 @@ Event = Annotated[
     | AgentActivity
     | AgentFinished
     | VerificationFinished
+    | FailFirstChecked
     | TaskRetrying
     | TaskFinished
     | Notice
@@ -216,6 +231,16 @@ def derive(transition: t.Transition, state: RunState) -> Event | None:
                 duration=transition.duration,
                 output_tail=transition.output_tail,
                 preexisting=transition.preexisting,
+                at=transition.at,
+            )
+        case t.FailFirstChecked():
+            return FailFirstChecked(
+                task_id=transition.task,
+                attempt=transition.attempt or 0,
+                result=transition.result,
+                tests=list(transition.tests),
+                weakened=list(transition.weakened),
+                note=transition.note,
                 at=transition.at,
             )
         case t.TaskDone():

@@ -79,6 +79,28 @@ class VerificationRecord(BaseModel):
     """It failed as it already did before the run's first task: not blamed on this one."""
 
 
+class FailFirstRecord(BaseModel):
+    """What fail-first found for an attempt (see transitions.FailFirstChecked)."""
+
+    result: str
+    """ok, passed-at-base, none or off."""
+    tests: list[str] = Field(default_factory=list)
+    checks: list[VerificationRecord] = Field(default_factory=list)
+    """The checks run at base, as they went there."""
+    weakened: list[str] = Field(default_factory=list)
+    note: str = ""
+
+    def __str__(self) -> str:
+        """One line for a report: `passed-at-base: every check that runs them passed at base
+        (tests/test_x.py); tests weakened: ...`."""
+        line = f"{self.result}: {self.note}" if self.note else self.result
+        if self.tests:
+            line += f" ({', '.join(self.tests)})"
+        if self.weakened:
+            line += "; tests weakened: " + "; ".join(self.weakened)
+        return line
+
+
 class AttemptRecord(BaseModel):
     number: int
     agent_status: str | None = None
@@ -89,6 +111,8 @@ class AttemptRecord(BaseModel):
     failure: str | None = None
     prompt_file: str | None = None
     protected_restored: list[str] = Field(default_factory=list)
+    fail_first: FailFirstRecord | None = None
+    """The attempt's tests run at base, and what its diff did to existing tests."""
 
 
 class TaskRecord(BaseModel):
@@ -135,6 +159,12 @@ class TaskRecord(BaseModel):
 
     def current(self) -> AttemptRecord | None:
         return self.attempts[-1] if self.attempts else None
+
+    @property
+    def fail_first(self) -> FailFirstRecord | None:
+        """Fail-first's finding on the latest attempt (the one verified, once the task is)."""
+        current = self.current()
+        return current.fail_first if current is not None else None
 
 
 class RunState(BaseModel):
@@ -271,6 +301,23 @@ class RunState(BaseModel):
                 task.checks[ran.command] = ran
                 if attempt is not None:
                     attempt.verifications.append(ran)
+            case t.FailFirstChecked() if attempt is not None:
+                attempt.fail_first = FailFirstRecord(
+                    result=transition.result,
+                    tests=list(transition.tests),
+                    checks=[
+                        VerificationRecord(
+                            command=check.command,
+                            exit_code=check.exit_code,
+                            ok=check.ok,
+                            duration=check.duration,
+                            output_tail=check.output_tail,
+                        )
+                        for check in transition.checks
+                    ],
+                    weakened=list(transition.weakened),
+                    note=transition.note,
+                )
             case t.AttemptFailed():
                 if attempt is not None:
                     attempt.failure = transition.reason

@@ -243,6 +243,42 @@ class AttemptInterrupted(TaskTransition):
     attempt: int | None = None
 
 
+class CheckAtBase(BaseModel):
+    """A check as it went against the base commit with the attempt's test changes applied."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    command: str
+    exit_code: int = -1
+    ok: bool = False
+    duration: float = 0.0
+    timed_out: bool = False
+    output_tail: str = ""
+
+
+class FailFirstChecked(TaskTransition):
+    """The tests the attempt added or changed, run against the commit it started from with only
+    those test changes applied (engine.fail_first): they must fail there. And what the attempt's
+    diff did to tests that were already there (deleted, skipped, fewer assertions)."""
+
+    type: Literal["fail_first"] = "fail_first"
+    attempt: int | None = None
+    result: Literal["ok", "passed-at-base", "none", "off"] = "none"
+    """ok: a check failed at base; passed-at-base: every check passed there (the new tests are no
+    evidence); none: no test added or changed, or no check runs one; off: not run (fail_first = "off")."""
+    tests: list[str] = Field(default_factory=list)
+    """The test files the attempt added or changed (applied at base)."""
+    checks: list[CheckAtBase] = Field(default_factory=list)
+    """Each check run at base, in order (the first that failed ends them)."""
+    base: str | None = None
+    """The commit the attempt started from."""
+    weakened: list[str] = Field(default_factory=list)
+    """What the diff did to existing tests, one finding a line (a deleted test file, a test added to
+    a skip, assertions removed)."""
+    note: str = ""
+    """Why the result is what it is, in a sentence (no check runs the changed tests, ...)."""
+
+
 class TaskVerified(TaskTransition):
     type: Literal["task_verified"] = "task_verified"
     attempt: int | None = None
@@ -365,6 +401,7 @@ Transition = Annotated[
     | AgentFinished
     | ProtectedRestored
     | CheckRan
+    | FailFirstChecked
     | AttemptFailed
     | AttemptInterrupted
     | TaskVerified

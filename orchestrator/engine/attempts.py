@@ -22,6 +22,7 @@ from orchestrator.domain.events import TaskRetrying
 from orchestrator.domain.plan import Plan, Task
 from orchestrator.engine.crash import crash_point
 from orchestrator.engine.executor import Executor, TaskResult
+from orchestrator.engine.fail_first import FailFirst
 from orchestrator.engine.guard import Guard
 from orchestrator.engine.prompts import PromptRenderer, finished_dependencies
 from orchestrator.engine.recorder import Recorder
@@ -73,6 +74,7 @@ class Attempts:
         env: Callable[[], dict[str, str]],
         plan: Callable[[], Plan],
         stop: StopToken,
+        fail_first: FailFirst,
     ):
         self.repo = repo
         self.plan_rel = plan_rel
@@ -90,6 +92,8 @@ class Attempts:
         self.plan = plan
         """The plan as it is now (each landing ticks a box)."""
         self.stop = stop
+        self.fail_first = fail_first
+        """Checks passed: the tests the attempt changed must fail at base (engine.fail_first)."""
         self.resume_at: dict[str, str] = {}
         """Tasks resume picks up mid-way: 'verify' (its agent's work is intact), 'commit' (its
         verified work is intact) or 'retry' (a failed attempt's edits are intact for the next)."""
@@ -154,11 +158,21 @@ class Attempts:
             # workspace: what they changed that no one may is undone, and fails the attempt.
             passed = outcome.passed and commands
             broke = self._checks_broke(task, attempt, ws_repo, plan_bytes) if passed else ""
+            tree = ws_repo.snapshot_tree() if passed and not broke else None
+            if tree is not None:
+                found = self.fail_first.check(task, attempt, ws_repo, tree, outcome.results, workspace)
+                if found.stopped:
+                    self.recorder.notice(
+                        "its tests at base were cut short by the stop; resume checks again", task_id=task.id
+                    )
+                    result.stopped = True
+                    return result
+                broke = found.reason
             if outcome.passed and not broke:
                 # What is left (the snapshot, the branch commit) is not the task's work: its slot
                 # may take the next task meanwhile.
                 self.executor.checks_passed(task.id)
-                tree = ws_repo.snapshot_tree()
+                tree = tree or ws_repo.snapshot_tree()
                 # A task whose every check failed before the run began has no evidence either.
                 unverified = not outcome.evidence
                 self.recorder.record(

@@ -29,6 +29,9 @@ def evidence(record: TaskRecord) -> str:
     if failing_before:
         # Failed before the run's first task as they do now: run, not counted, not blamed.
         fields.append(f"failing-before-run={len(failing_before)}")
+    found = record.fail_first
+    if found is not None and found.result != "off":  # no record: the task touched no test
+        fields.append(f"fail-first={found.result}")
     if record.attested_by:
         fields.append("human=accepted")
     elif not passed:

@@ -22,7 +22,7 @@ from orchestrator.agents.pricing import price_for
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import UsageError
 
-Rule = Literal["never", "lower", "either", "cheaper", "kept", "script", "agent"]
+Rule = Literal["never", "lower", "either", "stricter", "cheaper", "kept", "script", "agent"]
 
 REMEMBERED: dict[str, Rule] = {
     # What runs: a backend is never switched by the journal; a difference stops the resume until
@@ -63,14 +63,19 @@ REMEMBERED: dict[str, Rule] = {
     "agent_timeout": "lower",
     # Only ever stricter.
     "require_verify": "either",
+    "fail_first": "stricter",
     # How many tasks at once: the same tasks run under the same limits. More at once can overshoot
     # --max-cost by one model call per extra task in flight.
     "parallel": "kept",
 }
 
+_STRICTNESS: dict[str, tuple[str, ...]] = {"fail_first": ("off", "warn", "require")}
+"""For "stricter" settings: their values, the loosest first."""
+
 _WHY = {
     "never": "yours; a run's journal never decides it",
     "lower": "the lower of the run's and yours",
+    "stricter": "the stricter of the run's and yours",
     "cheaper": "yours; the run's costs more",
     "script": "yours",
     "agent": "yours",
@@ -140,6 +145,10 @@ def _take(rule: Rule, name: str, value: Any, own: Settings, repo_root: Path, che
         return value if mine is None or value < mine else _SKIP
     if rule == "either":
         return True if value is True else _SKIP
+    if rule == "stricter":
+        order = _STRICTNESS.get(name, ())
+        stricter = value in order and mine in order and order.index(value) > order.index(mine)
+        return value if stricter else _SKIP
     if rule == "cheaper":
         return value if isinstance(value, str) and _costs_no_more(value, own) else _SKIP
     if rule == "script":

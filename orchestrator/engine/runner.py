@@ -30,6 +30,7 @@ from orchestrator.domain.state import RunState, RunStatus, TaskStatus
 from orchestrator.engine.attempts import Attempts, BudgetExceeded
 from orchestrator.engine.coverage import done_message
 from orchestrator.engine.executor import Executor, InlineExecutor, TaskResult, Work
+from orchestrator.engine.fail_first import SCRATCH_DIR, FailFirst
 from orchestrator.engine.guard import Guard
 from orchestrator.engine.landing import Landing, commit_message, ref_name
 from orchestrator.engine.prompts import PromptRenderer
@@ -192,6 +193,14 @@ class Runner:
             env=ctx.passed_env,
             plan=lambda: self.scheduler.plan,
             stop=self.stop,
+            fail_first=FailFirst(
+                settings=self.settings,
+                recorder=self.recorder,
+                sandbox=ctx.sandbox,
+                env=ctx.passed_env,
+                scratch_root=ctx.journal.directory.parent / SCRATCH_DIR,
+                stop=self.stop,
+            ),
         )
         self.landing = Landing(
             repo=self.repo,
@@ -282,6 +291,7 @@ class Runner:
         """Run the selection's tasks until none is left or the run stops; every way it ends is
         journaled and summed up (see _ending)."""
         self.recorder.reporting = True
+        self.attempts.fail_first.clear_leftovers()
         self.stop.arm(self._stopping)
         self.emit(self._table_of_contents(resumed))
         aborted = False

@@ -809,6 +809,53 @@ class GitRepo:
         raw = self.git("diff", "--name-only", "-z", "--no-renames", *_NO_PROGRAMS, old, new, "--")
         return [p for p in raw.split("\0") if p]
 
+    def changes_between(self, old: str, new: str) -> list[tuple[str, str]]:
+        """(status, path) for each path that differs between two commits or trees: 'A' added,
+        'D' deleted, 'M' modified (a type change counts as modified)."""
+        raw = self.git("diff", "--name-status", "-z", "--no-renames", *_NO_PROGRAMS, old, new, "--")
+        fields = [f for f in raw.split("\0") if f]
+        pairs = zip(fields[::2], fields[1::2], strict=True)
+        return [(status[:1] if status[:1] in "AD" else "M", path) for status, path in pairs]
+
+    def blob_at(self, tree: str, path: str) -> bytes | None:
+        """The bytes of `path` in `tree` (a commit or a tree), exactly; None when it has none."""
+        done = subprocess.run(
+            [git_program(), *SAFETY, "cat-file", "blob", f"{tree}:{path}"],
+            cwd=self.root,
+            capture_output=True,
+            check=False,
+            process_group=OWN_GROUP,
+            env=self._env(None, True),
+        )
+        return done.stdout if done.returncode == 0 else None
+
+    def tree_with(self, base: str, source: str, paths: Sequence[str], index: Path) -> str:
+        """A tree object: `base` with each of `paths` as `source` has it (removed where `source`
+        has none). Built in the scratch index file `index`; no work tree, index or ref is touched."""
+        env = {"GIT_INDEX_FILE": str(index)}
+        self.git("read-tree", base, env=env)
+        if paths:
+            listed = self.git("ls-tree", "-z", "--full-tree", source, "--", *paths).split("\0")
+            present = {entry.split("\t", 1)[1]: entry for entry in listed if "\t" in entry}
+            lines = [present.get(path, f"0 {'0' * 40}\t{path}") for path in paths]
+            self.git("update-index", "-z", "--index-info", env=env, input_text="\0".join(lines) + "\0")
+        return self.git("write-tree", env=env).strip()
+
+    def export_tree(self, tree: str, destination: Path, index: Path) -> None:
+        """Write the files of `tree` under `destination` (made if need be), through the scratch
+        index file `index`: a plain directory, no worktree, branch or ref made."""
+        env = {"GIT_INDEX_FILE": str(index)}
+        destination.mkdir(parents=True, exist_ok=True)
+        self.git("read-tree", tree, env=env)
+        self.git("checkout-index", "-a", "-f", f"--prefix={destination}{os.sep}", env=env)
+
+    def ignored_entries(self) -> list[str]:
+        """Top-level names of the work tree that git ignores (a virtualenv, node_modules, a build
+        folder): what the checks may need that no commit holds."""
+        listing = ("--others", "--ignored", "--exclude-standard", "--directory", "--no-empty-directory")
+        raw = self.git("ls-files", "-z", *listing)
+        return sorted({p.rstrip("/").split("/", 1)[0] for p in raw.split("\0") if p.strip("/")})
+
     # -- worktrees (parallel tasks) ---------------------------------------------------------
 
     def worktree_add(self, path: Path, branch: str, base: str) -> None:

@@ -17,6 +17,7 @@ from orchestrator.domain.plan import Task
 from orchestrator.domain.state import RunState
 from orchestrator.engine.attempts import Attempts
 from orchestrator.engine.executor import InlineExecutor
+from orchestrator.engine.fail_first import SCRATCH_DIR, FailFirst
 from orchestrator.engine.guard import Guard
 from orchestrator.engine.landing import Landing
 from orchestrator.engine.prompts import PromptRenderer
@@ -103,6 +104,14 @@ def parts(root: Path, script: dict[str, Any] | None = None, **settings: Any) -> 
         env=dict,
         plan=lambda: scheduler.plan,
         stop=stop,
+        fail_first=FailFirst(
+            settings=chosen,
+            recorder=recorder,
+            sandbox=Sandbox("none"),
+            env=dict,
+            scratch_root=root / "state" / SCRATCH_DIR,
+            stop=stop,
+        ),
     )
     landing = Landing(
         repo=repo,
