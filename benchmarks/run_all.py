@@ -1,5 +1,6 @@
-"""Every benchmark, one table: parse times, orchestration overhead per task, crash trials (serial
-and parallel), makespan against the lower bound on four DAG shapes, and the worktree chores.
+"""Every benchmark, one table: parse times, orchestration overhead per task, what fail-first adds to
+a task that adds a test, crash trials (serial and parallel), makespan against the lower bound on
+four DAG shapes, and the worktree chores.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--crash-trials N] [--task-seconds S] [--repeats R]
 
@@ -24,7 +25,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import cache_ttl_bench, crash_bench, makespan_bench, overhead_bench, parse_bench
+from benchmarks import (
+    cache_ttl_bench,
+    crash_bench,
+    fail_first_bench,
+    makespan_bench,
+    overhead_bench,
+    parse_bench,
+)
 
 Row = tuple[str, str, str, str, str]
 """section, measure, value, target, verdict"""
@@ -65,6 +73,26 @@ def overhead_rows(tasks: int) -> list[Row]:
             f"{per_task:.1f} ms",
             f"< {target:.0f} ms",
             _verdict(per_task < target),
+        )
+    ]
+
+
+def fail_first_rows(tasks: int) -> list[Row]:
+    found = {
+        str(r["measure"]): r["value"]
+        for r in _quietly(lambda: fail_first_bench.main(["--tasks", str(tasks)]))
+    }
+    own = float(found["of which fail-first's own work (ms)"])
+    at_base = float(found["of which checks at base (ms)"])
+    target = float(found["target (ms)"])
+    return [
+        (
+            "fail-first",
+            f"per task adding a test, {tasks} tasks, {found['files in the repository']} files: "
+            f"scratch tree and diff (+ {at_base:.0f} ms of checks at base)",
+            f"{own:.1f} ms",
+            f"< {target:.0f} ms",
+            _verdict(own < target),
         )
     ]
 
@@ -180,6 +208,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     steps: list[tuple[str, Callable[[], list[Row]]]] = [
         ("parse", lambda: parse_rows(3 if quick else 15)),
         ("overhead", lambda: overhead_rows(50 if quick else 200)),
+        ("fail-first", lambda: fail_first_rows(10 if quick else 30)),
         ("crash", lambda: crash_rows(trials, args.crash_parallel)),
         ("makespan", lambda: makespan_rows(levels, seconds, repeats)),
         ("prompt cache", cache_rows),

@@ -435,6 +435,10 @@ def register(app: typer.Typer) -> None:
                     if not v.ok and v.output_tail.strip():
                         for line in v.output_tail.strip().splitlines()[-8:]:
                             typer.echo(f"      | {line}")
+                if a.fail_first is not None:
+                    typer.echo(f"    fail-first {a.fail_first}")
+                    for c in a.fail_first.checks:
+                        typer.echo(f"      at base `{c.command}` -> exit {c.exit_code} ({c.duration:.2f}s)")
                 if a.failure and a.failure != "interrupted":
                     typer.echo(f"    failed: {a.failure.splitlines()[0]}")
                 elif a.failure == "interrupted":

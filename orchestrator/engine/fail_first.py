@@ -20,7 +20,7 @@ the reviewer (`reviewer_text`); they never fail an attempt on their own, since t
 rightly rewritten.
 
 The scratch tree is a plain directory under the checkpoints folder (`.fail-first/<run>/...`),
-written from git objects (persistence.GitRepo.tree_with / export_tree): no worktree, branch or ref
+written from git objects (persistence.GitRepo.export_with): no worktree, branch or ref
 is made, and the task's workspace and the run's branch are never touched. It is removed when the
 base run ends; one a kill left behind is removed when the next run or resume starts
 (`clear_leftovers`). Dependency folders the checks need and no commit holds (a virtualenv,
@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 
 from orchestrator.config import Settings
 from orchestrator.domain import transitions as t
-from orchestrator.domain.plan import Task
+from orchestrator.domain.plan import Expectation, Task
 from orchestrator.domain.state import TaskRecord
 from orchestrator.engine.crash import crash_point
 from orchestrator.engine.recorder import Recorder
@@ -138,7 +138,9 @@ _PYTHON = _Dialect(
     comment=("#",),
 )
 _JS = _Dialect(
-    tests=re.compile(r"(?<![.\w])[xf]?(?:it|test)(?:\.(?:skip|only|todo|each\([^)]*\)))?\s*\(\s*(?:'([^']*)'|\"([^\"]*)\"|`([^`]*)`)"),
+    tests=re.compile(
+        r"(?<![.\w])[xf]?(?:it|test)(?:\.(?:skip|only|todo|each\([^)]*\)))?\s*\(\s*(?:'([^']*)'|\"([^\"]*)\"|`([^`]*)`)"
+    ),
     skips=re.compile(
         r"\b(?:it|test|describe|suite|context)\.(?:skip|todo|only)\b|(?<![.\w])x(?:it|test|describe)\s*\("
         r"|(?<![.\w])f(?:it|describe)\s*\("
@@ -339,21 +341,24 @@ class FailFirst:
     ) -> Verdict:
         """Fail-first for an attempt whose checks (`passed`) passed on `tree`, journaled as
         `fail_first` before the verdict is acted on."""
-        base = ws_repo.head()
+        base = ws_repo.head_now()
         assert base is not None  # pre-flight refuses a repository without commits
-        named = [path for path in task.files if is_test_file(path)]
         changes = ws_repo.changes_between(base, tree)
-        tests = [(status, path) for status, path in changes if is_test_file(path, named)]
+        tests = [(status, path) for status, path in changes if is_test_file(path)]
+        if not tests:
+            return Verdict()  # no test touched: nothing to journal (the record's absence reads as none)
 
         def content(side: str, path: str) -> str | None:
             data = ws_repo.blob_at(base if side == "before" else tree, path)
             return None if data is None else data.decode("utf-8", errors="replace")
 
-        findings = weakened_tests(tests, content, named)
+        findings = weakened_tests(tests, content)
         changed = [path for status, path in tests if status != "D"]
+        # The checks that passed and run tests, and the plan's own red step (`Run: pytest ...`,
+        # `Expected: FAIL`): written to fail before the change.
+        red_steps = [c.command for c in task.checks if c.expect is Expectation.FAIL]
         runs = [r.command for r in passed if r.ok and runs_tests(r.command, changed)]
-        if not tests:
-            return Verdict()  # no test touched: nothing to journal (the record's absence reads as none)
+        runs += [c for c in red_steps if c not in runs and runs_tests(c, changed)]
         record = {"task": task.id, "attempt": attempt, "base": base, "tests": changed, "weakened": findings}
         if self.settings.fail_first == "off":
             return self._record(t.FailFirstChecked(**record, result="off"), task)
@@ -416,11 +421,9 @@ class FailFirst:
         shutil.rmtree(scratch, ignore_errors=True)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            at_base = ws_repo.tree_with(base, tree, tests, index)
-            index.unlink(missing_ok=True)
-            ws_repo.export_tree(at_base, scratch, index)
-            for name in ws_repo.ignored_entries():
-                if name in DEPENDENCY_FOLDERS and (workspace / name).is_dir():
+            ws_repo.export_with(base, tree, tests, scratch, index)
+            if any((workspace / name).is_dir() for name in DEPENDENCY_FOLDERS):
+                for name in set(ws_repo.ignored_entries()) & DEPENDENCY_FOLDERS:
                     (scratch / name).symlink_to(workspace / name, target_is_directory=True)
             results: list[CommandResult] = []
 

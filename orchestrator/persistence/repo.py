@@ -829,9 +829,12 @@ class GitRepo:
         )
         return done.stdout if done.returncode == 0 else None
 
-    def tree_with(self, base: str, source: str, paths: Sequence[str], index: Path) -> str:
-        """A tree object: `base` with each of `paths` as `source` has it (removed where `source`
-        has none). Built in the scratch index file `index`; no work tree, index or ref is touched."""
+    def export_with(
+        self, base: str, source: str, paths: Sequence[str], destination: Path, index: Path
+    ) -> None:
+        """Write under `destination` (made if need be) the files of `base`, each of `paths` as
+        `source` has it (left out where `source` has none): a plain directory, built through the
+        scratch index file `index`. No work tree, index, ref, worktree or branch is touched or made."""
         env = {"GIT_INDEX_FILE": str(index)}
         self.git("read-tree", base, env=env)
         if paths:
@@ -839,14 +842,7 @@ class GitRepo:
             present = {entry.split("\t", 1)[1]: entry for entry in listed if "\t" in entry}
             lines = [present.get(path, f"0 {'0' * 40}\t{path}") for path in paths]
             self.git("update-index", "-z", "--index-info", env=env, input_text="\0".join(lines) + "\0")
-        return self.git("write-tree", env=env).strip()
-
-    def export_tree(self, tree: str, destination: Path, index: Path) -> None:
-        """Write the files of `tree` under `destination` (made if need be), through the scratch
-        index file `index`: a plain directory, no worktree, branch or ref made."""
-        env = {"GIT_INDEX_FILE": str(index)}
         destination.mkdir(parents=True, exist_ok=True)
-        self.git("read-tree", tree, env=env)
         self.git("checkout-index", "-a", "-f", f"--prefix={destination}{os.sep}", env=env)
 
     def ignored_entries(self) -> list[str]:

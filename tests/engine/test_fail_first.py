@@ -184,6 +184,10 @@ def test_a_red_then_green_test_passes_fail_first(tmp_path: Path, sandbox: str) -
     assert "already pass without the change" not in done.stderr
     assert git(repo, "show", "feature:checked.txt") == "ran"  # once: the workspace's own check
     assert "Orchestrate-Evidence: checks=1 fail-first=ok" in git(repo, "log", "-1", "--format=%B")
+    shown = orchestrate(repo, "show").stdout
+    check = "`python3 test_shout.py && echo ran >> checked.txt`"
+    assert f"fail-first ok: {check} failed at base (exit 1) (test_shout.py)" in shown
+    assert f"at base {check} -> exit 1" in shown
     _nothing_left_behind(repo)
 
 
@@ -422,3 +426,42 @@ def test_an_old_journal_without_fail_first_records_still_folds(tmp_path: Path) -
     )
     state = RunState.from_records(read_transitions(journal))
     assert state.task("T001").fail_first is None
+
+
+SUPERPOWERS_PLAN = """\
+# Shout Implementation Plan
+
+### Task 1: Shout
+
+**Files:**
+- Modify: `greet.py`
+- Test: `test_shout.py`
+
+- [ ] **Step 1: Write the failing test**
+
+- [ ] **Step 2: Run it to see it fail**
+
+Run: `python3 test_shout.py`
+Expected: FAIL with AttributeError
+
+- [ ] **Step 3: Write `shout`**
+
+- [ ] **Step 4: Check it is there**
+
+Run: `grep -q "def shout" greet.py`
+Expected: PASS
+"""
+
+
+def test_the_plans_own_red_step_is_run_at_base(tmp_path: Path) -> None:
+    # The final check runs no test; the plan's red step (`Expected: FAIL`) does, and it must fail at
+    # base as the plan says.
+    repo, script = _project(tmp_path, {"task-1": [ADD_SHOUT, NEW_TEST]}, plan=SUPERPOWERS_PLAN)
+
+    done = _run(repo, script)
+
+    assert done.returncode == 0, done.stderr
+    [found] = _records(repo, "fail_first")
+    assert found["result"] == "ok", found
+    assert [c["command"] for c in found["checks"]] == ["python3 test_shout.py"]
+    _nothing_left_behind(repo)
