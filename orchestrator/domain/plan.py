@@ -188,6 +188,9 @@ class Task(BaseModel):
     reviewer or a human."""
     files: list[str] = Field(default_factory=list)
     """Paths the unit names as its files (`**Files:**` Create/Modify/Test, GSD `<files>`)."""
+    test_files: list[str] = Field(default_factory=list)
+    """Of `files`, those the unit names as its tests (`**Files:**` `Test:` items): fail-first takes
+    them for tests whatever their names."""
     mark: str = ""
     """The plan's own status mark on the unit's heading (✅, ⏸️), as written."""
     manual: bool = False

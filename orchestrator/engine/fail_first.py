@@ -344,7 +344,7 @@ class FailFirst:
         base = ws_repo.head_now()
         assert base is not None  # pre-flight refuses a repository without commits
         changes = ws_repo.changes_between(base, tree)
-        tests = [(status, path) for status, path in changes if is_test_file(path)]
+        tests = [(status, path) for status, path in changes if is_test_file(path, task.test_files)]
         if not tests:
             return Verdict()  # no test touched: nothing to journal (the record's absence reads as none)
 
@@ -352,7 +352,7 @@ class FailFirst:
             data = ws_repo.blob_at(base if side == "before" else tree, path)
             return None if data is None else data.decode("utf-8", errors="replace")
 
-        findings = weakened_tests(tests, content)
+        findings = weakened_tests(tests, content, task.test_files)
         changed = [path for status, path in tests if status != "D"]
         # The checks that passed and run tests, and the plan's own red step (`Run: pytest ...`,
         # `Expected: FAIL`): written to fail before the change.

@@ -232,6 +232,7 @@ def _plan(outline: Outline, path: Path) -> Plan:
                 checks=details.checks,
                 uncovered=details.uncovered,
                 files=details.files,
+                test_files=details.test_files,
                 mark=details.mark,
                 manual=details.manual or bool(manual_words(task.title)),
                 command=details.command,

@@ -93,6 +93,7 @@ class UnitDetails:
     checks: list[Check] = field(default_factory=list)
     uncovered: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    test_files: list[str] = field(default_factory=list)
     mark: str = ""
     manual: bool = False
     command: str | None = None
@@ -268,7 +269,7 @@ def _heading_unit(outline: Outline, section_index: int, boxes: list[RawTask]) ->
         lines.pop()
     start, end = section.line, section.line + len(lines)
     mask = list(outline.in_code[start:end])
-    details.files = _files(lines, mask)
+    details.files, details.test_files = _files(lines, mask)
     if boxes:
         details.steps = _box_steps(outline, boxes, start)
     elif match:
@@ -467,10 +468,18 @@ def _phase_steps(lines: list[str], mask: list[bool], start: int) -> list[Step]:
     return steps
 
 
-def _files(lines: list[str], mask: list[bool]) -> list[str]:
-    """Paths under a `**Files:**` label (`Create:` / `Modify:` / `Test:` items); the label's list
-    lines are masked, so that `- Test: \\`tests/x.py\\`` is not taken for a check."""
+_TEST_ITEM = re.compile(r"^\W*tests?\W*:", re.IGNORECASE)
+"""A `Test: \\`tests/x.py\\`` item of a `**Files:**` list (bold or not)."""
+_LINES_SUFFIX = re.compile(r":\d+(?:-\d+)?$")
+"""`path:123-145`: the lines of the file a plan points at."""
+
+
+def _files(lines: list[str], mask: list[bool]) -> tuple[list[str], list[str]]:
+    """Paths under a `**Files:**` label (`Create:` / `Modify:` / `Test:` items), and of them those
+    of its `Test:` items; the label's list lines are masked, so that `- Test: \\`tests/x.py\\`` is
+    not taken for a check."""
     files: list[str] = []
+    tests: list[str] = []
     index = 0
     while index < len(lines):
         label = _LABEL_LINE.match(lines[index]) if not mask[index] else None
@@ -488,12 +497,15 @@ def _files(lines: list[str], mask: list[bool]) -> list[str]:
             if lines[index].strip():
                 item = _LIST_ITEM.match(lines[index])
                 if item is not None:
-                    files.extend(_paths(item.group("text")))
+                    paths = _paths(item.group("text"))
+                    files.extend(paths)
+                    if _TEST_ITEM.match(item.group("text")):
+                        tests.extend(_LINES_SUFFIX.sub("", path) for path in paths)
                 mask[index] = True
             elif index + 1 < len(lines) and not _LIST_ITEM.match(lines[index + 1]):
                 break
             index += 1
-    return list(dict.fromkeys(files))
+    return list(dict.fromkeys(files)), list(dict.fromkeys(tests))
 
 
 def _paths(text: str) -> list[str]:

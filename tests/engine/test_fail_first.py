@@ -465,3 +465,22 @@ def test_the_plans_own_red_step_is_run_at_base(tmp_path: Path) -> None:
     assert found["result"] == "ok", found
     assert [c["command"] for c in found["checks"]] == ["python3 test_shout.py"]
     _nothing_left_behind(repo)
+
+
+def test_a_file_the_plan_names_as_a_test_is_one_whatever_its_name(tmp_path: Path) -> None:
+    plan = SUPERPOWERS_PLAN.replace("- Test: `test_shout.py`", "- Test: `checks/shout_check.py`").replace(
+        "python3 test_shout.py", "python3 checks/shout_check.py"
+    )
+    check = NEW_BEHAVIOUR_TEST.replace("import greet", "import sys\n\nsys.path.insert(0, '.')\nimport greet")
+    repo, script = _project(
+        tmp_path,
+        {"task-1": [ADD_SHOUT, {"write": "checks/shout_check.py", "content": check}]},
+        plan=plan,
+    )
+
+    done = _run(repo, script)
+
+    assert done.returncode == 0, done.stderr
+    [found] = _records(repo, "fail_first")
+    assert found["tests"] == ["checks/shout_check.py"]
+    assert found["result"] == "ok", found
