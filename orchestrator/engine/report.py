@@ -60,6 +60,7 @@ class AttemptSummary(BaseModel):
     failure: str | None = None
     tokens: int = 0
     cost_usd: float = 0.0
+    cost_known: bool = True
     checks: list[CheckResult] = Field(default_factory=list)
 
 
@@ -87,6 +88,8 @@ class TaskReport(BaseModel):
     """Why it failed, was skipped or waits for a person."""
     tokens: int = 0
     cost_usd: float = 0.0
+    cost_known: bool = True
+    """False when what some of its calls cost is unknown (cost_usd is then the known part)."""
 
 
 class Waiting(BaseModel):
@@ -162,6 +165,7 @@ class RunReport(BaseModel):
     tasks: list[TaskReport] = Field(default_factory=list)
     tokens: int = 0
     cost_usd: float = 0.0
+    cost_known: bool = True
 
 
 def _check(record: Any, task: str | None = None) -> CheckResult:
@@ -268,6 +272,7 @@ def build_report(
                         failure=a.failure,
                         tokens=a.usage.total_tokens,
                         cost_usd=round(a.usage.cost_usd, 6),
+                        cost_known=a.usage.cost_known,
                         checks=[_check(v) for v in a.verifications],
                     )
                     for a in record.attempts
@@ -275,6 +280,7 @@ def build_report(
                 reason=record.reason,
                 tokens=record.usage.total_tokens,
                 cost_usd=round(record.usage.cost_usd, 6),
+                cost_known=record.usage.cost_known,
             )
         )
     if plan is not None and state.plan:
@@ -330,6 +336,7 @@ def build_report(
         tasks=tasks,
         tokens=state.usage.total_tokens,
         cost_usd=round(state.usage.cost_usd, 6),
+        cost_known=state.usage.cost_known,
     )
 
 
@@ -385,8 +392,11 @@ def plan_of(git: GitRepo, state: RunState) -> Plan | None:
 # -- markdown ------------------------------------------------------------------------------------
 
 
-def _cost(value: float) -> str:
-    return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+def _cost(value: float, known: bool = True) -> str:
+    shown = f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+    if known:
+        return shown
+    return f"{shown} + unknown" if value else "cost unknown"
 
 
 def _files(changes: list[FileChange]) -> list[str]:
@@ -412,7 +422,7 @@ def render_markdown(report: RunReport) -> str:
         + f", branch `{report.branch}`, agent {report.agent}.",
         f"Status: **{report.status}**" + (f": {report.message}" if report.message else ""),
         f"{len([x for x in report.tasks if x.status == 'done'])} task(s) done of {len(report.tasks)} "
-        f"touched; {report.tokens} tokens, {_cost(report.cost_usd)}; {took:.0f}s.",
+        f"touched; {report.tokens} tokens, {_cost(report.cost_usd, report.cost_known)}; {took:.0f}s.",
     ]
     if report.resume_hint and report.status != "complete":
         out.append(f"Continue with `{report.resume_hint}`.")
@@ -470,7 +480,7 @@ def render_markdown(report: RunReport) -> str:
             "",
             f"### {task.id} {task.title}".rstrip(),
             f"{task.status}{flag}{commit}; {len(task.attempts)} attempt(s), {task.tokens} tokens, "
-            f"{_cost(task.cost_usd)}",
+            f"{_cost(task.cost_usd, task.cost_known)}",
         ]
         if task.reason:
             out.append(f"- reason: {task.reason.splitlines()[0]}")
@@ -482,7 +492,7 @@ def render_markdown(report: RunReport) -> str:
             failure = f"; failed: {attempt.failure.splitlines()[0]}" if attempt.failure else ""
             out.append(
                 f"- attempt {attempt.number}: agent {attempt.agent_status or 'did not finish'}, "
-                f"{attempt.tokens} tokens, {_cost(attempt.cost_usd)}{failure}"
+                f"{attempt.tokens} tokens, {_cost(attempt.cost_usd, attempt.cost_known)}{failure}"
             )
     return "\n".join(out) + "\n"
 

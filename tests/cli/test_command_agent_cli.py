@@ -98,3 +98,7 @@ def test_what_a_command_agent_spent_is_cost_unknown_not_zero_and_a_budget_says_i
     state = json.loads(orchestrate(repo, "show", "--json").stdout)
     assert state["usage"]["cost_known"] is False
     assert all(task["usage"]["cost_known"] is False for task in state["tasks"].values())
+    report = orchestrate(repo, "report")
+    assert "0 tokens, cost unknown" in report.stdout
+    assert "$0.00" not in report.stdout
+    assert json.loads(orchestrate(repo, "report", "--format", "json").stdout)["cost_known"] is False
