@@ -26,6 +26,7 @@ found.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -113,12 +114,14 @@ def says(title: str, criterion: str) -> bool:
 
 @dataclass
 class _Document:
+    """A document the prompt names, read once: the sections and boxes its units point at."""
+
     path: Path
     relative: str
     data: bytes
     outline: Outline
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
@@ -151,6 +154,7 @@ class _Document:
         return exact or prefix
 
     def linked(self, index: int) -> LinkedBox:
+        """The box at `index` of outline.tasks, as a unit's Task.linked holds it."""
         box = self.outline.tasks[index]
         assert box.box_offset is not None
         heading = self.outline.sections[box.section].title if box.section is not None else ""
