@@ -51,6 +51,7 @@ from orchestrator.planfile.parser import decode, read_plan_bytes
 from orchestrator.planfile.writer import atomic_write
 
 UNRESOLVED = "unresolved-document"
+UNRESOLVED_FILE = "unresolved-file"
 UNLINKED = "unlinked-criterion"
 MISSING_SECTION = "missing-section"
 
@@ -73,6 +74,7 @@ _ALL = re.compile(
 _THE_PLAN = re.compile(r"^(?:the\s+)?(?:(?:implementation\s+)?plan(?:'s|’s)?\b\s*)?", re.IGNORECASE)
 _PLAN_ONLY = re.compile(r"^(?:the\s+)?(?:implementation\s+)?(?:plan|document)$", re.IGNORECASE)
 _NOTE_AFTER = re.compile(r"^\s*(?:[(\[—–:;,-]|$)")
+_NEW_FILE = re.compile(r"\(\s*new\s*\)|\bto\s+create\b|\bcreate\s*:", re.IGNORECASE)
 _SUCCESS_LIST = "success criteria"
 _DRIVES = re.compile(
     r"^\s*(?:[-*+]\s+)?[*_]*(?:provide(?:\s+to\s+(?:the\s+)?sub-?agents?)?|update)[*_]*\s*:",
@@ -191,6 +193,10 @@ class _Linker:
     folder: Path
     diagnostics: list[Diagnostic] = field(default_factory=list)
     documents: list[_Document] = field(default_factory=list)
+    to_update: list[tuple[str, int, str]] = field(default_factory=list)
+    """(unit, line, path) of each file a unit is given that it does not create."""
+    created: set[str] = field(default_factory=set)
+    """The files the prompt's units create ("(NEW)")."""
 
     def note(self, severity: Severity, line: int | None, message: str, code: str) -> None:
         self.diagnostics.append(Diagnostic(severity=severity, line=line, message=message, code=code))
@@ -299,6 +305,15 @@ class _Linker:
                         UNLINKED,
                     )
                 statements.extend(found)
+        for unit, line, path in self.to_update:
+            if path not in self.created and self._inside(self.root / path) is None:
+                self.note(
+                    Severity.INFO,
+                    line,
+                    f"{unit}: `{path}`, given to it to read or update, is not in the repository "
+                    "(and no unit of the plan creates it)",
+                    UNRESOLVED_FILE,
+                )
         claimed: set[tuple[str, int]] = set()
         quiet = _Linker(self.plan, self.lines, self.root, self.folder, [], self.documents)
         for statement in statements:
@@ -353,8 +368,19 @@ class _Linker:
     def _provide(self, task: Task, line: int, item: str) -> None:
         for span in _CODE_SPAN.finditer(item):
             path = span.group(1).strip()
-            if _FILE_PATH.match(path) and path not in task.files and not path.startswith("/"):
+            if not _FILE_PATH.match(path):
+                continue
+            if path.startswith(("/", "~")):  # from the author's machine: only where it is found here
+                found = self.resolve(path)
+                if found is None:
+                    continue
+                path = self._relative(found)
+            if path not in task.files:
                 task.files.append(path)
+            if _NEW_FILE.search(item):
+                self.created.add(path)
+            else:
+                self.to_update.append((task.id, line, path))
         names = _QUOTED.findall(item)
         if not names or not (_ARROW.search(item) or re.search(r"\bsections?\b", item, re.IGNORECASE)):
             return

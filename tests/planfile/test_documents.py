@@ -277,6 +277,11 @@ Plan: `plans/the-plan.md`
 
 **Provide to sub-agent:**
 - Complete "Phase 1: Base" → "1.1 Setup" section
+- Current implementation: `src/old.py`
+- Files to update:
+  - `/Users/me/proj/src/setup.py` (UPDATE)
+  - `src/made.py` (NEW)
+- Integration: Update `src/made.py`
 
 **Verification:**
 - [ ] Done
@@ -294,7 +299,8 @@ Plan: `plans/the-plan.md`
 
 def test_update_statements_as_people_write_them(tmp_path: Path) -> None:
     repo = make_repo(
-        tmp_path / "repo", {"plans/prompt.md": VARIANTS_PROMPT, "plans/the-plan.md": VARIANTS_PLAN}
+        tmp_path / "repo",
+        {"plans/prompt.md": VARIANTS_PROMPT, "plans/the-plan.md": VARIANTS_PLAN, "src/setup.py": "x = 1\n"},
     )
     plan = parse_plan(repo / "plans/prompt.md")
     linked = {task.id: [box.title for box in task.linked] for task in plan.tasks}
@@ -307,6 +313,18 @@ def test_update_statements_as_people_write_them(tmp_path: Path) -> None:
     one = plan.task("1a")
     assert one is not None
     assert [e.heading for e in one.sections] == ["1.1 Setup"]  # the section named alone
+    given = plan.task("1c")
+    assert given is not None
+    assert given.files == ["src/old.py", "src/setup.py", "src/made.py"]
+    # Given to read or update, not in the repository, created by no unit: an info naming it.
+    missing = [(d.severity, d.message) for d in plan.diagnostics if d.code == "unresolved-file"]
+    assert missing == [
+        (
+            Severity.INFO,
+            "1c: `src/old.py`, given to it to read or update, is not in the repository "
+            "(and no unit of the plan creates it)",
+        )
+    ]
     unclear = [d for d in plan.diagnostics if d.code == "unlinked-criterion"]
     assert len(unclear) == 1
     assert "1d: cannot tell which box `the changelog` names" in unclear[0].message
