@@ -371,10 +371,10 @@ class _Linker:
             if not _FILE_PATH.match(path):
                 continue
             if path.startswith(("/", "~")):  # from the author's machine: only where it is found here
-                found = self.resolve(path)
-                if found is None:
+                here = self.resolve(path)
+                if here is None:
                     continue
-                path = self._relative(found)
+                path = self._relative(here)
             if path not in task.files:
                 task.files.append(path)
             if _NEW_FILE.search(item):
