@@ -19,9 +19,10 @@ def accept(
     note: Annotated[str, typer.Option("--note", help="What you checked (kept in the run's journal).")] = "",
     repo: RepoOpt = None,
 ) -> None:
-    """Accept a task that waits for a human: tick it and commit it (with its kept work, if any) with
-    an Orchestrate-Attested-By trailer naming your git identity. Then `orchestrate resume` goes on
-    with the tasks that waited on it."""
+    """Accept a task that waits for a human: tick and commit it, attested by you.
+
+    Its kept work (if any) is committed with its tick and an Orchestrate-Attested-By trailer naming
+    your git identity. Then `orchestrate resume` goes on with the tasks that waited on it."""
     from orchestrator.engine.gates import accept as accept_task
 
     with _reported():
@@ -42,8 +43,9 @@ def reject(
     ],
     repo: RepoOpt = None,
 ) -> None:
-    """Reject a task that waits for a human: it is open again, and its next attempt's prompt
-    carries the note. Then `orchestrate resume` runs it again."""
+    """Reject a task that waits for a human: open again, the note in its next prompt.
+
+    Its work stays in its ref. Then `orchestrate resume` runs it again."""
     from orchestrator.engine.gates import reject as reject_task
 
     with _reported():
