@@ -478,6 +478,9 @@ class PromptRenderer:
             "plan_preamble": preamble,
             "plan_rules": sections,
             "plan_documents": plan.linked_documents,
+            # An orchestration prompt (its units are given sections of, or tick boxes in, other
+            # documents) speaks to an orchestrator: the worker is told it is a sub-agent.
+            "plan_orchestrates": any(t.sections or t.linked for t in plan.tasks),
             "protected_paths": self.protected_paths,
             "rules": self.rules,
             "rules_source": self.rules_source,

@@ -93,6 +93,7 @@ def test_dry_run_gives_each_unit_its_section_of_the_plan(tmp_path: Path) -> None
     assert "Python compiles without errors" in first
     assert "Never store card numbers" in first
     assert f"Do not edit {DRIVEN}" in first
+    assert "orchestrate plays that part. You are the" in first  # the prompt speaks to an orchestrator
 
 
 def test_a_unit_ticks_its_boxes_and_the_plan_criterion_in_one_commit(tmp_path: Path) -> None:
