@@ -68,7 +68,7 @@ _LIST_AFTER = re.compile(
     r"^\s*(?:as\s+(?:done|complete[d]?|checked)\s+)?(?:in|under|of|from)\s+(?P<list>.+?)\s*$", re.IGNORECASE
 )
 _ALL = re.compile(
-    r"^all\s+(?P<remaining>remaining\s+)?(?:(?:items|boxes|checkboxes|criteria)\s+(?:in|of|under)\s+)?(?P<list>.+)$",
+    r"^all\s+(?:of\s+(?:the\s+)?)?(?P<remaining>remaining\s+)?(?:(?:items|boxes|checkboxes|criteria)\s+(?:in|of|under)\s+)?(?P<list>.+)$",
     re.IGNORECASE,
 )
 _THE_PLAN = re.compile(r"^(?:the\s+)?(?:(?:implementation\s+)?plan(?:'s|’s)?\b\s*)?", re.IGNORECASE)
@@ -76,6 +76,7 @@ _PLAN_ONLY = re.compile(r"^(?:the\s+)?(?:implementation\s+)?(?:plan|document)$",
 _NOTE_AFTER = re.compile(r"^\s*(?:[(\[—–:;,-]|$)")
 _NEW_FILE = re.compile(r"\(\s*new\s*\)|\bto\s+create\b|\bcreate\s*:", re.IGNORECASE)
 _SUCCESS_LIST = "success criteria"
+_PHASE_LIST = re.compile(r"^(?P<phase>phase\s+[\w.]+)\s+(?P<what>.+)$", re.IGNORECASE)
 _DRIVES = re.compile(
     r"^\s*(?:[-*+]\s+)?[*_]*(?:provide(?:\s+to\s+(?:the\s+)?sub-?agents?)?|update)[*_]*\s*:",
     re.IGNORECASE | re.MULTILINE,
@@ -463,9 +464,24 @@ class _Linker:
                 for section in document.outline.sections
                 if _SUCCESS_LIST in _normal(section.title)
             ]
-        return [
-            (document, index) for document in self.documents for index in document.sections_named(name)[:1]
-        ]
+        found: list[tuple[_Document, int]] = []
+        phase = _PHASE_LIST.match(name)
+        for document in self.documents:
+            named = document.sections_named(name)[:1]
+            if not named and phase is not None:
+                # "Phase 2 Success Criteria" where the plan has "### Success Criteria" under
+                # "## Phase 2: ...".
+                outer = document.sections_named(phase.group("phase"))[:1]
+                named = [
+                    s.index
+                    for s in document.outline.sections
+                    if outer
+                    and s.index != outer[0]
+                    and outer[0] in document.outline.chain(s.index)
+                    and _normal(phase.group("what")) in _normal(s.title)
+                ][:1]
+            found.extend((document, index) for index in named)
+        return found
 
     def _where_lists(self) -> str:
         return "in " + ", ".join(d.relative for d in self.documents) if self.documents else self._where()
@@ -533,13 +549,20 @@ def _statements(task: Task, line: int, words: str) -> list[_Statement]:
 
 
 def _list_name(words: str) -> str | None:
-    """ "the plan's Phase 2 Success Criteria section" -> "Phase 2 Success Criteria"; None for
-    "plan" alone."""
+    """ "the plan's Phase 2 Success Criteria section" -> "Phase 2 Success Criteria" (so too "the
+    Success Criteria of Phase 2", "Phase 2's Success Criteria"); None for "plan" alone."""
     words = re.sub(r"\s+(?:in|of)\s+(?:the\s+)?(?:implementation\s+)?plan$", "", words.strip(), flags=re.I)
     if _PLAN_ONLY.match(words):
         return None
     words = _THE_PLAN.sub("", words, count=1) if not words.lower().startswith("plans") else words
     words = re.sub(r"\s+(?:section|list|checklist|checkboxes|boxes)$", "", words, flags=re.IGNORECASE)
+    turned = re.match(
+        r"^(?:the\s+)?(?P<what>.+?)\s+(?:of|for)\s+(?P<phase>phase\s+\S+)$", words, re.IGNORECASE
+    )
+    if turned is None:
+        turned = re.match(r"^(?P<phase>phase\s+\S+?)(?:'s|’s)\s+(?P<what>.+)$", words, re.IGNORECASE)
+    if turned is not None:
+        words = f"{turned.group('phase')} {turned.group('what')}"
     return words.strip() or None
 
 

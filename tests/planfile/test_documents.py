@@ -328,3 +328,61 @@ def test_update_statements_as_people_write_them(tmp_path: Path) -> None:
     unclear = [d for d in plan.diagnostics if d.code == "unlinked-criterion"]
     assert len(unclear) == 1
     assert "1d: cannot tell which box `the changelog` names" in unclear[0].message
+
+
+NESTED_PLAN = """\
+# Plan
+
+## Phase 2: Core
+
+### 2.1 Build
+
+Build it.
+
+### Success Criteria
+- [ ] Core builds (pending)
+- [ ] Core is fast
+
+## Phase 3: Edge
+
+### Success Criteria
+- [ ] Edge works
+"""
+
+NESTED_PROMPT = """\
+# Orchestrator
+
+Read `plans/nested.md` first.
+
+### Phase 2: Core
+
+#### Sub-Agent 2A: Build
+
+**Provide to sub-agent:**
+- Complete "Phase 2: Core" → "2.1 Build" section
+
+**Verification:**
+- [ ] Built
+
+**Update:** Mark "Core builds" in Phase 2 Success Criteria
+**Update:** Mark "Core is fast" in the Success Criteria of Phase 2
+
+#### Sub-Agent 2B: Edge
+
+**Verification:**
+- [ ] Edged
+
+**Update:** Mark all of Phase 3's Success Criteria
+"""
+
+
+def test_a_phases_success_criteria_written_under_the_phase(tmp_path: Path) -> None:
+    """ "Phase 2 Success Criteria" where the plan has "### Success Criteria" inside "## Phase 2"."""
+    repo = make_repo(tmp_path / "repo", {"plans/prompt.md": NESTED_PROMPT, "plans/nested.md": NESTED_PLAN})
+    plan = parse_plan(repo / "plans/prompt.md")
+    linked = {task.id: [(box.title, box.line) for box in task.linked] for task in plan.tasks}
+    assert linked == {
+        "2a": [("Core builds (pending)", 10), ("Core is fast", 11)],
+        "2b": [("Edge works", 16)],
+    }
+    assert [d for d in plan.diagnostics if d.severity is not Severity.INFO] == []
