@@ -6,7 +6,10 @@ again at base (fail_first = "warn") and without (fail_first = "off").
 Each task's check is `python3 test_fNN.py`; the repository holds `--files` other files, which every
 scratch tree is written from. The extra time per task splits into the checks run at base (what the
 project's tests cost, paid once more) and fail-first's own work: the diff read, the scratch tree
-written from git objects and removed. Target for that own work: under 150 ms per task.
+written from git objects and removed. That work is mostly writing the repository's files
+(`git checkout-index`: 100-200 ms for 300 files on a loaded 2-core machine), so it grows with the
+repository. Target: under 500 ms per task at 300 files, against the minutes a real agent's attempt
+takes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from orchestrator.domain.events import ListReporter
 from orchestrator.engine.session import start_run
 from orchestrator.persistence.checkpoints import RunStore
 
-TARGET_MS = 150.0
+TARGET_MS = 500.0
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "Bench",
     "GIT_AUTHOR_EMAIL": "bench@example.invalid",

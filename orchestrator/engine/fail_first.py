@@ -46,7 +46,7 @@ from orchestrator.engine.recorder import Recorder
 from orchestrator.engine.stop import StopToken
 from orchestrator.engine.verification import CommandResult, run_verification
 from orchestrator.engine.worktrees import safe_name
-from orchestrator.persistence.repo import GitRepo
+from orchestrator.persistence.repo import GitRepo, TreeChange
 from orchestrator.tools.sandbox import Sandbox
 
 SCRATCH_DIR = ".fail-first"
@@ -251,8 +251,8 @@ def weakened(path: str, before: str | None, after: str | None) -> list[str]:
 def weakened_tests(
     changes: Sequence[tuple[str, str]], content: Callable[[str, str], str | None], named: Iterable[str] = ()
 ) -> list[str]:
-    """The findings of `weakened` over a diff: `changes` are (status, path) as
-    GitRepo.changes_between gives them, `content(side, path)` a file's text on side 'before' or
+    """The findings of `weakened` over a diff: `changes` are (status, path), status 'A', 'M' or 'D'
+    as GitRepo.changes_between gives it; `content(side, path)` a file's text on side 'before' or
     'after'. A test file deleted here and added there with the same name or the same text was moved:
     it is compared with its new self."""
     named = list(named)
@@ -343,8 +343,10 @@ class FailFirst:
         `fail_first` before the verdict is acted on."""
         base = ws_repo.head_now()
         assert base is not None  # pre-flight refuses a repository without commits
-        changes = ws_repo.changes_between(base, tree)
-        tests = [(status, path) for status, path in changes if is_test_file(path, task.test_files)]
+        changed_tests = [
+            c for c in ws_repo.changes_between(base, tree) if is_test_file(c.path, task.test_files)
+        ]
+        tests = [(c.status, c.path) for c in changed_tests]
         if not tests:
             return Verdict()  # no test touched: nothing to journal (the record's absence reads as none)
 
@@ -368,7 +370,7 @@ class FailFirst:
         if not runs:
             note = f"no check of the task runs the tests it changed ({_some(changed, 3)})"
             return self._record(t.FailFirstChecked(**record, result="none", note=note), task)
-        results = self._at_base(task, attempt, ws_repo, base, tree, [p for _, p in tests], runs, workspace)
+        results = self._at_base(task, attempt, ws_repo, base, changed_tests, runs, workspace)
         checks = [
             t.CheckAtBase(
                 command=r.command,
@@ -405,13 +407,13 @@ class FailFirst:
         attempt: int,
         ws_repo: GitRepo,
         base: str,
-        tree: str,
-        tests: list[str],
+        tests: Sequence[TreeChange],
         commands: list[str],
         workspace: Path,
     ) -> list[CommandResult]:
-        """Run `commands` in a scratch tree holding `base` with the files of `tests` as `tree` has
-        them; the scratch tree is gone when this returns (or, after a kill, when the next run starts)."""
+        """Run `commands` in a scratch tree holding `base` with the attempt's changes to `tests`
+        applied; the scratch tree is gone when this returns (or, after a kill, when the next run
+        starts)."""
         folder = self.scratch_root / safe_name(self.recorder.state.run_id)
         scratch = folder / f"{safe_name(task.id)}.{attempt}"
         index = folder / f"{safe_name(task.id)}.{attempt}.index"
@@ -421,7 +423,7 @@ class FailFirst:
         shutil.rmtree(scratch, ignore_errors=True)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            ws_repo.export_with(base, tree, tests, scratch, index)
+            ws_repo.export_with(base, tests, scratch, index)
             if any((workspace / name).is_dir() for name in DEPENDENCY_FOLDERS):
                 for name in set(ws_repo.ignored_entries()) & DEPENDENCY_FOLDERS:
                     (scratch / name).symlink_to(workspace / name, target_is_directory=True)

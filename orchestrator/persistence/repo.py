@@ -37,7 +37,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.errors import PreflightError
 from orchestrator.persistence import gitfiles
@@ -148,6 +148,18 @@ class WorktreeEntry:
     path: Path
     branch: str | None
     head: str | None
+
+
+class TreeChange(NamedTuple):
+    """A path that differs between two trees (see GitRepo.changes_between)."""
+
+    status: str
+    """'A' added, 'D' deleted, 'M' modified."""
+    path: str
+    mode: str
+    """On the new side: '100644', '100755', '120000' (a link), '000000' when deleted."""
+    blob: str
+    """On the new side (zeros when deleted)."""
 
 
 @dataclass(frozen=True)
@@ -809,13 +821,16 @@ class GitRepo:
         raw = self.git("diff", "--name-only", "-z", "--no-renames", *_NO_PROGRAMS, old, new, "--")
         return [p for p in raw.split("\0") if p]
 
-    def changes_between(self, old: str, new: str) -> list[tuple[str, str]]:
-        """(status, path) for each path that differs between two commits or trees: 'A' added,
-        'D' deleted, 'M' modified (a type change counts as modified)."""
-        raw = self.git("diff", "--name-status", "-z", "--no-renames", *_NO_PROGRAMS, old, new, "--")
+    def changes_between(self, old: str, new: str) -> list[TreeChange]:
+        """Each path that differs between two commits or trees, with its mode and blob on the new
+        side: 'A' added, 'D' deleted (mode 000000), 'M' modified (a type change counts as one)."""
+        raw = self.git("diff", "--raw", "-z", "--no-renames", "--no-abbrev", *_NO_PROGRAMS, old, new, "--")
         fields = [f for f in raw.split("\0") if f]
-        pairs = zip(fields[::2], fields[1::2], strict=True)
-        return [(status[:1] if status[:1] in "AD" else "M", path) for status, path in pairs]
+        changes: list[TreeChange] = []
+        for meta, path in zip(fields[::2], fields[1::2], strict=True):
+            _, mode, _, blob, status = meta.lstrip(":").split(" ")[:5]
+            changes.append(TreeChange(status[:1] if status[:1] in "AD" else "M", path, mode, blob))
+        return changes
 
     def blob_at(self, tree: str, path: str) -> bytes | None:
         """The bytes of `path` in `tree` (a commit or a tree), exactly; None when it has none."""
@@ -829,18 +844,17 @@ class GitRepo:
         )
         return done.stdout if done.returncode == 0 else None
 
-    def export_with(
-        self, base: str, source: str, paths: Sequence[str], destination: Path, index: Path
-    ) -> None:
-        """Write under `destination` (made if need be) the files of `base`, each of `paths` as
-        `source` has it (left out where `source` has none): a plain directory, built through the
-        scratch index file `index`. No work tree, index, ref, worktree or branch is touched or made."""
+    def export_with(self, base: str, changes: Sequence[TreeChange], destination: Path, index: Path) -> None:
+        """Write under `destination` (made if need be) the files of `base` with `changes` applied
+        (as changes_between gives them): a plain directory, built through the scratch index file
+        `index`. No work tree, index, ref, worktree or branch is touched or made."""
         env = {"GIT_INDEX_FILE": str(index)}
         self.git("read-tree", base, env=env)
-        if paths:
-            listed = self.git("ls-tree", "-z", "--full-tree", source, "--", *paths).split("\0")
-            present = {entry.split("\t", 1)[1]: entry for entry in listed if "\t" in entry}
-            lines = [present.get(path, f"0 {'0' * 40}\t{path}") for path in paths]
+        if changes:
+            lines = [
+                f"0 {'0' * 40}\t{c.path}" if c.status == "D" else f"{c.mode} {c.blob}\t{c.path}"
+                for c in changes
+            ]
             self.git("update-index", "-z", "--index-info", env=env, input_text="\0".join(lines) + "\0")
         destination.mkdir(parents=True, exist_ok=True)
         self.git("checkout-index", "-a", "-f", f"--prefix={destination}{os.sep}", env=env)
