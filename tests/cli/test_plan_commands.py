@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -414,8 +415,13 @@ def test_shell_completion_completes_commands_through_the_console_script(tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["run", "runs"]
+    # typer finds the shell among the process's ancestors (shellingham): run it from bash, as a
+    # user would, not from whatever started the tests (a detached job has no shell above it).
     script = subprocess.run(
-        [str(ORCHESTRATE), "--show-completion", "bash"], capture_output=True, text=True, check=False
+        ["bash", "-c", f"{shlex.quote(str(ORCHESTRATE))} --show-completion; true"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert "_orchestrate_completion" in script.stdout
 
