@@ -4,6 +4,7 @@ Each task commit carries, besides Orchestrate-Task and Orchestrate-Run, a short 
 the task's record in the state fold, one field per stage that ran:
 
     Orchestrate-Evidence: checks=3 fail-first=ok review=met
+    Orchestrate-Evidence: checks=1 fail-first=none tests-weakened=1   (a test deleted, skipped, ...)
     Orchestrate-Evidence: checks=0 unverified             (nothing judged it)
     Orchestrate-Evidence: checks=0 human=accepted         (a person did: Orchestrate-Attested-By)
 
@@ -32,6 +33,8 @@ def evidence(record: TaskRecord) -> str:
     found = record.fail_first
     if found is not None and found.result != "off":  # no record: the task touched no test
         fields.append(f"fail-first={found.result}")
+    if found is not None and found.weakened:  # existing tests deleted, skipped or loosened
+        fields.append(f"tests-weakened={len(found.weakened)}")
     if record.attested_by:
         fields.append("human=accepted")
     elif not passed:

@@ -212,6 +212,8 @@ def test_a_diff_that_deletes_a_test_is_reported(tmp_path: Path) -> None:
     [found] = _records(repo, "fail_first")
     assert found["weakened"] == ["tests/test_greet.py: test file deleted (1 test)"]
     assert found["result"] == "none"
+    trailer = git(repo, "log", "-1", "--format=%(trailers:key=Orchestrate-Evidence,valueonly)")
+    assert trailer == "checks=1 fail-first=none tests-weakened=1"
     journal = RunStore.for_repo(repo, Path("checkpoints"))
     state = RunState.from_records(journal.transitions(str(journal.latest())))
     text = reviewer_text(state.task("T001"))
@@ -484,3 +486,21 @@ def test_a_file_the_plan_names_as_a_test_is_one_whatever_its_name(tmp_path: Path
     [found] = _records(repo, "fail_first")
     assert found["tests"] == ["checks/shout_check.py"]
     assert found["result"] == "ok", found
+
+
+def test_a_resume_keeps_the_runs_stricter_fail_first(tmp_path: Path) -> None:
+    repo, script = _project(tmp_path, {"T001": [ADD_SHOUT, OLD_TEST]})
+    crashed = orchestrate(
+        repo,
+        *("run", "plan.md", "--script", str(script), "--branch", "feature"),
+        *("--fail-first", "require", "--max-attempts", "2"),
+        env={"ORCHESTRATE_CRASH_AT": "after_start:T001"},
+    )
+    assert crashed.returncode == 137, crashed.stderr
+
+    # No flag: the configuration says warn, the run said require; the stricter holds.
+    resumed = orchestrate(repo, "resume")
+
+    assert resumed.returncode == 1, resumed.stderr
+    assert "failed T001: fail-first: " in resumed.stderr
+    assert [r["result"] for r in _records(repo, "fail_first")] == ["passed-at-base", "passed-at-base"]
