@@ -74,6 +74,8 @@ PROBE_PROMPT = "Reply with the single word OK."
 _STATUS = re.compile(r"\b(?:status|status code|last status)[: ]+(\d{3})\b", re.IGNORECASE)
 UNREACHABLE = ("error sending request", "stream disconnected", "connection refused", "timed out")
 """How codex words an API it could not reach after its retries (no status to go by)."""
+NO_KEY = ("Not logged in", "Missing environment variable")
+"""How codex says it has no key at all (its provider's `env_key` unset): no request was made."""
 DENIED = ("Read-only file system", "Operation not permitted", "Permission denied")
 """How a write its sandbox refused reads in a command's output."""
 
@@ -199,7 +201,7 @@ class CodexAgent:
     def _refused(self, session: _Session) -> str:
         """The error shown, when the session failed for want of a usable key."""
         for message in reversed(session.errors):
-            if status_of(message) in (401, 403) or "Not logged in" in message:
+            if status_of(message) in (401, 403) or any(sign in message for sign in NO_KEY):
                 return redact(message)[:300]
         return ""
 

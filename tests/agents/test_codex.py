@@ -159,6 +159,17 @@ def test_a_rejected_key_is_refused_before_the_first_task(
     assert tasks_committed(repo) == []
 
 
+def test_a_missing_key_is_refused_before_the_first_task(
+    repo: Path, codex_bin: Path, codex_home: Path
+) -> None:
+    script(codex_bin, SUCCESS, probe=codex_cli.NO_KEY, probe_exit=1, edits=EDITS)
+    refused = orchestrate(repo, "run", "plan.md", "--agent", "codex", env=UNCONFINED)
+    assert refused.returncode == 2
+    assert "codex cannot use its key (Missing environment variable: `OPENAI_API_KEY`.)" in refused.stderr
+    assert "export CODEX_API_KEY (or OPENAI_API_KEY)" in refused.stderr
+    assert calls(codex_bin) == []
+
+
 def test_a_key_rejected_mid_run_is_a_resumable_stop(repo: Path, codex_bin: Path, codex_home: Path) -> None:
     script(codex_bin, UNAUTHORIZED, exit=1)
     stopped = orchestrate(repo, "run", "plan.md", "--agent", "codex", env=UNCONFINED)

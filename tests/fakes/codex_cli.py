@@ -92,6 +92,11 @@ READ_ONLY = session(
 """What codex 0.171.0 printed with its default read-only sandbox: the write refused, exit 0."""
 OVERLOADED = session(*api_error(529, "<unknown status code>", "Overloaded"))
 UNAUTHORIZED = session(*api_error(401, "Unauthorized", "Incorrect API key provided: sk-wrong."))
+NO_KEY = session(
+    {"type": "error", "message": "Missing environment variable: `OPENAI_API_KEY`."},
+    {"type": "turn.failed", "error": {"message": "Missing environment variable: `OPENAI_API_KEY`."}},
+)
+"""codex 0.171.0 with a provider whose env_key is not set."""
 PROBE_OK = session(message("OK"), usage(1500, 0, 2))
 
 
