@@ -158,14 +158,17 @@ def test_credential_files_in_home_are_masked_unless_given_back(tmp_path: Path) -
     (home / ".claude").mkdir()
     (home / ".claude" / ".credentials.json").write_text('{"token": "s3cr3t"}')
     (home / ".claude.json").write_text('{"primaryApiKey": "s3cr3t"}')
+    (home / ".codex").mkdir()
+    (home / ".codex" / "auth.json").write_text('{"OPENAI_API_KEY": "c0dex-s3cr3t"}')
     (home / ".gitconfig").write_text("[user]\n\tname = Ann\n")
     work = tmp_path / "work"
     work.mkdir()
     found = credential_paths(home)
-    assert {p.name for p in found} == {".aws", ".credentials.json", ".claude.json"}
+    assert {p.name for p in found} == {".aws", ".credentials.json", ".claude.json", "auth.json"}
     sandbox = bubblewrap.reading(home).hiding(*found)  # (home is in /tmp, private in the sandbox)
     look = (
-        f"cat {home}/.aws/credentials {home}/.claude/.credentials.json {home}/.claude.json {home}/.gitconfig"
+        f"cat {home}/.aws/credentials {home}/.claude/.credentials.json {home}/.claude.json "
+        f"{home}/.codex/auth.json {home}/.gitconfig"
     )
     done = _run(sandbox.wrap(["bash", "-c", look + "; true"], work), work)
     assert "s3cr3t" not in done.stdout
@@ -175,6 +178,11 @@ def test_credential_files_in_home_are_masked_unless_given_back(tmp_path: Path) -
     done = _run(given.wrap(["bash", "-c", look + "; true"], work), work)
     assert done.stdout.count("s3cr3t") == 2
     assert "aws_secret_access_key" not in done.stdout
+    assert "c0dex" not in done.stdout
+    # codex given its home back (CODEX_HOME, ~/.codex) sees its login.
+    done = _run(sandbox.writing(home / ".codex").wrap(["bash", "-c", look + "; true"], work), work)
+    assert done.stdout.count("s3cr3t") == 1
+    assert "c0dex-s3cr3t" in done.stdout
 
 
 @needs_bwrap

@@ -25,8 +25,8 @@ SandboxMode = Literal["auto", "bubblewrap", "none"]
 
 
 CREDENTIALS = (
-    ".anthropic", ".claude.json", ".claude/.credentials.json", ".config/anthropic", ".netrc",
-    ".git-credentials", ".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".config/gh", ".kube",
+    ".anthropic", ".claude.json", ".claude/.credentials.json", ".codex/auth.json", ".config/anthropic",
+    ".netrc", ".git-credentials", ".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".config/gh", ".kube",
     ".docker/config.json", ".pypirc", ".npmrc", ".cargo/credentials.toml", ".cargo/credentials",
 )  # fmt: skip
 """Where keys and tokens live in a home directory. The sandbox shows the whole disk read-only, and a
