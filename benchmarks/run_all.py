@@ -1,6 +1,6 @@
 """Every benchmark, one table: parse times, orchestration overhead per task, what fail-first adds to
 a task that adds a test, crash trials (serial and parallel), makespan against the lower bound on
-four DAG shapes, and the worktree chores.
+four DAG shapes, the worktree chores, and the tokens a reviewer adds to a task.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--crash-trials N] [--task-seconds S] [--repeats R]
 
@@ -32,6 +32,7 @@ from benchmarks import (
     makespan_bench,
     overhead_bench,
     parse_bench,
+    review_bench,
 )
 
 Row = tuple[str, str, str, str, str]
@@ -166,6 +167,20 @@ def makespan_rows(levels: str, seconds: float, repeats: int) -> list[Row]:
     return rows
 
 
+def review_rows(units: int) -> list[Row]:
+    return [
+        (
+            "review",
+            f"tokens the reviewer adds to a task: {r['reviewer']}, {units} units",
+            f"{r['review_tokens_per_task']} / {r['worker_tokens_per_task']} = {r['token_share']:.1%} "
+            f"(cost {r['cost_share']:.1%})",
+            f"< {r['target']:.0%}",
+            _verdict(r["ok"]),
+        )
+        for r in _quietly(lambda: review_bench.main(["--units", str(units), "--quiet"]))
+    ]
+
+
 def render(rows: list[Row]) -> str:
     header: Row = ("section", "measure", "value", "target", "")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
@@ -212,6 +227,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         ("crash", lambda: crash_rows(trials, args.crash_parallel)),
         ("makespan", lambda: makespan_rows(levels, seconds, repeats)),
         ("prompt cache", cache_rows),
+        ("review", lambda: review_rows(2 if quick else 3)),
     ]
     for name, step in steps:
         print(f"running the {name} benchmark...", file=sys.stderr, flush=True)

@@ -114,6 +114,14 @@ class Settings(BaseModel):
     test changes applied): a new test that passes there proves nothing. warn: say so and go on;
     require: the attempt fails; off: do not run them at base (a diff that weakens existing tests is
     still reported)."""
+    review: Literal["auto", "always", "never"] = "auto"
+    """The reviewer stage, after a unit's checks pass: `auto` reviews units with a criterion no
+    command covers (or an `Expected:` output no command judges), `always` every unit, `never` none."""
+    review_model: str | None = Field(default=None, min_length=1)
+    """The reviewer's model (anthropic backend); default: one cheaper than `model` (see
+    review_model_for)."""
+    max_review_rounds: int = Field(default=2, ge=1, le=20)
+    """Review rounds per attempt: a verdict whose evidence does not hold is asked again, up to this."""
     protected_branches: list[str] = Field(default_factory=lambda: ["main", "master", "next"])
     """Branches a run refuses to commit on."""
     protected_paths: list[str] = Field(default_factory=list)
@@ -189,6 +197,20 @@ class Settings(BaseModel):
         """Where a setting's value came from: `flag --timeout`, `environment variable
         ORCHESTRATE_TIMEOUT`, `orchestrate.toml:3`, or `the default`."""
         return self._origins.get(name, DEFAULT_ORIGIN)
+
+
+CHEAPER_MODEL = {"opus": "claude-sonnet-4-6", "sonnet": "claude-haiku-4-5"}
+"""The reviewer's default model by the worker's family: a cheaper one (haiku reviews haiku)."""
+
+
+def review_model_for(settings: Settings) -> str:
+    """The model the reviewer uses: `review_model` when set, else one cheaper than the worker's."""
+    if settings.review_model:
+        return settings.review_model
+    for family, cheaper in CHEAPER_MODEL.items():
+        if family in settings.model:
+            return cheaper
+    return settings.model
 
 
 _ENV_PREFIX = "ORCHESTRATE_"

@@ -32,6 +32,7 @@ from orchestrator.agents.loop import (
     PromptTooLong,
 )
 from orchestrator.agents.pricing import price_for, priced
+from orchestrator.agents.review_loop import ReviewLoop
 from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
 from orchestrator.tools.environment import redact, secret
@@ -409,3 +410,11 @@ def create(settings: Settings) -> Agent:
         context_tokens=settings.context_window,
     )
     return LoopAgent("anthropic", _model_opener(settings), limits, _key_check(settings))
+
+
+def create_reviewer(settings: Settings) -> ReviewLoop:
+    """The reviewer on the Messages API (its model is the request's: review_model_for); AgentConfigError
+    without a key."""
+    if not (secret("ANTHROPIC_API_KEY") or secret("ANTHROPIC_AUTH_TOKEN")):
+        raise AgentConfigError(NO_KEY)
+    return ReviewLoop("anthropic", _model_opener(settings))

@@ -60,6 +60,8 @@ class AgentEvent(BaseModel):
     """'model_call' (usage filled in), 'tool_call', 'message', 'progress'."""
     detail: str = ""
     usage: Usage | None = None
+    model: str = ""
+    """For model calls: the model that answered, where the backend knows it."""
     session_over: bool = False
     """The usage of a session that has already ended (an agent CLI reports it at its end): it is
     recorded, but never stops the agent, whose work is done (and is then verified and committed)."""
@@ -74,6 +76,47 @@ class Agent(Protocol):
     name: str
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome: ...
+
+
+class ReviewRequest(BaseModel):
+    """One review round of one attempt: the reviewer sees the criteria, the rules and the
+    attempt's diff (in `prompt`), and a read-only copy of the attempt's tree (`workspace`); never
+    the worker's own report."""
+
+    task_id: str
+    attempt: int = 1
+    round: int = 1
+    """The round within the attempt (a verdict whose evidence did not hold is asked again)."""
+    sequence: int = 1
+    """The task's review rounds so far, this one included, over all its attempts."""
+    system_prompt: str
+    prompt: str
+    workspace: Path
+    """A copy of the attempt's tree; its commands run with it read-only (under bubblewrap)."""
+    model: str
+    max_turns: int = 30
+    command_timeout: float = 300.0
+    env: dict[str, str] = Field(default_factory=dict)
+    sandbox: Sandbox | None = None
+
+
+class ReviewReply(BaseModel):
+    """What a reviewer answered: the `submit_verdict` input as given (orchestrate reads and
+    checks it), or None with the reason it gave none."""
+
+    verdict: object | None = None
+    failure: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    turns: int = 0
+
+
+class Reviewer(Protocol):
+    """Judges an attempt's work against its unit's criteria, through the `submit_verdict` tool
+    (orchestrator.domain.review). Model calls are reported to the listener as an Agent's are."""
+
+    name: str
+
+    def review(self, request: ReviewRequest, listener: AgentListener) -> ReviewReply: ...
 
 
 @runtime_checkable

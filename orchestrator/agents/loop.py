@@ -263,7 +263,11 @@ class _Run:
             )
             self.listener(
                 AgentEvent(
-                    kind="model_call", usage=reply.usage, detail=self._call_detail(reply), session_over=ends
+                    kind="model_call",
+                    usage=reply.usage,
+                    model=self.model.model_id,
+                    detail=self._call_detail(reply),
+                    session_over=ends,
                 )
             )
             # A tool call whose input is not valid Unicode is answered with an error (what it would

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import cast
 
-from orchestrator.agents.base import Agent
+from orchestrator.agents.base import Agent, Reviewer
 from orchestrator.config import Settings
 from orchestrator.errors import UsageError
 
@@ -56,3 +56,11 @@ def create_agent(settings: Settings) -> Agent:
             return cast(AgentFactory, ep.load())(settings)
     known = ", ".join(available())
     raise UsageError(f"unknown agent '{name}'; choose one of: {known}")
+
+
+def create_reviewer(settings: Settings) -> Reviewer:
+    """The reviewer of units whose worker cannot review (every backend but a scripted one with
+    verdicts): our loop on the Messages API, with read-only tools. AgentConfigError without a key."""
+    from orchestrator.agents.anthropic import create_reviewer as anthropic_reviewer
+
+    return anthropic_reviewer(settings)

@@ -12,8 +12,15 @@ per-attempt behaviour (an attempt past the last list replays the last one). Step
     {"usage": {"input_tokens": N, "output_tokens": N, "cost_usd": X, ...}}
                                         report one model call's usage (to exercise budgets)
 
-A task absent from the script changes nothing and succeeds. Paths are relative to the workspace
-and refused as the file tools refuse them: outside it, in the run's state (the sandbox's hidden
+An entry may also carry "reviews": a list of `submit_verdict` inputs (README, "The reviewer"), the
+verdicts its reviewer gives, one per review round in order over all its attempts (a round past the
+last replays the last); an entry's own "usage" key is reported as the reviewer's model call:
+
+    {"T001": {"attempts": [[steps]], "reviews": [{"criteria": [...]}, {"criteria": [...]}]}}
+
+A task with no reviews scripted is not reviewed by the scripted agent (an anthropic reviewer does it
+if a key is set). A task absent from the script changes nothing and succeeds. Paths are relative to
+the workspace and refused as the file tools refuse them: outside it, in the run's state (the sandbox's hidden
 paths), or in .git.
 """
 
@@ -32,6 +39,8 @@ from orchestrator.agents.base import (
     AgentOutcome,
     AgentRequest,
     AgentStatus,
+    ReviewReply,
+    ReviewRequest,
 )
 from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
@@ -84,8 +93,34 @@ def _check_steps(steps: Any, where: str, source: Path) -> list[Step]:
     return [_check_step(s, f"{where} step {i + 1}", source) for i, s in enumerate(steps)]
 
 
-def load_script(path: Path) -> dict[str, list[list[Step]]]:
+Script = dict[str, list[list[Step]]]
+Reviews = dict[str, list[dict[str, Any]]]
+
+
+def load_script(path: Path) -> Script:
     """task id -> attempts -> steps, validated; ScriptError names the file and the bad entry."""
+    return load_script_and_reviews(path)[0]
+
+
+def _check_reviews(reviews: Any, task_id: str, source: Path) -> list[dict[str, Any]]:
+    if not isinstance(reviews, list) or not reviews or not all(isinstance(r, dict) for r in reviews):
+        raise ScriptError(
+            f"{source}: task '{task_id}': 'reviews' takes a list of submit_verdict inputs "
+            '({"criteria": [...]})'
+        )
+    for n, review in enumerate(reviews):
+        usage = review.get("usage", {})
+        if not isinstance(usage, dict) or not set(usage) <= _USAGE_FIELDS:
+            raise ScriptError(
+                f"{source}: task '{task_id}' review {n + 1}: 'usage' takes an object with "
+                f"{', '.join(sorted(_USAGE_FIELDS))}"
+            )
+    return list(reviews)
+
+
+def load_script_and_reviews(path: Path) -> tuple[Script, Reviews]:
+    """The steps (task id -> attempts -> steps) and the scripted verdicts (task id -> rounds),
+    validated; ScriptError names the file and the bad entry."""
     try:
         raw = json.loads(read_regular_file(path, what="script", limit=SCRIPT_LIMIT).decode("utf-8"))
     except NotReadable as exc:  # missing, a FIFO or a device (never read), too big
@@ -94,29 +129,34 @@ def load_script(path: Path) -> dict[str, list[list[Step]]]:
         raise ScriptError(f"{path}: the script is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ScriptError(f"{path}: the script must be a JSON object from task id to steps")
-    script: dict[str, list[list[Step]]] = {}
+    script: Script = {}
+    reviews: Reviews = {}
     for task_id, entry in raw.items():
         if isinstance(entry, dict):
-            attempts = entry.get("attempts")
-            if set(entry) != {"attempts"} or not isinstance(attempts, list) or not attempts:
+            attempts = entry.get("attempts", [[]] if "reviews" in entry else None)
+            if not set(entry) <= {"attempts", "reviews"} or not isinstance(attempts, list) or not attempts:
                 raise ScriptError(
-                    f"{path}: task '{task_id}': use a list of steps or {{\"attempts\": [[...]]}}"
+                    f"{path}: task '{task_id}': use a list of steps or "
+                    '{"attempts": [[...]], "reviews": [...]} (either key may be left out)'
                 )
             script[task_id] = [
                 _check_steps(steps, f"task '{task_id}' attempt {n + 1}", path)
                 for n, steps in enumerate(attempts)
             ]
+            if "reviews" in entry:
+                reviews[task_id] = _check_reviews(entry["reviews"], task_id, path)
         else:
             script[task_id] = [_check_steps(entry, f"task '{task_id}'", path)]
-    return script
+    return script, reviews
 
 
 class ScriptedAgent:
     name = "scripted"
 
-    def __init__(self, script: dict[str, list[list[Step]]], source: Path):
+    def __init__(self, script: Script, source: Path, reviews: Reviews | None = None):
         self.script = script
         self.source = source
+        self.reviews = reviews or {}
 
     def check_tasks(self, task_ids: Iterable[str]) -> None:
         """Refuse a script that names tasks the plan does not have (a typo would silently no-op)."""
@@ -132,6 +172,20 @@ class ScriptedAgent:
         if not attempts:
             return []
         return attempts[min(attempt, len(attempts)) - 1]
+
+    def reviews_task(self, task_id: str) -> bool:
+        """Whether the script gives verdicts for the task (else another reviewer, or none)."""
+        return task_id in self.reviews
+
+    def review(self, request: ReviewRequest, listener: AgentListener) -> ReviewReply:
+        """The task's scripted verdict for this round (the engine checks it as any other)."""
+        rounds = self.reviews.get(request.task_id)
+        if not rounds:
+            return ReviewReply(failure=f"the script has no verdict for task {request.task_id}")
+        given = dict(rounds[min(request.sequence, len(rounds)) - 1])
+        usage = Usage(calls=1, **given.pop("usage", {}))
+        listener(AgentEvent(kind="model_call", detail="scripted review", usage=usage, model=self.name))
+        return ReviewReply(verdict=given, usage=usage, turns=1)
 
     def run(self, request: AgentRequest, listener: AgentListener) -> AgentOutcome:
         hidden = request.sandbox.hidden if request.sandbox is not None else ()
@@ -186,7 +240,9 @@ class ScriptedAgent:
             return str(step["fail"])
         elif "usage" in step:
             usage = Usage(calls=1, **step["usage"])
-            listener(AgentEvent(kind="model_call", detail="scripted model call", usage=usage))
+            listener(
+                AgentEvent(kind="model_call", detail="scripted model call", usage=usage, model=self.name)
+            )
             return usage
         return None
 
@@ -194,4 +250,5 @@ class ScriptedAgent:
 def create(settings: Settings) -> ScriptedAgent:
     if settings.script is None:
         raise ScriptError("the scripted agent needs a script: pass --script FILE (JSON: task id -> steps)")
-    return ScriptedAgent(load_script(settings.script), settings.script)
+    script, reviews = load_script_and_reviews(settings.script)
+    return ScriptedAgent(script, settings.script, reviews)

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from orchestrator.cli.display import LiveReporter, budget, pick_reporter
-from orchestrator.domain.state import RunState, RunStatus, TaskStatus
+from orchestrator.domain.state import AttemptRecord, RunState, RunStatus, TaskStatus
 from orchestrator.engine.resources import data_dir
 from orchestrator.errors import UsageError
 from orchestrator.tools.environment import secret
@@ -196,6 +197,29 @@ def _run_summary(state: RunState) -> dict[str, Any]:
     }
 
 
+def _show_reviews(attempt: AttemptRecord) -> None:
+    """Each review round of the attempt: the verdict per criterion, with its evidence and whether
+    it held when orchestrate checked it."""
+    if attempt.not_reviewed:
+        typer.echo(f"    NOT REVIEWED: {attempt.not_reviewed}")
+    for review in attempt.reviews:
+        typer.echo(f"    review round {review.round} ({review.model or 'reviewer'}): {review.outcome}")
+        for criterion in review.criteria:
+            typer.echo(f"      {criterion.verdict:<11} {criterion.criterion}")
+            if criterion.reason:
+                typer.echo(f"                  reason: {criterion.reason.splitlines()[0][:200]}")
+            for item in criterion.evidence:
+                held = "held" if item.held else "DID NOT HOLD"
+                if item.command is not None:
+                    said = f"`{item.command}` -> exit {item.exit_code}"
+                else:
+                    quote = " ".join((item.quote or "").split())
+                    said = f'{item.path}:{item.start_line}-{item.end_line} "{quote[:100]}"'
+                typer.echo(f"                  {held}: {said}" + (f" ({item.why})" if not item.held else ""))
+        for problem in review.problems:
+            typer.echo(f"      not accepted: {problem}")
+
+
 AgentCommandOpt = Annotated[
     str | None,
     typer.Option(help="For --agent command: the command to run, with {prompt_file}, {workspace}, {task_id}."),
@@ -209,6 +233,22 @@ FailFirstOpt = Annotated[
         "(default), off.",
     ),
 ]
+
+
+class ReviewMode(StrEnum):
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+ReviewOpt = Annotated[
+    ReviewMode | None,
+    typer.Option(help="Reviewer stage: auto (units with a criterion no command checks), always, never."),
+]
+ReviewModelOpt = Annotated[
+    str | None, typer.Option(help="The reviewer's model (default: one cheaper than --model).")
+]
+MaxReviewRoundsOpt = Annotated[int | None, typer.Option(help="Review rounds per attempt (default 2).", min=1)]
 
 
 RUN_PANEL = "Run a plan"
@@ -242,6 +282,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
         parallel: Annotated[int | None, typer.Option(help="Tasks at once (worktrees).", min=1)] = None,
         fail_first: FailFirstOpt = None,
+        review: ReviewOpt = None,
+        review_model: ReviewModelOpt = None,
+        max_review_rounds: MaxReviewRoundsOpt = None,
         phase: Annotated[str | None, typer.Option(help="Only this phase (and what it waits for).")] = None,
         task: Annotated[str | None, typer.Option(help="Only this task (and what it waits for).")] = None,
         dry_run_flag: Annotated[
@@ -267,6 +310,9 @@ def register(app: typer.Typer) -> None:
             "require_verify": require_verify or None,
             "parallel": parallel,
             "fail_first": fail_first,
+            "review": review.value if review else None,
+            "review_model": review_model,
+            "max_review_rounds": max_review_rounds,
         }
         if show_prompts and not dry_run_flag:
             # Without --dry-run this would be a real, paid run that merely printed more.
@@ -307,6 +353,9 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float | None, typer.Option(help="Seconds per verification command.")] = None,
         allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Accept other changes.")] = False,
         fail_first: FailFirstOpt = None,
+        review: ReviewOpt = None,
+        review_model: ReviewModelOpt = None,
+        max_review_rounds: MaxReviewRoundsOpt = None,
         json_output: JsonOpt = False,
     ) -> None:
         """Continue an interrupted or failed run where it stopped, without repeating finished work."""
@@ -321,6 +370,9 @@ def register(app: typer.Typer) -> None:
             "timeout": timeout,
             "allow_dirty": allow_dirty or None,
             "fail_first": fail_first,
+            "review": review.value if review else None,
+            "review_model": review_model,
+            "max_review_rounds": max_review_rounds,
         }
         from orchestrator.engine.session import resume_run
 
@@ -381,6 +433,18 @@ def register(app: typer.Typer) -> None:
             f"{state.usage.total_tokens} tokens, {_fmt_cost(state.usage.cost_usd, state.usage.cost_known)}; "
             f"journal {directory}"
         )
+        if state.review_usage.calls or len(state.models) > 1:
+            # A run with a reviewer uses two models: what each cost, and the reviewers' share.
+            ledger = "; ".join(
+                f"{model or 'unnamed model'} {usage.total_tokens} tokens "
+                f"{_fmt_cost(usage.cost_usd, usage.cost_known)}"
+                for model, usage in sorted(state.models.items())
+            )
+            review = state.review_usage
+            typer.echo(
+                f"models: {ledger}; of the run, reviewers {review.total_tokens} tokens "
+                f"{_fmt_cost(review.cost_usd, review.cost_known)}"
+            )
         if state.message:
             typer.echo(f"last word: {state.message}")
         for warning in state.warnings:
@@ -397,9 +461,14 @@ def register(app: typer.Typer) -> None:
             t = state.tasks[task_id]
             flag = " (unverified)" if t.unverified else ""
             commit = f" commit {t.commit[:10]}" if t.commit else ""
+            reviewed = (
+                f" (review {t.review_usage.total_tokens} tokens, {_fmt_cost(t.review_usage.cost_usd)})"
+                if t.review_usage.calls
+                else ""
+            )
             typer.echo(
                 f"\n{task_id}: {t.status.value}{flag}{commit}; {len(t.attempts)} attempt(s), "
-                f"{t.usage.total_tokens} tokens, {_fmt_cost(t.usage.cost_usd, t.usage.cost_known)}"
+                f"{t.usage.total_tokens} tokens, {_fmt_cost(t.usage.cost_usd, t.usage.cost_known)}{reviewed}"
             )
             if t.reason:
                 typer.echo(f"  reason: {t.reason.splitlines()[0]}")
@@ -439,6 +508,7 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"    fail-first {a.fail_first}")
                     for c in a.fail_first.checks:
                         typer.echo(f"      at base `{c.command}` -> exit {c.exit_code} ({c.duration:.2f}s)")
+                _show_reviews(a)
                 if a.failure and a.failure != "interrupted":
                     typer.echo(f"    failed: {a.failure.splitlines()[0]}")
                 elif a.failure == "interrupted":

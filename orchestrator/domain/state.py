@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from orchestrator.domain import transitions as t
+from orchestrator.domain.review import CheckedCriterion, ReviewOutcome
 from orchestrator.domain.usage import Usage
 
 
@@ -101,11 +102,28 @@ class FailFirstRecord(BaseModel):
         return line
 
 
+class ReviewRecord(BaseModel):
+    """One review round of an attempt: the verdict per criterion, and whether its evidence held."""
+
+    round: int
+    model: str = ""
+    asked: list[str] = Field(default_factory=list)
+    criteria: list[CheckedCriterion] = Field(default_factory=list)
+    outcome: ReviewOutcome = "not_held"
+    problems: list[str] = Field(default_factory=list)
+
+
 class AttemptRecord(BaseModel):
     number: int
     agent_status: str | None = None
     summary: str = ""
     usage: Usage = Field(default_factory=Usage)
+    """The worker's model calls."""
+    review_usage: Usage = Field(default_factory=Usage)
+    """The reviewer's model calls, kept apart from the worker's."""
+    reviews: list[ReviewRecord] = Field(default_factory=list)
+    not_reviewed: str = ""
+    """Why the attempt's criteria went unreviewed (no reviewer could judge them), when they did."""
     tree: str | None = None
     verifications: list[VerificationRecord] = Field(default_factory=list)
     failure: str | None = None
@@ -122,6 +140,9 @@ class TaskRecord(BaseModel):
     attempts_since_reset: int = 0
     """Attempts counted against max_attempts: a resume gives a failed task a fresh allowance."""
     usage: Usage = Field(default_factory=Usage)
+    """Every model call of the task, its worker's and its reviewer's."""
+    review_usage: Usage = Field(default_factory=Usage)
+    """Of `usage`, the reviewer's calls."""
     tree: str | None = None
     """The work tree's hash as verified (verified, committing), as a failed attempt left it
     (pending, between attempts), or as the agent left it (agent_done, in the run's work tree)."""
@@ -199,6 +220,12 @@ class RunState(BaseModel):
     """Task ids in the order the run first touched them."""
     tasks: dict[str, TaskRecord] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
+    """Every model call of the run, workers' and reviewers'."""
+    review_usage: Usage = Field(default_factory=Usage)
+    """Of `usage`, the reviewers' calls."""
+    models: dict[str, Usage] = Field(default_factory=dict)
+    """The run's usage per model ("" for calls whose backend did not name one): a run with a
+    reviewer uses two."""
 
     def task(self, task_id: str) -> TaskRecord:
         record = self.tasks.get(task_id)
@@ -279,8 +306,27 @@ class RunState(BaseModel):
                 usage = transition.usage
                 task.usage = task.usage + usage
                 self.usage = self.usage + usage
-                if attempt is not None:
+                self.models[transition.model] = self.models.get(transition.model, Usage()) + usage
+                if transition.role == "reviewer":
+                    task.review_usage = task.review_usage + usage
+                    self.review_usage = self.review_usage + usage
+                    if attempt is not None:
+                        attempt.review_usage = attempt.review_usage + usage
+                elif attempt is not None:
                     attempt.usage = attempt.usage + usage
+            case t.ReviewRound() if attempt is not None:
+                attempt.reviews.append(
+                    ReviewRecord(
+                        round=transition.round,
+                        model=transition.model,
+                        asked=list(transition.asked),
+                        criteria=list(transition.criteria),
+                        outcome=transition.outcome,
+                        problems=list(transition.problems),
+                    )
+                )
+            case t.ReviewSkipped() if attempt is not None:
+                attempt.not_reviewed = transition.reason
             case t.AgentFinished() if attempt is not None:
                 attempt.agent_status = transition.status
                 attempt.summary = transition.summary

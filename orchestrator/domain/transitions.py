@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from orchestrator.domain.review import CheckedCriterion, ReviewOutcome
 from orchestrator.domain.usage import Usage
 
 FORMAT_VERSION = 2
@@ -189,6 +190,10 @@ class ModelCall(TaskTransition, _Spend):
     type: Literal["model_call"] = "model_call"
     attempt: int | None = None
     detail: str = ""
+    role: Literal["worker", "reviewer"] = "worker"
+    """Whose call: the task's worker or its reviewer (a ledger of its own)."""
+    model: str = ""
+    """The model that answered, where the backend says ("" in journals from before reviewers)."""
 
 
 class AgentActed(TaskTransition):
@@ -285,6 +290,31 @@ class TaskVerified(TaskTransition):
     tree: str | None = None
     unverified: bool = False
     """Passed with no verification command to run."""
+
+
+class ReviewRound(TaskTransition):
+    """A reviewer judged the attempt's work against the unit's criteria, and orchestrate checked
+    the evidence it gave (quotes against the attempt's tree, commands run again)."""
+
+    type: Literal["review_round"] = "review_round"
+    attempt: int | None = None
+    round: int = 1
+    model: str = ""
+    asked: list[str] = Field(default_factory=list)
+    """The criteria the reviewer was given."""
+    criteria: list[CheckedCriterion] = Field(default_factory=list)
+    """Its verdict per criterion, each evidence item marked as holding or not."""
+    outcome: ReviewOutcome = "not_held"
+    problems: list[str] = Field(default_factory=list)
+    """Why the verdict was not accepted (evidence that did not hold, criteria without a verdict)."""
+
+
+class ReviewSkipped(TaskTransition):
+    """The unit has criteria for a reviewer, and no reviewer could judge them: said, not hidden."""
+
+    type: Literal["review_skipped"] = "review_skipped"
+    attempt: int | None = None
+    reason: str = ""
 
 
 class TaskCommitting(TaskTransition):
@@ -405,6 +435,8 @@ Transition = Annotated[
     | AttemptFailed
     | AttemptInterrupted
     | TaskVerified
+    | ReviewRound
+    | ReviewSkipped
     | TaskCommitting
     | TaskDone
     | TaskNeedsHuman

@@ -26,6 +26,7 @@ from orchestrator.engine.fail_first import FailFirst
 from orchestrator.engine.guard import Guard
 from orchestrator.engine.prompts import PromptRenderer, finished_dependencies
 from orchestrator.engine.recorder import Recorder
+from orchestrator.engine.review import ReviewStage
 from orchestrator.engine.scheduler import is_group
 from orchestrator.engine.stop import StopToken
 from orchestrator.engine.verification import (
@@ -94,6 +95,17 @@ class Attempts:
         self.stop = stop
         self.fail_first = fail_first
         """Checks passed: the tests the attempt changed must fail at base (engine.fail_first)."""
+        self.review = ReviewStage(
+            repo=repo,
+            plan_rel=plan_rel,
+            settings=settings,
+            agent=agent,
+            renderer=renderer,
+            recorder=recorder,
+            sandbox=sandbox,
+            env=env,
+            plan=plan,
+        )
         self.resume_at: dict[str, str] = {}
         """Tasks resume picks up mid-way: 'verify' (its agent's work is intact), 'commit' (its
         verified work is intact) or 'retry' (a failed attempt's edits are intact for the next)."""
@@ -169,12 +181,22 @@ class Attempts:
                     return result
                 broke = found.reason
             if outcome.passed and not broke:
+                tree = tree or ws_repo.snapshot_tree()
+                # What no command judges, a reviewer does (engine.review): not met, the attempt
+                # fails with its reasons; for a human, the task waits for one.
+                judged = self.review.judge(task, attempt, ws_repo, tree)
+                if judged is not None and judged.outcome == "needs_human":
+                    return self._needs_human(task, judged.reason, tree, result)
+                if judged is not None and judged.outcome != "met":
+                    failure, changes_kept = judged.reason, True
+                    self._attempt_failed(task, attempt, failure, tree)
+                    continue
                 # What is left (the snapshot, the branch commit) is not the task's work: its slot
                 # may take the next task meanwhile.
                 self.executor.checks_passed(task.id)
-                tree = tree or ws_repo.snapshot_tree()
-                # A task whose every check failed before the run began has no evidence either.
-                unverified = not outcome.evidence
+                # A task whose every check failed before the run began has no evidence either,
+                # unless a reviewer's checked evidence says it is done.
+                unverified = not outcome.evidence and judged is None
                 self.recorder.record(
                     t.TaskVerified(task=task.id, attempt=attempt, tree=tree, unverified=unverified)
                 )
@@ -199,6 +221,19 @@ class Attempts:
                 self._retrying(
                     task, attempt, broke or (failed.explain() if failed else "verification failed")
                 )
+
+    def _attempt_failed(self, task: Task, attempt: int, reason: str, tree: str) -> None:
+        self.recorder.record(t.AttemptFailed(task=task.id, attempt=attempt, reason=reason, tree=tree))
+        crash_point("after_failed_attempt", task.id)
+        if self.state.task(task.id).attempts_since_reset < self.settings.max_attempts:
+            self._retrying(task, attempt, reason)
+
+    def _needs_human(self, task: Task, reason: str, tree: str, result: TaskResult) -> TaskResult:
+        """The reviewer says only a person can judge the task: not verified, it waits for one (the
+        runner holds it: Landing.hold)."""
+        del task
+        result.needs_human, result.tree = reason, tree
+        return result
 
     def _retrying(self, task: Task, attempt: int, why: str) -> None:
         self.recorder.emit(
@@ -309,8 +344,17 @@ class Attempts:
     def _listener(self, task_id: str, attempt: int) -> AgentListener:
         def listen(event: AgentEvent) -> None:
             if event.kind == "model_call" and event.usage is not None:
+                # The model that answered as the backend says it, else the backend's name (an
+                # agent CLI may not say which model it used).
+                model = event.model or (self.agent.name if self.agent is not None else "")
                 self.recorder.record(
-                    t.ModelCall(task=task_id, attempt=attempt, detail=event.detail, **t.spend(event.usage))
+                    t.ModelCall(
+                        task=task_id,
+                        attempt=attempt,
+                        detail=event.detail,
+                        model=model,
+                        **t.spend(event.usage),
+                    )
                 )
                 if not event.usage.cost_known:
                     self._cost_unknown()

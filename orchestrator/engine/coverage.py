@@ -92,11 +92,19 @@ def done_message(state: RunState) -> str:
     """How a run that did all it was given ends: never "every task done" when some were ticked
     on the agent's word."""
     verified, unverified = verified_counts(state)
+    reviewed = sum(
+        1
+        for t in state.tasks.values()
+        if t.status is TaskStatus.DONE
+        and (a := t.current()) is not None
+        and any(r.outcome == "met" for r in a.reviews)
+    )
+    by = f"by checks or a reviewer ({reviewed} reviewed)" if reviewed else "by checks"
     if not unverified:
-        return f"every task done: {verified} verified by checks"
+        return f"every task done: {verified} verified {by}"
     ids = [t.id for t in state.tasks.values() if t.status is TaskStatus.DONE and t.unverified]
     named = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
     return (
-        f"{verified + unverified} done: {verified} verified by checks, {unverified} unverified "
+        f"{verified + unverified} done: {verified} verified {by}, {unverified} unverified "
         f"(no check ran; ticked on the agent's word: {named})"
     )

@@ -23,6 +23,12 @@ CRASH_POINTS = (
     "after_failed_attempt",  # a failed attempt journaled, the retry not started
 )
 
+# Only a task a reviewer judges passes these (engine.review), between its checks and task_verified.
+REVIEW_CRASH_POINTS = (
+    "mid_review",  # the reviewer answered, its round not journaled
+    "after_review",  # a review round journaled, its outcome not acted on
+)
+
 # Only a parallel run (tasks in worktrees) passes these.
 PARALLEL_CRASH_POINTS = (
     "after_worktree",  # worktree added, not journaled

@@ -35,11 +35,26 @@ def evidence(record: TaskRecord) -> str:
         fields.append(f"fail-first={found.result}")
     if found is not None and found.weakened:  # existing tests deleted, skipped or loosened
         fields.append(f"tests-weakened={len(found.weakened)}")
+    review = _review(record)
+    if review:
+        fields.append(f"review={review}")
     if record.attested_by:
         fields.append("human=accepted")
-    elif not passed:
+    elif not passed and review != "met":
         fields.append("unverified")
     return " ".join(fields)
+
+
+def _review(record: TaskRecord) -> str:
+    """How the reviewer judged the landed attempt: its last round's outcome (`met`, or
+    `needs-human` for a task a person then accepted), `none` when no reviewer could judge its
+    criteria, "" when it had nothing for one."""
+    attempt = record.current()
+    if attempt is None:
+        return ""
+    if attempt.reviews:
+        return attempt.reviews[-1].outcome.replace("_", "-")
+    return "none" if attempt.not_reviewed else ""
 
 
 def task_trailers(record: TaskRecord, run_id: str) -> dict[str, str]:

@@ -48,7 +48,7 @@ PLAN_RULES_LIMIT = 12000
 SIBLINGS_SHOWN = 30
 DEPENDENCY_FILES_SHOWN = 15
 REPORT_LIMIT = 600
-TEMPLATES = ("system.md.j2", "task.md.j2", "retry.md.j2")
+TEMPLATES = ("system.md.j2", "task.md.j2", "retry.md.j2", "review.md.j2")
 TEMPLATE_SUFFIX = ".j2"
 MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_TEMPLATES = 200
@@ -452,6 +452,35 @@ class PromptRenderer:
         if attempt > 1 and failure:
             prompt = prompt.rstrip("\n") + "\n" + self._render("retry.md.j2", **context)
         return RenderedPrompt(system=system, prompt=prompt)
+
+    def render_review(
+        self,
+        plan: Plan,
+        task: Task,
+        criteria: list[str],
+        diff: str,
+        *,
+        diff_cut: bool = False,
+        diff_notes: str = "",
+        problems: list[str] | None = None,
+    ) -> str:
+        """The reviewer's prompt: the criteria, the unit as the plan writes it, the plan's and the
+        project's rules, and the attempt's diff; `problems` are why its previous verdict was not
+        accepted. Never the worker's report."""
+        return self._render(
+            "review.md.j2",
+            **self._run_context(plan),
+            task=task.model_dump(),
+            criteria=criteria,
+            steps=[step.title for step in task.steps],
+            expected_output=[
+                c.model_dump() for c in task.checks if c.expect is Expectation.OUTPUT and c.expected
+            ],
+            diff=diff,
+            diff_cut=diff_cut,
+            diff_notes=diff_notes,
+            problems=problems or [],
+        )
 
     def _run_context(self, plan: Plan) -> dict[str, object]:
         """What the system prompt may show: the same for every task of a run."""

@@ -64,18 +64,26 @@ REMEMBERED: dict[str, Rule] = {
     # Only ever stricter.
     "require_verify": "either",
     "fail_first": "stricter",
+    # Whether a reviewer judges the units: the stricter of the run's and yours (never < auto <
+    # always); its model is yours, and its rounds are spending.
+    "review": "stricter",
+    "review_model": "never",
+    "max_review_rounds": "lower",
     # How many tasks at once: the same tasks run under the same limits. More at once can overshoot
     # --max-cost by one model call per extra task in flight.
     "parallel": "kept",
 }
 
-_STRICTNESS: dict[str, tuple[str, ...]] = {"fail_first": ("off", "warn", "require")}
+_STRICTNESS: dict[str, tuple[str, ...]] = {
+    "fail_first": ("off", "warn", "require"),
+    "review": ("never", "auto", "always"),
+}
 """For "stricter" settings: their values, the loosest first."""
 
 _WHY = {
     "never": "yours; a run's journal never decides it",
-    "lower": "the lower of the run's and yours",
     "stricter": "the stricter of the run's and yours",
+    "lower": "the lower of the run's and yours",
     "cheaper": "yours; the run's costs more",
     "script": "yours",
     "agent": "yours",

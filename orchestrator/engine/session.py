@@ -33,6 +33,7 @@ from orchestrator.engine.resume import (
     some,
     wait_for_index_lock,
 )
+from orchestrator.engine.review import check_review_possible
 from orchestrator.engine.runner import (
     IDENTITY_HINT,
     RunContext,
@@ -172,6 +173,7 @@ def preflight(
     selection = select(plan)
     sandbox = run_sandbox(settings, state_root)
     agent = build_agent(settings, plan, sandbox)
+    check_review_possible(settings, agent, plan, selection)
     check_programs(plan, selection, settings)
     check_checkpoints_dir(git.root, settings)
     renderer = prompt_renderer(git, plan_path, settings, plan=plan, selection=selection)

@@ -308,6 +308,23 @@ class GitRepo:
         )
         return done.stdout if done.returncode == 0 else None
 
+    def tree_diff(self, old: str | None, new: str, exclude: Sequence[str] = ()) -> str:
+        """The patch from `old` to `new` (trees or commits; None: from nothing), `exclude` left out;
+        no program a repository's settings name is run for it (external diff, textconv)."""
+        if old is None:
+            old = self.git("hash-object", "-t", "tree", "--stdin", input_text="").strip()
+        specs = [f":(exclude,literal){path}" for path in exclude]
+        return self.git("diff", "--no-color", "--no-renames", *_NO_PROGRAMS, old, new, "--", ".", *specs)
+
+    def export_tree(self, tree: str, directory: Path) -> None:
+        """Write the files of `tree` into `directory` (made if missing): a copy of the tree with
+        no git in it, through an index of its own (the repository's index is not touched)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="orchestrate-export-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self.git("read-tree", tree, env=env)
+            self.git("checkout-index", "-a", "-f", f"--prefix={directory.resolve()}/", env=env)
+
     def git(
         self,
         *args: str,

@@ -61,6 +61,9 @@ class Sandbox:
     """Paths shown read-only that the sandbox would not show otherwise (a prompt file in our /tmp)."""
     writable: tuple[Path, ...] = ()
     """Paths outside the workspace a command may write (an agent CLI's own state directory)."""
+    read_only: bool = False
+    """The workspace itself is shown read-only (a reviewer's copy of the tree): commands may read
+    and run it, and write only their private /tmp."""
 
     def hiding(self, *paths: Path) -> Sandbox:
         """This sandbox, also hiding `paths`."""
@@ -69,6 +72,10 @@ class Sandbox:
     def with_network(self, network: bool = True) -> Sandbox:
         """This sandbox, with the network on (or off)."""
         return dataclasses.replace(self, network=network)
+
+    def reading_only(self) -> Sandbox:
+        """This sandbox, with the workspace read-only."""
+        return dataclasses.replace(self, read_only=True)
 
     def reading(self, *paths: Path) -> Sandbox:
         """This sandbox, also showing `paths` read-only."""
@@ -94,7 +101,8 @@ class Sandbox:
             # The private /tmp would hide the interpreter and the tools a command is meant to find
             # (a checkout and its venv under /tmp, as CI makes them): shown again, read-only.
             wrapped += ["--ro-bind", str(path), str(path)]
-        wrapped += ["--bind", str(root), str(root)]
+        bind = "--ro-bind" if self.read_only else "--bind"
+        wrapped += [bind, str(root), str(root)]
         # Mount order matters: each mount covers what came before it at and below its path. What
         # is hidden stays hidden inside what is shown; what a command is given to write (an agent
         # CLI's own state) it gets whole.
@@ -112,7 +120,7 @@ class Sandbox:
         if any(root.is_relative_to(h) for h in self.hidden):
             # A worktree of a parallel run lives under the run's state: bound back in (bwrap makes
             # its mount point inside the empty tmpfs), and nothing else of the state with it.
-            wrapped += ["--bind", str(root), str(root)]
+            wrapped += [bind, str(root), str(root)]
         dot_git = root / ".git"
         if dot_git.is_dir() or dot_git.is_file():
             # A worktree's `.git` is a file naming its git dir: rewritten, it would point orchestrate's

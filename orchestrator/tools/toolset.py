@@ -88,6 +88,11 @@ SPECS: tuple[ToolSpec, ...] = (
 )
 
 
+READ_ONLY_TOOLS = ("read_file", "list_dir", "search", "run_command")
+"""What a reviewer may use: it reads and runs, and changes nothing (its commands run against a
+read-only copy of the tree)."""
+
+
 def _arg(args: Mapping[str, Any], name: str, kind: type, default: Any = None, required: bool = True) -> Any:
     if name not in args or args[name] is None:
         if required:
@@ -109,7 +114,10 @@ class Toolset:
         command_timeout: float,
         env: Mapping[str, str] | None = None,
         sandbox: Sandbox | None = None,
+        *,
+        read_only: bool = False,
     ):
+        """`read_only`: only READ_ONLY_TOOLS exist (a reviewer's set)."""
         self.workspace = Workspace(workspace, sandbox.hidden if sandbox is not None else ())
         self.command_timeout = command_timeout
         self.env = dict(env or {})
@@ -122,10 +130,12 @@ class Toolset:
             "search": self._search,
             "run_command": self._run,
         }
+        if read_only:
+            self._handlers = {name: self._handlers[name] for name in READ_ONLY_TOOLS}
 
     @property
     def specs(self) -> tuple[ToolSpec, ...]:
-        return SPECS
+        return tuple(spec for spec in SPECS if spec.name in self._handlers)
 
     def call(self, name: str, args: object) -> ToolResult:
         """Run one tool; every failure becomes an error result, and every text is redacted."""

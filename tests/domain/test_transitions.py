@@ -8,6 +8,7 @@ from typing import Any, get_args
 import pytest
 
 from orchestrator.domain import transitions as t
+from orchestrator.domain.review import CheckedCriterion, CheckedEvidence
 from orchestrator.domain.usage import Usage
 
 KINDS = get_args(get_args(t.Transition)[0])
@@ -43,6 +44,23 @@ SAMPLES: list[t.Transition] = [
     t.AttemptFailed(task="T1", attempt=1, reason="`pytest` exited 1", tree="2" * 40),
     t.AttemptInterrupted(task="T1", attempt=1),
     t.TaskVerified(task="T1", attempt=2, tree="3" * 40),
+    t.ReviewRound(
+        task="T1",
+        attempt=2,
+        round=1,
+        model="claude-haiku-4-5",
+        asked=["polite"],
+        criteria=[
+            CheckedCriterion(
+                criterion="polite",
+                verdict="met",
+                reason="says hello",
+                evidence=[CheckedEvidence(path="a.py", start_line=1, end_line=1, quote="Hello", held=True)],
+            )
+        ],
+        outcome="met",
+    ),
+    t.ReviewSkipped(task="T1", attempt=2, reason="no reviewer"),
     t.TaskCommitting(task="T1", workspace={"worktree": "/wt"}),
     t.TaskDone(task="T1", commit="c" * 40, unverified=False, merged_from="d" * 40),
     t.TaskNeedsHuman(
