@@ -326,3 +326,41 @@ def test_a_bad_review_setting_is_one_line_naming_it(repo: Path) -> None:
     assert "orchestrate.toml:1" in done.stderr
     assert "review" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+TESTED_PLAN = """\
+# Plan: greeter
+
+## Phase 1: Greeting
+
+### Task 1: Greeter
+
+Create `greet.py` with a `greet(name)` function, and its test `tests/test_greet.py`.
+
+- Verify: `python3 tests/test_greet.py`
+
+**Verification:**
+- [ ] The greeting is polite
+"""
+
+
+def test_the_reviewer_is_told_what_fail_first_found(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {".gitignore": "__pycache__/\n", "plan.md": TESTED_PLAN})
+    test = "import sys\nsys.path.insert(0, '.')\nfrom greet import greet\nassert 'Hello' in greet('x')\n"
+    polite = verdict((POLITE, "met", "hello", [quote("greet.py", 2, 2, "Hello, {name}!")]))
+    script = {
+        "task-1": {
+            "attempts": [
+                [{"write": "greet.py", "content": KIND}, {"write": "tests/test_greet.py", "content": test}]
+            ],
+            "reviews": [polite],
+        }
+    }
+    done = run(repo, script)
+    assert done.returncode == 0, done.stderr
+    [prompt] = (repo / "checkpoints").glob("*/prompts/task-1.attempt-1.review-1.md")
+    text = prompt.read_text()
+    assert "What orchestrate noticed in the change" in text
+    assert "Fail-first: the tests this change adds or changes (tests/test_greet.py) fail" in text
+    trailer = git(repo, "log", "-1", "--format=%(trailers:key=Orchestrate-Evidence,valueonly)").strip()
+    assert trailer == "checks=1 fail-first=ok review=met"
