@@ -64,6 +64,17 @@ class AttemptSummary(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
 
 
+class FailFirst(BaseModel):
+    """The tests the task's attempt added or changed, run at the base commit: they must fail there."""
+
+    result: str
+    """ok (they failed at base), passed-at-base (no evidence), none (no test changed), off."""
+    tests: list[str] = Field(default_factory=list)
+    weakened: list[str] = Field(default_factory=list)
+    """Existing tests the diff deleted, skipped or loosened."""
+    note: str = ""
+
+
 class TaskReport(BaseModel):
     id: str
     title: str = ""
@@ -83,6 +94,7 @@ class TaskReport(BaseModel):
     """How it was judged, one line each: its checks, fail-first, each review verdict with its
     evidence, a person's acceptance; the commit's Orchestrate-Evidence trailer where there is one."""
     evidence_trailer: str | None = None
+    fail_first: FailFirst | None = None
     attempts: list[AttemptSummary] = Field(default_factory=list)
     reason: str = ""
     """Why it failed, was skipped or waits for a person."""
@@ -198,14 +210,20 @@ def _judged(record: TaskRecord, checks: list[CheckResult], trailer: str | None) 
 
 
 def _later_evidence(record: TaskRecord) -> list[str]:
-    """Review verdicts and fail-first results, where the run's record of the task has them."""
+    """Fail-first's finding and the review verdicts, where the run's record of the task has them."""
     lines: list[str] = []
-    fail_first = getattr(record, "fail_first", None)
-    if fail_first:
-        lines.append(f"fail-first: {fail_first}")
+    if record.fail_first is not None:
+        lines.append(f"fail-first: {record.fail_first}")
     for review in getattr(record, "reviews", None) or []:
         lines.append(f"review: {review}")
     return lines
+
+
+def _fail_first(record: TaskRecord) -> FailFirst | None:
+    found = record.fail_first
+    if found is None:
+        return None
+    return FailFirst(result=found.result, tests=found.tests, weakened=found.weakened, note=found.note)
 
 
 def build_report(
@@ -265,6 +283,7 @@ def build_report(
                 checks=checks,
                 judged=_judged(record, checks, trailer),
                 evidence_trailer=trailer,
+                fail_first=_fail_first(record),
                 attempts=[
                     AttemptSummary(
                         number=a.number,

@@ -251,3 +251,26 @@ def test_the_seed_prompts_run_ends_with_the_final_report_it_asks_for(
     assert written.plan_open > 10
     assert written.audit is not None
     assert written.audit.boxes >= 1  # 2a's verification boxes, ticked by its commit
+
+
+def test_fail_first_is_in_the_report(tmp_path: Path) -> None:
+    plan = "# Plan\n\n- [ ] T001 Test `greet(name)`\n  - Verify: `python3 test_shout.py`\n"
+    old_behaviour_test = "import greet\n\nassert greet.greet('Ann') == 'Hello, Ann!'\n"
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "plan.md": plan,
+            "greet.py": "def greet(name):\n    return f'Hello, {name}!'\n",
+            ".gitignore": "__pycache__/\ncheckpoints/\n",
+        },
+    )
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"T001": [{"write": "test_shout.py", "content": old_behaviour_test}]}))
+    done = orchestrate(repo, "run", "plan.md", "--script", str(script))
+    assert done.returncode == 0, done.stderr
+    markdown, written = _written(repo)
+    (task,) = written.tasks
+    assert task.fail_first is not None
+    assert task.fail_first.result == "passed-at-base"
+    assert task.fail_first.tests == ["test_shout.py"]
+    assert "- judged: fail-first: passed-at-base" in markdown
