@@ -343,9 +343,8 @@ class FailFirst:
         `fail_first` before the verdict is acted on."""
         base = ws_repo.head_now()
         assert base is not None  # pre-flight refuses a repository without commits
-        changed_tests = [
-            c for c in ws_repo.changes_between(base, tree) if is_test_file(c.path, task.test_files)
-        ]
+        changes = ws_repo.changes_between(base, tree)
+        changed_tests = [c for c in changes if is_test_file(c.path, task.test_files)]
         tests = [(c.status, c.path) for c in changed_tests]
         if not tests:
             return Verdict()  # no test touched: nothing to journal (the record's absence reads as none)
@@ -366,6 +365,10 @@ class FailFirst:
             return self._record(t.FailFirstChecked(**record, result="off"), task)
         if not changed:
             note = "the attempt added or changed no test (it deleted some)"
+            return self._record(t.FailFirstChecked(**record, result="none", note=note), task)
+        if len(changed_tests) == len(changes):
+            # A task that only writes tests (of code that is there): nothing to fail without.
+            note = "the attempt changed only tests: there is no change for them to fail without"
             return self._record(t.FailFirstChecked(**record, result="none", note=note), task)
         if not runs:
             note = f"no check of the task runs the tests it changed ({_some(changed, 3)})"

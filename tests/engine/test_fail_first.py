@@ -504,3 +504,16 @@ def test_a_resume_keeps_the_runs_stricter_fail_first(tmp_path: Path) -> None:
     assert resumed.returncode == 1, resumed.stderr
     assert "failed T001: fail-first: " in resumed.stderr
     assert [r["result"] for r in _records(repo, "fail_first")] == ["passed-at-base", "passed-at-base"]
+
+
+def test_a_task_that_only_writes_tests_of_existing_code_is_not_flagged(tmp_path: Path) -> None:
+    plan = PLAN.replace("Add `shout(name)` to `greet.py`, with a test", "Test `greet(name)`")
+    repo, script = _project(tmp_path, {"T001": [OLD_TEST]}, plan=plan)
+
+    done = _run(repo, script, "--fail-first", "require")
+
+    assert done.returncode == 0, done.stderr
+    [found] = _records(repo, "fail_first")
+    assert found["result"] == "none"
+    assert found["note"] == "the attempt changed only tests: there is no change for them to fail without"
+    assert found["checks"] == []
