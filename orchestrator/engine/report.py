@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.domain import transitions as t
 from orchestrator.domain.plan import Plan
+from orchestrator.domain.review import CheckedCriterion, CheckedEvidence
 from orchestrator.domain.state import RunState, TaskRecord, TaskStatus
 from orchestrator.engine.evidence import EVIDENCE_TRAILER
 from orchestrator.engine.unit_history import done_by_commits
@@ -75,6 +76,20 @@ class FailFirst(BaseModel):
     note: str = ""
 
 
+class ReviewRound(BaseModel):
+    """One round of the independent reviewer on an attempt: its verdict per criterion, with the
+    evidence it gave and whether that held when orchestrate checked it."""
+
+    attempt: int
+    round: int
+    model: str = ""
+    outcome: str
+    """met, not_met (the worker tried again with the reasons), needs_human, not_held (its evidence
+    did not hold, or it gave no verdict)."""
+    criteria: list[CheckedCriterion] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+
 class TaskReport(BaseModel):
     id: str
     title: str = ""
@@ -95,6 +110,13 @@ class TaskReport(BaseModel):
     evidence, a person's acceptance; the commit's Orchestrate-Evidence trailer where there is one."""
     evidence_trailer: str | None = None
     fail_first: FailFirst | None = None
+    reviews: list[ReviewRound] = Field(default_factory=list)
+    """Every review round of every attempt, in order."""
+    not_reviewed: str = ""
+    """Why the last attempt's criteria went unreviewed (no reviewer could judge them), if so."""
+    review_tokens: int = 0
+    """Of `tokens`, the reviewer's."""
+    review_cost_usd: float = 0.0
     attempts: list[AttemptSummary] = Field(default_factory=list)
     reason: str = ""
     """Why it failed, was skipped or waits for a person."""
@@ -214,8 +236,13 @@ def _later_evidence(record: TaskRecord) -> list[str]:
     lines: list[str] = []
     if record.fail_first is not None:
         lines.append(f"fail-first: {record.fail_first}")
-    for review in getattr(record, "reviews", None) or []:
-        lines.append(f"review: {review}")
+    last = record.current()
+    if last is not None and last.reviews:
+        final = last.reviews[-1]
+        verdicts = ", ".join(f"{c.verdict} {c.criterion!r}" for c in final.criteria)
+        lines.append(f"review: {final.outcome} (round {final.round}{': ' + verdicts if verdicts else ''})")
+    elif last is not None and last.not_reviewed:
+        lines.append(f"review: none ({last.not_reviewed})")
     return lines
 
 
@@ -284,6 +311,21 @@ def build_report(
                 judged=_judged(record, checks, trailer),
                 evidence_trailer=trailer,
                 fail_first=_fail_first(record),
+                reviews=[
+                    ReviewRound(
+                        attempt=a.number,
+                        round=r.round,
+                        model=r.model,
+                        outcome=r.outcome,
+                        criteria=r.criteria,
+                        problems=r.problems,
+                    )
+                    for a in record.attempts
+                    for r in a.reviews
+                ],
+                not_reviewed=last.not_reviewed if last is not None else "",
+                review_tokens=record.review_usage.total_tokens,
+                review_cost_usd=round(record.review_usage.cost_usd, 6),
                 attempts=[
                     AttemptSummary(
                         number=a.number,
@@ -430,6 +472,18 @@ def _check_line(check: CheckResult) -> str:
     return f"`{check.command}`: {result}{before}"
 
 
+def _evidence_line(evidence: CheckedEvidence) -> str:
+    """One evidence item of a verdict, and whether it held when orchestrate checked it."""
+    if evidence.command is not None:
+        what = f"ran `{evidence.command}`: exit {evidence.exit_code}"
+    else:
+        where = f"{evidence.path}:{evidence.start_line}-{evidence.end_line}"
+        quoted = " ".join((evidence.quote or "").split())
+        what = f"quoted `{where}`: {quoted[:120]!r}"
+    held = "held" if evidence.held else "did NOT hold"
+    return f"{what} ({held}{': ' + evidence.why if evidence.why and not evidence.held else ''})"
+
+
 def render_markdown(report: RunReport) -> str:
     """The report as markdown, in the seed prompt's order, then what remains and every task."""
     took = max(report.ended_at - report.started_at, 0.0)
@@ -498,7 +552,9 @@ def render_markdown(report: RunReport) -> str:
         out += [
             "",
             f"### {task.id} {task.title}".rstrip(),
-            f"{task.status}{flag}{commit}; {len(task.attempts)} attempt(s), {task.tokens} tokens, "
+            f"{task.status}{flag}{commit}; {len(task.attempts)} attempt(s), {task.tokens} tokens"
+            + (f" ({task.review_tokens} the reviewer's)" if task.review_tokens else "")
+            + ", "
             f"{_cost(task.cost_usd, task.cost_known)}",
         ]
         if task.reason:
@@ -507,6 +563,14 @@ def render_markdown(report: RunReport) -> str:
             out.append("- files: " + ", ".join(f"{f.change} `{f.path}`" for f in task.files))
         out += [f"- check {_check_line(c)}" for c in task.checks]
         out += [f"- judged: {line}" for line in task.judged]
+        for review in task.reviews:
+            model = f", {review.model}" if review.model else ""
+            out.append(f"- review of attempt {review.attempt}, round {review.round}{model}: {review.outcome}")
+            for criterion in review.criteria:
+                why = f": {criterion.reason}" if criterion.reason else ""
+                out.append(f"  - {criterion.verdict} {criterion.criterion!r}{why}")
+                out += [f"    - {_evidence_line(e)}" for e in criterion.evidence]
+            out += [f"  - problem: {problem}" for problem in review.problems]
         for attempt in task.attempts:
             failure = f"; failed: {attempt.failure.splitlines()[0]}" if attempt.failure else ""
             out.append(

@@ -274,3 +274,90 @@ def test_fail_first_is_in_the_report(tmp_path: Path) -> None:
     assert task.fail_first.result == "passed-at-base"
     assert task.fail_first.tests == ["test_shout.py"]
     assert "- judged: fail-first: passed-at-base" in markdown
+
+
+REVIEWED_PLAN = """\
+# Plan: greeter
+
+## Phase 1: Greeting
+
+### Task 1: Greeter
+
+Create `greet.py` with a `greet(name)` function.
+
+**Verification:**
+- [ ] `greet.py` defines `greet(name)`
+- [ ] The greeting is polite
+"""
+
+
+def test_review_verdicts_and_their_evidence_are_in_the_report(tmp_path: Path) -> None:
+    named, polite = "`greet.py` defines `greet(name)`", "The greeting is polite"
+    kind = "def greet(name):\n    return f'Hello, {name}! Welcome.'\n"
+
+    def criterion(text: str, word: str, reason: str, evidence: list[dict[str, object]]) -> dict[str, object]:
+        return {"criterion": text, "verdict": word, "reason": reason, "evidence": evidence}
+
+    curt_quote = {"path": "greet.py", "start_line": 2, "end_line": 2, "quote": "return f'Hi {name}'"}
+    kind_quote = {
+        "path": "greet.py",
+        "start_line": 2,
+        "end_line": 2,
+        "quote": "return f'Hello, {name}! Welcome.'",
+    }
+    made_up = {"path": "greet.py", "start_line": 1, "end_line": 2, "quote": "def farewell(name):"}
+    first = {
+        "criteria": [
+            criterion(named, "met", "it is defined", [curt_quote]),
+            criterion(polite, "not_met", "'Hi' is curt", []),
+        ]
+    }
+    second = {
+        "criteria": [
+            criterion(named, "met", "it is defined", [kind_quote]),
+            criterion(polite, "met", "it welcomes", [made_up]),
+        ]
+    }
+    third = {
+        "criteria": [
+            criterion(named, "met", "it is defined", [kind_quote]),
+            criterion(
+                polite, "met", "it welcomes", [{"command": "grep -q Welcome greet.py", "exit_code": 0}]
+            ),
+        ]
+    }
+    script = {
+        "task-1": {
+            "attempts": [
+                [{"write": "greet.py", "content": "def greet(name):\n    return f'Hi {name}'\n"}],
+                [{"write": "greet.py", "content": kind}],
+            ],
+            "reviews": [first, second, third],
+        }
+    }
+    repo = make_repo(
+        tmp_path / "repo", {"plan.md": REVIEWED_PLAN, ".gitignore": "__pycache__/\ncheckpoints/\n"}
+    )
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    done = orchestrate(repo, "run", "plan.md", "--script", str(path))
+    assert done.returncode == 0, done.stderr
+    markdown, written = _written(repo)
+    (task,) = written.tasks
+    assert [(r.attempt, r.round, r.outcome) for r in task.reviews] == [
+        (1, 1, "not_met"),
+        (2, 1, "not_held"),
+        (2, 2, "met"),
+    ]
+    held = [e.held for r in task.reviews for c in r.criteria for e in c.evidence]
+    assert held == [True, True, False, True, True]
+    assert (
+        "- judged: review: met (round 2: met '`greet.py` defines `greet(name)`', "
+        "met 'The greeting is polite')" in markdown
+    )
+    assert "- review of attempt 1, round 1, scripted: not_met" in markdown
+    assert "  - not_met 'The greeting is polite': 'Hi' is curt" in markdown
+    assert "    - quoted `greet.py:1-2`: 'def farewell(name):' (did NOT hold: " in markdown
+    assert "    - ran `grep -q Welcome greet.py`: exit 0 (held)" in markdown
+    assert written.audit is not None
+    assert written.audit.clean  # the criteria boxes were ticked by the commit, judged by the reviewer
