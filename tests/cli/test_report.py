@@ -254,7 +254,7 @@ def test_the_seed_prompts_run_ends_with_the_final_report_it_asks_for(
 
 
 def test_fail_first_is_in_the_report(tmp_path: Path) -> None:
-    plan = "# Plan\n\n- [ ] T001 Test `greet(name)`\n  - Verify: `python3 test_shout.py`\n"
+    plan = "# Plan\n\n- [ ] T001 Add `shout(name)`, tested\n  - Verify: `python3 test_shout.py`\n"
     old_behaviour_test = "import greet\n\nassert greet.greet('Ann') == 'Hello, Ann!'\n"
     repo = make_repo(
         tmp_path / "repo",
@@ -265,7 +265,12 @@ def test_fail_first_is_in_the_report(tmp_path: Path) -> None:
         },
     )
     script = tmp_path / "script.json"
-    script.write_text(json.dumps({"T001": [{"write": "test_shout.py", "content": old_behaviour_test}]}))
+    shout = "\n\ndef shout(name):\n    return greet(name).upper()\n"
+    steps = [
+        {"append": "greet.py", "content": shout},
+        {"write": "test_shout.py", "content": old_behaviour_test},
+    ]
+    script.write_text(json.dumps({"T001": steps}))
     done = orchestrate(repo, "run", "plan.md", "--script", str(script))
     assert done.returncode == 0, done.stderr
     markdown, written = _written(repo)
