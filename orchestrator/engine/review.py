@@ -23,6 +23,7 @@ finished it: resume checks it and reviews it again.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,11 +141,15 @@ class ReviewerChoice:
         self._why_not = ""
         try:
             self._api = create_reviewer(settings)
-        except AgentConfigError as exc:
-            backend = settings.agent
+        except AgentConfigError:
+            # The only thing that stops it: no key (AgentConfigError says so).
+            own = (
+                "no verdicts are scripted for it"
+                if settings.agent == "scripted"
+                else f"the {settings.agent} backend does not review"
+            )
             self._why_not = (
-                f"no reviewer: the {backend} backend does not review, and the reviewer runs on the "
-                f"anthropic backend, which cannot start ({exc})"
+                f"no reviewer: {own}, and the reviewer on the anthropic backend needs ANTHROPIC_API_KEY"
             )
 
     def for_task(self, task_id: str) -> tuple[Reviewer | None, str]:
@@ -263,7 +268,8 @@ class ReviewStage:
                 )
                 reply = reviewer.review(request, self._listener(task.id, attempt, model))
                 crash_point("mid_review", task.id)
-                checked = self._check(reply, criteria, ws_repo, tree, Path(scratch) / "rerun")
+                roots = (copy.resolve(), copy, ws_repo.root)
+                checked = self._check(reply, criteria, ws_repo, tree, Path(scratch) / "rerun", roots)
             self.recorder.record(
                 t.ReviewRound(
                     task=task.id,
@@ -307,7 +313,13 @@ class ReviewStage:
         return listen
 
     def _check(
-        self, reply: ReviewReply, asked: list[str], ws_repo: GitRepo, tree: str, rerun: Path
+        self,
+        reply: ReviewReply,
+        asked: list[str],
+        ws_repo: GitRepo,
+        tree: str,
+        rerun: Path,
+        roots: tuple[Path, ...],
     ) -> _Checked:
         """The verdict read, matched to the criteria asked, and every evidence item checked."""
         found = _Checked()
@@ -329,14 +341,17 @@ class ReviewStage:
             checked = CheckedCriterion(criterion=given.criterion, verdict=given.verdict, reason=given.reason)
             for item in given.evidence:
                 if isinstance(item, Quote):
-                    held, why = check_quote(ws_repo, tree, item)
+                    held, why = check_quote(ws_repo, tree, item, roots)
                     entry = CheckedEvidence(**item.model_dump(), held=held, why=why)
                 else:
                     commands += 1
                     if commands > COMMANDS_CHECKED:
                         held, why = False, f"not run: at most {COMMANDS_CHECKED} commands of a verdict are"
                     else:
-                        if not exported:
+                        # Under bubblewrap the copy is read-only; without it a command could
+                        # change it for the next one: each gets a fresh copy then.
+                        if not exported or self.sandbox.kind == "none":
+                            shutil.rmtree(rerun, ignore_errors=True)
                             ws_repo.export_tree(tree, rerun)
                             exported = True
                         held, why = self._check_command(item, rerun)
@@ -464,10 +479,14 @@ def _squashed(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def check_quote(repo: GitRepo, tree: str, quote: Quote) -> tuple[bool, str]:
+def check_quote(repo: GitRepo, tree: str, quote: Quote, roots: tuple[Path, ...] = ()) -> tuple[bool, str]:
     """Whether the quote is found in that file of `tree` within those lines (whitespace runs read
-    as one space; read_file's line numbers and a diff's +/- marks in the quote are tolerated)."""
+    as one space; read_file's line numbers and a diff's +/- marks in the quote are tolerated). An
+    absolute path under one of `roots` (the reviewer's copy, the workspace) is read relative to it."""
     path = quote.path.strip()
+    for root in roots:
+        if Path(path).is_absolute() and Path(path).is_relative_to(root):
+            path = Path(path).relative_to(root).as_posix()
     while path.startswith("./"):
         path = path[2:]
     data = None if path.startswith("/") or ".." in Path(path).parts else _blob(repo, tree, path)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import git, make_repo, orchestrate
+from tests.conftest import SANDBOXES, git, make_repo, orchestrate
 
 PLAN = """\
 # Plan: greeter
@@ -202,9 +202,13 @@ def test_command_evidence_with_a_wrong_exit_code_is_caught(repo: Path) -> None:
     assert second["outcome"] == "met"
 
 
-def test_reviewer_commands_cannot_change_the_tree(repo: Path) -> None:
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_reviewer_commands_cannot_change_the_tree(repo: Path, sandbox: str) -> None:
     """The evidence commands run against a copy of the attempt's tree: what they write is not the
     task's work (and under bubblewrap the copy is read-only)."""
+    (repo / "orchestrate.toml").write_text(f'sandbox = "{sandbox}"\n')
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "settings")
     vandal = verdict(
         (NAMED, "met", "x", [command("echo pwned > greet.py; echo extra > extra.txt; true", 0)]),
         (POLITE, "met", "x", [command(RUN_IT, 0)]),
@@ -215,6 +219,24 @@ def test_reviewer_commands_cannot_change_the_tree(repo: Path) -> None:
     assert (repo / "greet.py").read_text() == KIND
     assert not (repo / "extra.txt").exists()
     assert git(repo, "show", "HEAD:greet.py") + "\n" == KIND
+
+
+def test_a_quote_may_name_its_file_by_the_workspace_path(repo: Path) -> None:
+    absolute = verdict(
+        (NAMED, "met", "x", [quote(f"{repo}/greet.py", 1, 2, "return f'Hello, {name}! Welcome.'")]),
+        (POLITE, "met", "x", [quote("./greet.py", 2, 2, "Welcome.")]),
+    )
+    script = {"task-1": {"attempts": [[{"write": "greet.py", "content": KIND}]], "reviews": [absolute]}}
+    done = run(repo, script)
+    assert done.returncode == 0, done.stderr
+    assert [r["outcome"] for r in rounds(repo)] == ["met"]
+    outside = verdict((NAMED, "met", "x", [quote("/etc/passwd", 1, 1, "root")]), (POLITE, "met", "x", []))
+    again = repo.parent / "again"
+    make_repo(again, {"README.md": "# greeter\n", ".gitignore": "__pycache__/\n", "plan.md": PLAN})
+    script = {"task-1": {"attempts": [[{"write": "greet.py", "content": KIND}]], "reviews": [outside]}}
+    done = run(again, script, "--max-attempts", "1", "--max-review-rounds", "1")
+    assert done.returncode == 1
+    assert "/etc/passwd is not a file of the attempt's tree" in rounds(again)[0]["problems"][0]
 
 
 def test_a_met_without_evidence_is_not_accepted(repo: Path) -> None:
