@@ -164,6 +164,8 @@ def parse_verdict(raw: Any) -> Verdict:
         if not isinstance(item, dict):
             raise VerdictError(f"{where} must be an object")
         word = item.get("verdict")
+        if isinstance(word, str):  # "Met", "not met", "needs-human" say the same
+            word = word.strip().lower().replace(" ", "_").replace("-", "_")
         if word not in VERDICT_WORDS:
             raise VerdictError(f"{where}.verdict must be one of {', '.join(VERDICT_WORDS)}, got {word!r}")
         evidence = item.get("evidence") or []

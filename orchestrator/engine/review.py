@@ -229,7 +229,7 @@ class ReviewStage:
         if reviewer is None:
             self.recorder.record(t.ReviewSkipped(task=task.id, attempt=attempt, reason=why))
             self.recorder.notice(
-                f"NOT REVIEWED: {len(criteria)} criteria no command checks ({why})", "warning", task.id
+                f"NOT REVIEWED: {_criteria(len(criteria))} no command checks ({why})", "warning", task.id
             )
             return None
         diff, cut = truncate_middle(
@@ -406,12 +406,16 @@ def _reasons(checked: _Checked) -> str:
     said = f"{_short(first.criterion, 60)}: {_short(first.reason or 'no reason given', 120)}" if first else ""
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     if wanted == "not_met":
-        heading = f"the reviewer found {len(found)} criteria not met: {said}{more}"
+        heading = f"the reviewer found {_criteria(len(found))} not met: {said}{more}"
     else:
-        heading = f"the reviewer says only a person can judge {len(found)} criteria: {said}{more}"
+        heading = f"the reviewer says only a person can judge {_criteria(len(found))}: {said}{more}"
     lines = [heading, ""]
     lines += [f"- {c.criterion}: {c.reason or 'no reason given'}" for c in found]
     return "\n".join(lines)
+
+
+def _criteria(count: int) -> str:
+    return f"{count} criterion" if count == 1 else f"{count} criteria"
 
 
 def _short(text: str, limit: int = 80) -> str:

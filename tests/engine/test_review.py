@@ -169,7 +169,7 @@ def test_not_met_leads_to_a_retry_whose_prompt_carries_the_reasons(repo: Path) -
     }
     done = run(repo, script)
     assert done.returncode == 0, done.stderr
-    assert "retrying (attempt 2): the reviewer found 1 criteria not met" in done.stderr
+    assert "retrying (attempt 2): the reviewer found 1 criterion not met" in done.stderr
     [prompt] = (repo / "checkpoints").glob("*/prompts/task-1.attempt-2.md")
     text = prompt.read_text()
     assert "'Hi 1' is curt: greet with Hello and a welcome" in text
@@ -269,7 +269,7 @@ def test_needs_human_stops_the_task_and_accept_completes_it(repo: Path) -> None:
     assert "- [ ] The greeting is polite" in (repo / "plan.md").read_text()
     assert [r["outcome"] for r in rounds(repo)] == ["needs_human"]
     [held] = [r for r in journal(repo) if r["type"] == "task_needs_human"]
-    assert held["reason"].startswith("the reviewer says only a person can judge 1 criteria")
+    assert held["reason"].startswith("the reviewer says only a person can judge 1 criterion")
     assert "politeness is a matter of taste" in held["reason"]
     assert "politeness is a matter of taste" in orchestrate(repo, "show").stdout
 
