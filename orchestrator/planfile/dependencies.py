@@ -311,6 +311,12 @@ class DependencyBuilder:
             )
             line = info.first_line
             explicit = self.clauses_deps(refs.dependency_clauses(preamble), line, prefer_phase=True)
+            if explicit:
+                # "Task 3 depends on 1" in a phase's preamble speaks of its own tasks (see
+                # _stated_elsewhere), not of what the phase waits for.
+                own = {self.ids[i] for i in info.tasks}
+                outside = [d for d in explicit if d not in own]
+                explicit = outside or None
             beside = [p for p in self._phases_named(refs.parallel_with(preamble)) if p.key in entries]
             parallel = bool(beside)
             if beside:

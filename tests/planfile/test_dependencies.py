@@ -9,11 +9,13 @@ rules through the whole Plan; these pin the stage's result without the Plan arou
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from textwrap import dedent
 
 import pytest
 
 from orchestrator.domain.plan import Diagnostic, Severity
+from orchestrator.planfile import parse_plan
 from orchestrator.planfile.dependencies import build_dependencies, dedupe
 from orchestrator.planfile.ids import assign_ids
 from orchestrator.planfile.outline import build_outline
@@ -321,3 +323,17 @@ def test_phase_depends_on_names_the_phases() -> None:
 
 def test_dedupe_keeps_first_order() -> None:
     assert dedupe(["T2", "T1", "T2", "T3", "T1"]) == ["T2", "T1", "T3"]
+
+
+def test_a_phase_preamble_about_its_own_tasks_is_not_the_phases_dependency(tmp_path: Path) -> None:
+    # "Task 3 depends on 1" under a phase heading named the phase's own tasks as what the whole
+    # phase waits for: every task waited for itself (a cycle lint reported).
+    path = tmp_path / "plan.md"
+    path.write_text(
+        "# Plan\n\n## Phase 1\n\n"
+        "Tasks 1-2 can be done in parallel (different files). Task 3 depends on 1.\n\n"
+        "### Task 1: A\n- [ ] a\n\n### Task 2: B\n- [ ] b\n\n### Task 3: C\n- [ ] c\n"
+    )
+    plan = parse_plan(path)
+    assert plan.errors == []
+    assert {t.id: t.depends_on for t in plan.tasks} == {"task-1": [], "task-2": [], "task-3": ["task-1"]}
