@@ -39,7 +39,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from orchestrator.agents.base import (
     Agent,
@@ -307,69 +307,44 @@ class ClaudeCodeAgent:
         env = self.env(request.env)
         argv = self.confined(self.argv(request), request.workspace, env, request.sandbox)
         stream = _Stream()
-        with tempfile.TemporaryFile() as stderr:
-            # Its Bash tool starts each command in a session of its own: only the whole tree, killed
-            # by its marks, takes those with it.
-            tree = processes.spawn(
-                argv,
-                cwd=request.workspace,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )
-            proc = tree.popen
-            timed_out = threading.Event()
+        # Its Bash tool starts each command in a session of its own: the supervisor kills the tree.
+        ended = processes.run_supervised(
+            argv,
+            cwd=request.workspace,
+            env=env,
+            stdin_text=request.prompt,
+            timeout=self.timeout,
+            on_line=lambda raw: self._relay_line(raw, listener, stream),
+            tail_chars=TAIL_CHARS,
+        )
+        return self._outcome(
+            request, stream, ended.code, ended.timed_out, redact(ended.stderr_tail), listener
+        )
 
-            def expire() -> None:
-                timed_out.set()
-                processes.kill_tree(tree)
-
-            timer = threading.Timer(self.timeout, expire)
-            timer.start()
-            feeder = threading.Thread(target=_feed, args=(proc.stdin, request.prompt), daemon=True)
-            feeder.start()
-            try:
-                assert proc.stdout is not None
-                self._relay(proc.stdout, listener, stream)
-                code = proc.wait()
-            finally:
-                timer.cancel()
-                # Also after a clean exit: what its commands left running in the background.
-                processes.kill_tree(tree)
-                proc.wait()
-                feeder.join(timeout=5)
-                if proc.stdout is not None:
-                    proc.stdout.close()
-            stderr.seek(0)
-            err_tail = redact(stderr.read().decode("utf-8", errors="replace")[-TAIL_CHARS:].strip())
-        return self._outcome(request, stream, code, timed_out.is_set(), err_tail, listener)
-
-    def _relay(self, stdout: IO[bytes], listener: AgentListener, stream: _Stream) -> None:
-        """Events for each stream-json line, and what the stream says kept in `stream`."""
-        for raw in stdout:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue  # stray non-JSON output (a warning from a wrapper script): not ours to parse
-            if not isinstance(event, dict):
-                continue
-            kind = event.get("type")
-            if kind == "result":
-                stream.result = event
-            elif kind == "system" and event.get("subtype") == "init":
-                model = event.get("model", "?")
-                listener(AgentEvent(kind="progress", detail=f"claude-code session started (model {model})"))
-            elif kind == "system" and event.get("subtype") == "api_retry":
-                listener(
-                    AgentEvent(
-                        kind="progress",
-                        detail=f"the API answered {event.get('error_status')} ({event.get('error')}); "
-                        f"claude-code retries ({event.get('attempt')} of {event.get('max_retries')})",
-                    )
+    def _relay_line(self, raw: bytes, listener: AgentListener, stream: _Stream) -> None:
+        """Events for one stream-json line, and what the stream says kept in `stream`."""
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return  # stray non-JSON output (a warning from a wrapper script): not ours to parse
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "result":
+            stream.result = event
+        elif kind == "system" and event.get("subtype") == "init":
+            model = event.get("model", "?")
+            listener(AgentEvent(kind="progress", detail=f"claude-code session started (model {model})"))
+        elif kind == "system" and event.get("subtype") == "api_retry":
+            listener(
+                AgentEvent(
+                    kind="progress",
+                    detail=f"the API answered {event.get('error_status')} ({event.get('error')}); "
+                    f"claude-code retries ({event.get('attempt')} of {event.get('max_retries')})",
                 )
-            elif kind == "assistant":
-                self._assistant(event, listener, stream)
+            )
+        elif kind == "assistant":
+            self._assistant(event, listener, stream)
 
     def _assistant(self, event: dict[str, Any], listener: AgentListener, stream: _Stream) -> None:
         message = event.get("message")
@@ -471,22 +446,6 @@ class ClaudeCodeAgent:
         )
         listener(AgentEvent(kind="progress", detail=redact(note)))
         return f"\n[{redact(note)}]"
-
-
-def _feed(stdin: IO[bytes] | None, prompt: str) -> None:
-    """The prompt through stdin, then EOF (in a thread: a long prompt fills the pipe before the
-    CLI starts reading, and its output must be read meanwhile)."""
-    if stdin is None:
-        return
-    try:
-        stdin.write(prompt.encode("utf-8"))
-    except (BrokenPipeError, OSError):
-        pass  # it died first: its exit status says why
-    finally:
-        try:
-            stdin.close()
-        except OSError:
-            pass
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str], stdin: str, timeout: float) -> str:

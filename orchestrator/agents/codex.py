@@ -32,14 +32,13 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 import tempfile
 import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from orchestrator.agents.base import (
     Agent,
@@ -51,7 +50,7 @@ from orchestrator.agents.base import (
     AgentStatus,
     AgentUnavailable,
 )
-from orchestrator.agents.claude_code import REPORT_INSTRUCTIONS, _feed, _run, model_chosen
+from orchestrator.agents.claude_code import REPORT_INSTRUCTIONS, _run, model_chosen
 from orchestrator.agents.pricing import price_for, priced
 from orchestrator.config import ModelPrice, Settings
 from orchestrator.domain.usage import Usage
@@ -225,46 +224,16 @@ class CodexAgent:
         argv = self.confined(codex, request.workspace, request.sandbox)
         prompt = f"{request.system_prompt.strip()}{REPORT_INSTRUCTIONS}\n\n{request.prompt.strip()}\n"
         session = _Session()
-        with tempfile.TemporaryFile() as stderr:
-            # The commands it runs may start sessions of their own: only the whole tree, killed by
-            # its marks, takes those with it.
-            tree = processes.spawn(
-                argv,
-                cwd=request.workspace,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )
-            proc = tree.popen
-            timed_out = threading.Event()
-
-            def expire() -> None:
-                timed_out.set()
-                processes.kill_tree(tree)
-
-            timer = threading.Timer(self.timeout, expire)
-            timer.start()
-            feeder = threading.Thread(target=_feed, args=(proc.stdin, prompt), daemon=True)
-            feeder.start()
-            try:
-                assert proc.stdout is not None
-                self._relay(proc.stdout, listener, session)
-                code = proc.wait()
-            finally:
-                timer.cancel()
-                processes.kill_tree(tree)
-                proc.wait()
-                feeder.join(timeout=5)
-                if proc.stdout is not None:
-                    proc.stdout.close()
-            stderr.seek(0)
-            err_tail = redact(stderr.read().decode("utf-8", errors="replace")[-TAIL_CHARS:].strip())
-        return self._outcome(session, code, timed_out.is_set(), err_tail, listener)
-
-    def _relay(self, stdout: IO[bytes], listener: AgentListener, session: _Session) -> None:
-        for raw in stdout:
-            self._read(raw.decode("utf-8", errors="replace"), session, listener)
+        ended = processes.run_supervised(
+            argv,
+            cwd=request.workspace,
+            env=env,
+            stdin_text=prompt,
+            timeout=self.timeout,
+            on_line=lambda raw: self._read(raw.decode("utf-8", errors="replace"), session, listener),
+            tail_chars=TAIL_CHARS,
+        )
+        return self._outcome(session, ended.code, ended.timed_out, redact(ended.stderr_tail), listener)
 
     def _read(self, line: str, session: _Session, listener: AgentListener) -> None:
         """What one --json line says, kept in `session` and relayed as events."""

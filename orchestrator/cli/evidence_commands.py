@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli.plan_commands import LintFormat, PlanArgument, _reported, format_finding
+from orchestrator.cli.plan_commands import (
+    FindingFormatOpt,
+    LintFormat,
+    PlanArgument,
+    _reported,
+    format_finding,
+)
 from orchestrator.cli.run_commands import RUN_PANEL, JsonOpt, RepoOpt
 
 if TYPE_CHECKING:
@@ -20,14 +26,7 @@ def audit(
     rerun: Annotated[
         bool, typer.Option("--rerun", help="Run each recorded check again at HEAD (in the sandbox).")
     ] = False,
-    output: Annotated[
-        LintFormat,
-        typer.Option(
-            "--format",
-            help="text, or github: annotations on the pull request at file and line.",
-            case_sensitive=False,
-        ),
-    ] = LintFormat.TEXT,
+    output: FindingFormatOpt = LintFormat.TEXT,
     json_output: JsonOpt = False,
     repo: RepoOpt = None,
 ) -> None:

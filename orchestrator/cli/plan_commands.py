@@ -242,6 +242,17 @@ class LintFormat(StrEnum):
     GITHUB = "github"
 
 
+FindingFormatOpt = Annotated[
+    LintFormat,
+    typer.Option(
+        "--format",
+        help="text, or github: annotations on the pull request at file and line.",
+        case_sensitive=False,
+    ),
+]
+"""--format of the commands that report findings at a plan's lines (lint, audit)."""
+
+
 def format_finding(output: LintFormat, path: Path, line: int | None, severity: str, message: str) -> str:
     """One problem in the plan: `path:line: severity: message`, or with --format github a workflow
     command that annotates the pull request at the file and line."""
@@ -264,14 +275,7 @@ def lint(
     require_verify: Annotated[
         bool, typer.Option("--require-verify", help="Exit 1 when an open task would be judged by nothing.")
     ] = False,
-    output: Annotated[
-        LintFormat,
-        typer.Option(
-            "--format",
-            help="text, or github: annotations on the pull request at file and line.",
-            case_sensitive=False,
-        ),
-    ] = LintFormat.TEXT,
+    output: FindingFormatOpt = LintFormat.TEXT,
 ) -> None:
     """Check the plan for CI: exit 1 on cycles, unknown or duplicate ids, parent/child disagreement.
 

@@ -28,6 +28,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -138,6 +139,75 @@ def spawn(
     with _lock:
         _live[token] = popen
     return Tree(popen, token)
+
+
+@dataclass
+class Supervised:
+    """How a supervised program ended."""
+
+    code: int
+    timed_out: bool
+    stderr_tail: str
+    """The last characters of what it wrote on stderr, as text (not redacted)."""
+
+
+def run_supervised(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin_text: str,
+    timeout: float,
+    on_line: Callable[[bytes], None],
+    tail_chars: int = 2000,
+) -> Supervised:
+    """Run an agent CLI to its end: `stdin_text` through its stdin (from a thread: a long prompt
+    fills the pipe before the program reads it, and its output must be read meanwhile), each line
+    of its stdout to `on_line`, its whole tree killed after `timeout` seconds and, after a clean
+    exit too, whatever it left running (the commands it ran may start sessions of their own: only
+    the tree, killed by its marks, takes those with it)."""
+    with tempfile.TemporaryFile() as stderr:
+        tree = spawn(argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        proc = tree.popen
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            kill_tree(tree)
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin_text), daemon=True)
+        feeder.start()
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                on_line(raw)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            kill_tree(tree)
+            proc.wait()
+            feeder.join(timeout=5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        stderr.seek(0)
+        tail = stderr.read().decode("utf-8", errors="replace")[-tail_chars:].strip()
+    return Supervised(code, timed_out.is_set(), tail)
+
+
+def _feed(stdin: IO[bytes] | None, text: str) -> None:
+    if stdin is None:
+        return
+    try:
+        stdin.write(text.encode("utf-8"))
+    except (BrokenPipeError, OSError):
+        pass  # it died first: its exit status says why
+    finally:
+        try:
+            stdin.close()
+        except OSError:
+            pass
 
 
 def kill_tree(tree: Tree, grace: float = 0.0) -> list[Leftover]:
