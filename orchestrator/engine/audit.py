@@ -15,7 +15,6 @@ each, in the run's sandbox, as verification runs them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +26,7 @@ from orchestrator.domain.plan import BoxState, Plan, Task
 from orchestrator.domain.state import RunState, TaskRecord, TaskStatus
 from orchestrator.engine.evidence import ATTESTED_TRAILER, EVIDENCE_TRAILER
 from orchestrator.engine.session import locate, run_sandbox
-from orchestrator.engine.verification import CommandResult, commands_for, run_verification
+from orchestrator.engine.verification import commands_for, run_verification
 from orchestrator.errors import OrchestrateError
 from orchestrator.persistence.checkpoints import RunStore
 from orchestrator.persistence.repo import RUN_TRAILER, TASK_TRAILER, CommitFacts, GitRepo
@@ -183,7 +182,6 @@ def audit_plan(
     *,
     rerun: bool = False,
     repo: Path | None = None,
-    on_check: Callable[[CommandResult], None] | None = None,
 ) -> AuditReport:
     """Audit every ticked box (and every box-less unit done) of the plan at `plan_path`."""
     located = locate(plan_path, repo)
@@ -311,7 +309,7 @@ def audit_plan(
             report.findings.append(Finding(kind="unverified", line=line, task=task_id, message=message))
 
     if rerun:
-        _rerun(report, plan, judged, git, settings, runs, on_check)
+        _rerun(report, plan, judged, git, settings, runs)
     report.findings.sort(key=lambda f: (f.line, f.kind))
     return report
 
@@ -335,7 +333,6 @@ def _rerun(
     git: GitRepo,
     settings: Settings,
     runs: _Runs,
-    on_check: Callable[[CommandResult], None] | None,
 ) -> None:
     wanted: dict[str, list[tuple[str, int]]] = {}
     for task_id, (line, box) in judged.items():
@@ -360,8 +357,6 @@ def _rerun(
             sandbox=sandbox.with_network(settings.verify_network),
             env=env,
         ).results[0]
-        if on_check is not None:
-            on_check(result)
         report.rerun.append(
             Rerun(
                 command=command,
