@@ -103,20 +103,24 @@ def test_the_scan_sees_each_way_of_starting_git() -> None:
 
 
 def _logging_git(folder: Path, log: Path) -> Path:
-    """A `git` that writes each argv to `log` (each argument NUL-ended, each call ended by RS and a
-    newline) and runs the real git: first on PATH, it sees every git process orchestrate starts."""
+    """A `git` that writes each call to a file of its own in the folder `log` (its group, then each
+    argument, NUL-ended) and runs the real git: first on PATH, it sees every git process orchestrate
+    starts. A file per call: with --parallel, two gits write at once, and lines appended to one log
+    by several writes each came out interleaved."""
     real = shutil.which("git")
     assert real is not None
     folder.mkdir()
+    log.mkdir()
     script = folder / "git"
     script.write_text(
         "#!/bin/sh\n"
         # Field 5 of /proc/PID/stat is the process group: the call's first word says whether git
         # leads a group of its own (a terminal's Ctrl-C then does not reach it).
         "read -r _ _ _ _ group _ < /proc/$$/stat\n"
-        f"if [ \"$group\" = $$ ]; then printf 'own-group\\0' >> '{log}'\n"
-        f"else printf 'shared\\0' >> '{log}'; fi\n"
-        f"printf '%s\\0' \"$@\" >> '{log}'\nprintf '\\036\\n' >> '{log}'\nexec '{real}' \"$@\"\n"
+        f"record=$(mktemp '{log}/call.XXXXXXXX')\n"
+        "{ if [ \"$group\" = $$ ]; then printf 'own-group\\0'; else printf 'shared\\0'; fi\n"
+        "  printf '%s\\0' \"$@\"; } > \"$record\"\n"
+        f"exec '{real}' \"$@\"\n"
     )
     script.chmod(0o755)
     return folder
@@ -127,7 +131,7 @@ def test_every_git_process_orchestrate_starts_carries_the_safety_settings_in_a_g
 ) -> None:
     # Dynamic, where the scan above is static: the demo (a scratch repository made, a parallel run
     # with worktrees, commits, merges) then status, runs and show, each git process seen as it starts.
-    log = tmp_path / "git.log"
+    log = tmp_path / "git-calls"
     wrapper = _logging_git(tmp_path / "bin", log)
     env = {"PATH": f"{wrapper}{os.pathsep}{os.environ['PATH']}"}
     scratch = tmp_path / "demo"
@@ -139,7 +143,9 @@ def test_every_git_process_orchestrate_starts_carries_the_safety_settings_in_a_g
     ):
         done = orchestrate(scratch if args[0] != "demo" else tmp_path, *args, env=env)
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
-    calls = [record.split("\0")[:-1] for record in log.read_text(errors="replace").split("\x1e\n")[:-1]]
+    calls = [
+        record.read_text(errors="replace").split("\0")[:-1] for record in sorted(log.glob("call.*"))
+    ]
     assert len(calls) > 20
     unsafe = [" ".join(call) for call in calls if tuple(call[1 : len(SAFETY) + 1]) != SAFETY]
     assert unsafe == []
