@@ -134,6 +134,9 @@ class Settings(BaseModel):
     """SDK-level retries for 429/5xx/529 and connection errors."""
     rate_limit_wait: float = Field(default=300.0, ge=0, le=MAX_SECONDS)
     """Seconds a rate-limited run may wait in total before it stops resumably."""
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """API requests the whole run may send a minute, shared by its parallel agents and reviewers
+    (each waits its turn); None: no pace, but a 429's retry-after still holds every agent off."""
     request_timeout: float = Field(default=600.0, gt=0, le=MAX_SECONDS)
     """Seconds one Messages API request may take."""
     max_tokens: int = Field(default=8192, ge=1, le=1_000_000)

@@ -116,6 +116,8 @@ def commit_config(repo: Path, name: str, text: str) -> None:
         ("max_atempts = 2\n", 1, ["max_atempts", "unknown setting"]),
         ('verify = ["true", ""]\n', 1, ["verify"]),
         ("agent_timeout = 1e9\n", 1, ["agent_timeout", "604800"]),
+        ("max_cost = 5\nrequests_per_minute = 0\n", 2, ["requests_per_minute", "greater than 0"]),
+        ("requests_per_minute = -inf\n", 1, ["requests_per_minute", "finite"]),
     ],
 )
 def test_a_bad_setting_in_orchestrate_toml_names_its_line(

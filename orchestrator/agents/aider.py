@@ -37,6 +37,7 @@ from orchestrator.agents.base import (
     AgentUnavailable,
 )
 from orchestrator.agents.claude_code import model_chosen
+from orchestrator.agents.rate import retry_after_said
 from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
 from orchestrator.tools.environment import child_env, redact
@@ -82,6 +83,7 @@ UNAVAILABLE = (
     "litellm.APIConnectionError",
     "The API provider has rate limited you",
 )
+RATE_LIMITED = ("litellm.RateLimitError", "The API provider has rate limited you")
 RESUME = "resume later with `orchestrate resume`"
 
 
@@ -153,6 +155,8 @@ class AiderAgent:
             )
             env.update(_identity_config(env, Path(tmp)))
             sandbox = request.sandbox.with_network().writing(Path(tmp)) if request.sandbox else None
+            if request.rate_gate is not None:
+                request.rate_gate.wait_turn()  # its first request; it paces the rest itself
             result = run_shell(
                 command,
                 cwd=request.workspace,
@@ -186,7 +190,13 @@ class AiderAgent:
         last_reply = max((m.end() for m in _TOKENS.finditer(output)), default=-1)
         if any(output.rfind(sign) > last_reply for sign in UNAVAILABLE):
             said = _line_with(output, UNAVAILABLE)
-            raise AgentUnavailable(f"the API was unavailable for aider after its retries ({said}); {RESUME}")
+            after = output[last_reply + 1 :]
+            delay = retry_after_said(after) if any(sign in after for sign in RATE_LIMITED) else None
+            if delay is not None and request.rate_gate is not None:
+                request.rate_gate.hold_off(delay)
+            raise AgentUnavailable(
+                f"the API was unavailable for aider after its retries ({said}); {RESUME}", retry_after=delay
+            )
         if result.timed_out:
             summary = f"aider timed out after {self.timeout:g}s (agent_timeout) and was killed"
             return AgentOutcome(status=AgentStatus.FAILED, summary=f"{summary}\n{tail}".strip(), usage=usage)

@@ -21,7 +21,7 @@ from typing import Any
 
 import anthropic
 
-from orchestrator.agents.base import Agent, AgentConfigError, AgentRequest, AgentUnavailable
+from orchestrator.agents.base import Agent, AgentConfigError, AgentRequest, AgentUnavailable, RateGate
 from orchestrator.agents.loop import (
     LoopAgent,
     LoopLimits,
@@ -32,6 +32,7 @@ from orchestrator.agents.loop import (
     PromptTooLong,
 )
 from orchestrator.agents.pricing import price_for, priced
+from orchestrator.agents.rate import LocalRateGate
 from orchestrator.agents.review_loop import ReviewLoop
 from orchestrator.config import Settings
 from orchestrator.domain.usage import Usage
@@ -138,11 +139,15 @@ class _KeepAlive:
     (benchmarks/cache_ttl_bench.py). Their usage is added to the reply they waited on (or the next
     one). A failed keep-alive changes nothing: the next request pays the write, as it would have.
     One still in flight when the attempt ends (its last reply took over `every` seconds and
-    landed during that keep-alive's second or two) goes uncounted."""
+    landed during that keep-alive's second or two) goes uncounted. Each waits its turn at the rate
+    gate like any request (a rate limit counts it), and one refused with a retry-after holds the
+    gate off as the model's own 429s do (not past `longest_hold`, rate_limit_wait)."""
 
-    def __init__(self, client: anthropic.Anthropic, every: float):
+    def __init__(self, client: anthropic.Anthropic, every: float, gate: RateGate, longest_hold: float):
         self.client = client
         self.every = every
+        self.gate = gate
+        self.longest_hold = longest_hold
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._spent = Usage()
@@ -187,8 +192,17 @@ class _KeepAlive:
         with self._lock:
             if generation != self._generation:
                 return
+        self.gate.wait_turn()
+        with self._lock:
+            if generation != self._generation:
+                return  # the next request went while this one waited its turn: no need to renew
         try:
             used: Usage | None = usage_of(self.client.messages.create(**params).usage)
+        except anthropic.RateLimitError as exc:
+            used = None
+            delay = _retry_after(exc.response.headers)
+            if delay is not None and delay <= self.longest_hold:
+                self.gate.hold_off(delay)
         except (anthropic.APIError, AttributeError, TypeError, ValueError):
             used = None
         with self._lock:
@@ -214,14 +228,27 @@ def _block_param(block: Any) -> dict[str, Any]:
 
 
 class AnthropicModel:
-    """One client for one attempt: calls, waits out rate limits, maps faults, prices usage."""
+    """One client for one attempt: calls, waits out rate limits, maps faults, prices usage.
 
-    def __init__(self, client: anthropic.Anthropic, settings: Settings, model_id: str):
+    Every request, keep-alives included, waits its turn at the rate gate (the run's, shared by its
+    agents and reviewers, or one of its own), and a 429 holds the whole gate off for its
+    retry-after: the others would only be refused too. Not a retry-after past rate_limit_wait,
+    which no one waits out (each gives up on meeting it): a gateway asking for an hour would keep
+    every thread of the stopping run asleep that long."""
+
+    def __init__(
+        self,
+        client: anthropic.Anthropic,
+        settings: Settings,
+        model_id: str,
+        rate_gate: RateGate | None = None,
+    ):
         self.client = client
         self.settings = settings
         self.model_id = model_id
         self._price_warned = False
-        self._keep_alive = _KeepAlive(client, settings.cache_keep_alive)
+        self.gate: RateGate = rate_gate or LocalRateGate(None)
+        self._keep_alive = _KeepAlive(client, settings.cache_keep_alive, self.gate, settings.rate_limit_wait)
 
     def close(self) -> None:
         """No more requests of this attempt: no more keep-alive either."""
@@ -245,6 +272,12 @@ class AnthropicModel:
         malformed = limited = 0
         kept_alive = self._keep_alive.renewing(params)
         while True:
+            asked = time.monotonic()
+            self.gate.wait_turn()
+            if limited:
+                # After a 429 of our own, the whole wait counts (its retry-after, and any longer
+                # hold-off or queue in force); before one, the wait is the run's pace, not a limit.
+                waited += time.monotonic() - asked
             started = time.monotonic()
             try:
                 message = self._call(params)
@@ -255,6 +288,8 @@ class AnthropicModel:
                 limited += 1
                 delay = _retry_after(exc.response.headers)
                 delay = delay if delay is not None else min(60.0, 5.0 * 2 ** min(limited, 4))
+                if delay <= self.settings.rate_limit_wait:
+                    self.gate.hold_off(delay)
                 if waited + delay > self.settings.rate_limit_wait:
                     raise AgentUnavailable(
                         f"rate limited by the API ({_api_message(exc)}); waited {waited:.0f}s of the "
@@ -262,8 +297,6 @@ class AnthropicModel:
                         retry_after=delay,
                     ) from None
                 on_progress(f"rate limited by the API; waiting {delay:.1f}s as asked (retry-after)")
-                time.sleep(delay)
-                waited += delay
             except (json.JSONDecodeError, _Malformed) as exc:
                 malformed += 1
                 if malformed > self.settings.max_retries:
@@ -370,7 +403,7 @@ def _model_opener(settings: Settings) -> Callable[[AgentRequest], Any]:
             timeout=settings.request_timeout,
             http_client=http,
         ) as client:
-            model = AnthropicModel(client, settings, request.model or settings.model)
+            model = AnthropicModel(client, settings, request.model or settings.model, request.rate_gate)
             try:
                 yield model
             finally:

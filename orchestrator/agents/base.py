@@ -7,14 +7,29 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.domain.usage import Usage
 from orchestrator.tools.sandbox import Sandbox
 
 
+@runtime_checkable
+class RateGate(Protocol):
+    """The run's pace of API requests, shared by every agent and reviewer of the run (on one machine
+    LocalRateGate, orchestrator.agents.rate): each request waits its turn, and a 429's retry-after
+    holds every holder of the gate off, not only the one refused."""
+
+    def wait_turn(self) -> None:
+        """Block until this request may go (the rate, and any hold-off in force)."""
+
+    def hold_off(self, seconds: float) -> None:
+        """The API said to wait `seconds` (a 429's retry-after): no one's request goes before then."""
+
+
 class AgentRequest(BaseModel):
     """One attempt at one task."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     task_id: str
     attempt: int = 1
@@ -34,6 +49,9 @@ class AgentRequest(BaseModel):
     max_cost: float | None = None
     """US dollars left of the run's --max-cost when the attempt starts (None: no limit), for a
     backend that can stop itself on a budget (claude-code's --max-budget-usd)."""
+    rate_gate: RateGate | None = Field(default=None, exclude=True)
+    """The run's rate gate: every API request the backend makes (or the CLI it starts) waits its
+    turn there, and a rate limit it meets holds the others off. None: no gate, each on its own."""
 
 
 class AgentStatus(StrEnum):
@@ -83,6 +101,8 @@ class ReviewRequest(BaseModel):
     attempt's diff (in `prompt`), and a read-only copy of the attempt's tree (`workspace`); never
     the worker's own report."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     task_id: str
     attempt: int = 1
     round: int = 1
@@ -98,6 +118,8 @@ class ReviewRequest(BaseModel):
     command_timeout: float = 300.0
     env: dict[str, str] = Field(default_factory=dict)
     sandbox: Sandbox | None = None
+    rate_gate: RateGate | None = Field(default=None, exclude=True)
+    """As AgentRequest's: the reviewer's requests count against the run's rate too."""
 
 
 class ReviewReply(BaseModel):

@@ -50,8 +50,10 @@ from orchestrator.agents.base import (
     AgentRequest,
     AgentStatus,
     AgentUnavailable,
+    RateGate,
 )
 from orchestrator.agents.pricing import priced
+from orchestrator.agents.rate import retry_after_said
 from orchestrator.config import DEFAULT_MODEL, RECORDED_ORIGIN, ModelPrice, Settings
 from orchestrator.domain.usage import Usage
 from orchestrator.tools import processes
@@ -193,9 +195,11 @@ def api_fault(result: Mapping[str, Any], error_kind: str = "") -> Exception | No
     if code == 402 or error_kind == "billing_error" or "credit balance" in text.lower():
         return AgentUnavailable(f"the API refused claude-code for billing ({shown}); {RESUME}")
     if code is not None and (code in (408, 409, 429) or code >= 500) or error_kind in UNAVAILABLE_KINDS:
-        what = "rate limited" if code == 429 or error_kind == "rate_limit" else "unavailable"
+        limited = code == 429 or error_kind == "rate_limit"
         return AgentUnavailable(
-            f"the API was {what} for claude-code after its own retries ({shown}); {RESUME}"
+            f"the API was {'rate limited' if limited else 'unavailable'} for claude-code after its own "
+            f"retries ({shown}); {RESUME}",
+            retry_after=retry_after_said(text) if limited else None,
         )
     return None
 
@@ -307,6 +311,9 @@ class ClaudeCodeAgent:
         env = self.env(request.env)
         argv = self.confined(self.argv(request), request.workspace, env, request.sandbox)
         stream = _Stream()
+        gate = request.rate_gate
+        if gate is not None:
+            gate.wait_turn()  # its first request; the CLI paces the rest itself
         # Its Bash tool starts each command in a session of its own: the supervisor kills the tree.
         ended = processes.run_supervised(
             argv,
@@ -314,15 +321,18 @@ class ClaudeCodeAgent:
             env=env,
             stdin_text=request.prompt,
             timeout=self.timeout,
-            on_line=lambda raw: self._relay_line(raw, listener, stream),
+            on_line=lambda raw: self._relay_line(raw, listener, stream, gate),
             tail_chars=TAIL_CHARS,
         )
         return self._outcome(
             request, stream, ended.code, ended.timed_out, redact(ended.stderr_tail), listener
         )
 
-    def _relay_line(self, raw: bytes, listener: AgentListener, stream: _Stream) -> None:
-        """Events for one stream-json line, and what the stream says kept in `stream`."""
+    def _relay_line(
+        self, raw: bytes, listener: AgentListener, stream: _Stream, gate: RateGate | None = None
+    ) -> None:
+        """Events for one stream-json line, and what the stream says kept in `stream`; a 429 it
+        waits out (`api_retry`) holds the run's rate gate off as long."""
         try:
             event = json.loads(raw)
         except ValueError:
@@ -343,6 +353,9 @@ class ClaudeCodeAgent:
                     f"claude-code retries ({event.get('attempt')} of {event.get('max_retries')})",
                 )
             )
+            delay = _float(event.get("retry_delay_ms"))
+            if gate is not None and event.get("error_status") == 429 and delay is not None:
+                gate.hold_off(delay / 1000)
         elif kind == "assistant":
             self._assistant(event, listener, stream)
 
@@ -408,6 +421,8 @@ class ClaudeCodeAgent:
         )
         fault = api_fault(result, stream.error_kind)
         if fault is not None:
+            if isinstance(fault, AgentUnavailable) and fault.retry_after and request.rate_gate:
+                request.rate_gate.hold_off(fault.retry_after)
             raise fault
         text = redact(str(result.get("result") or "").strip())
         turns = usage.calls

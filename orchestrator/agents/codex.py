@@ -49,9 +49,11 @@ from orchestrator.agents.base import (
     AgentRequest,
     AgentStatus,
     AgentUnavailable,
+    RateGate,
 )
 from orchestrator.agents.claude_code import REPORT_INSTRUCTIONS, _run, model_chosen
 from orchestrator.agents.pricing import price_for, priced
+from orchestrator.agents.rate import retry_after_said
 from orchestrator.config import ModelPrice, Settings
 from orchestrator.domain.usage import Usage
 from orchestrator.tools import processes
@@ -90,6 +92,17 @@ class _Session:
     failed: bool = False
     rejected: list[str] = field(default_factory=list)
     """Patches and writes its sandbox refused."""
+    gate: RateGate | None = None
+    """The run's rate gate: a rate limit the session reports with a wait holds it off as long."""
+
+    def rate_limited(self, message: str) -> float | None:
+        """The wait a rate limit `message` asks for (None: not one, or no wait said), held off on the gate."""
+        if status_of(message) != 429 and "rate limit" not in message.lower():
+            return None
+        delay = retry_after_said(message)
+        if delay is not None and self.gate is not None:
+            self.gate.hold_off(delay)
+        return delay
 
 
 def status_of(message: str) -> int | None:
@@ -223,7 +236,9 @@ class CodexAgent:
         listener(AgentEvent(kind="progress", detail=redact(f"running codex: {shlex.join(codex)}")))
         argv = self.confined(codex, request.workspace, request.sandbox)
         prompt = f"{request.system_prompt.strip()}{REPORT_INSTRUCTIONS}\n\n{request.prompt.strip()}\n"
-        session = _Session()
+        session = _Session(gate=request.rate_gate)
+        if session.gate is not None:
+            session.gate.wait_turn()  # its first request; the CLI paces the rest itself
         ended = processes.run_supervised(
             argv,
             cwd=request.workspace,
@@ -256,6 +271,7 @@ class CodexAgent:
         elif kind == "error":
             message = str(event.get("message") or "")
             session.errors.append(message)
+            session.rate_limited(message)
             listener(AgentEvent(kind="progress", detail=redact(f"codex: {message}")[:300]))
         elif kind == "item.completed" and isinstance(event.get("item"), dict):
             self._item(event["item"], session, listener)
@@ -320,7 +336,8 @@ class CodexAgent:
             if status is not None and (status in (408, 409, 429) or status >= 500):
                 what = "rate limited" if status == 429 else "unavailable"
                 raise AgentUnavailable(
-                    f"the API was {what} for codex after its own retries ({last_error}); {RESUME}"
+                    f"the API was {what} for codex after its own retries ({last_error}); {RESUME}",
+                    retry_after=session.rate_limited(session.errors[-1]),
                 )
             if status is None and any(sign in last_error.lower() for sign in UNREACHABLE):
                 raise AgentUnavailable(f"codex could not reach its API ({last_error}); {RESUME}")

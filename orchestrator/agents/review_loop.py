@@ -58,6 +58,7 @@ class ReviewLoop:
             prompt=request.prompt,
             workspace=request.workspace,
             model=request.model,
+            rate_gate=request.rate_gate,
         )
         with self._open_model(opened) as model:
             return _Review(request, listener, model, tools).loop()

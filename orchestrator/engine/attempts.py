@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.agents.base import Agent, AgentEvent, AgentListener, AgentRequest, AgentStatus
+from orchestrator.agents.base import Agent, AgentEvent, AgentListener, AgentRequest, AgentStatus, RateGate
 from orchestrator.config import Settings
 from orchestrator.domain import transitions as t
 from orchestrator.domain.events import TaskRetrying
@@ -76,6 +76,7 @@ class Attempts:
         plan: Callable[[], Plan],
         stop: StopToken,
         fail_first: FailFirst,
+        rate_gate: RateGate | None = None,
     ):
         self.repo = repo
         self.plan_rel = plan_rel
@@ -95,6 +96,7 @@ class Attempts:
         self.stop = stop
         self.fail_first = fail_first
         """Checks passed: the tests the attempt changed must fail at base (engine.fail_first)."""
+        self.rate_gate = rate_gate
         self.review = ReviewStage(
             repo=repo,
             plan_rel=plan_rel,
@@ -105,6 +107,7 @@ class Attempts:
             sandbox=sandbox,
             env=env,
             plan=plan,
+            rate_gate=rate_gate,
         )
         self.resume_at: dict[str, str] = {}
         """Tasks resume picks up mid-way: 'verify' (its agent's work is intact), 'commit' (its
@@ -304,6 +307,7 @@ class Attempts:
             env=self.env(),
             sandbox=self.sandbox,
             max_cost=None if limit is None else max(0.0, limit - self.state.usage.cost_usd),
+            rate_gate=self.rate_gate,
         )
         outcome = self.agent.run(request, self._listener(task.id, attempt))
         crash_point("after_agent", task.id)

@@ -35,6 +35,7 @@ from orchestrator.agents.base import (
     AgentConfigError,
     AgentEvent,
     AgentListener,
+    RateGate,
     Reviewer,
     ReviewReply,
     ReviewRequest,
@@ -201,6 +202,7 @@ class ReviewStage:
         sandbox: Sandbox,
         env: Callable[[], dict[str, str]],
         plan: Callable[[], Plan],
+        rate_gate: RateGate | None = None,
     ):
         self.repo = repo
         self.plan_rel = plan_rel
@@ -211,6 +213,8 @@ class ReviewStage:
         self.sandbox = sandbox.with_network(False).reading_only()
         self.env = env
         self.plan = plan
+        self.rate_gate = rate_gate
+        """The run's rate gate, on every request: the attempts' and the reviews'."""
         self._choice: ReviewerChoice | None = None
 
     @property
@@ -265,6 +269,7 @@ class ReviewStage:
                     command_timeout=self.settings.command_timeout,
                     env=self.env(),
                     sandbox=self.sandbox,
+                    rate_gate=self.rate_gate,
                 )
                 reply = reviewer.review(request, self._listener(task.id, attempt, model))
                 crash_point("mid_review", task.id)

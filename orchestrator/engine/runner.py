@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.agents.base import Agent, AgentConfigError, AgentUnavailable
+from orchestrator.agents.rate import LocalRateGate
 from orchestrator.config import Settings
 from orchestrator.domain import dag
 from orchestrator.domain import transitions as t
@@ -201,6 +202,7 @@ class Runner:
                 scratch_root=ctx.journal.directory.parent / SCRATCH_DIR,
                 stop=self.stop,
             ),
+            rate_gate=LocalRateGate(self.settings.requests_per_minute),
         )
         self.landing = Landing(
             repo=self.repo,

@@ -4,7 +4,7 @@
         api.script(tool_call("write_file", {...}), text("DONE: ..."), rate_limited(retry_after=0))
         os.environ["ANTHROPIC_BASE_URL"] = api.url   # or Anthropic(base_url=api.url)
         ...
-        api.requests[0].body["tools"], api.requests[0].headers["x-api-key"]
+        api.requests[0].body["tools"], api.requests[0].headers["x-api-key"], api.requests[0].at
 
 Each POST /v1/messages takes the next scripted response, in order. A response is a Message (sent
 as JSON, or as server-sent events when the request has "stream": true), a Status (an API error
@@ -28,6 +28,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +49,8 @@ class RecordedRequest:
     body: Any
     """The parsed JSON body (None if it was not JSON)."""
     raw: bytes
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (time.monotonic(), once its body was read): what tests of pacing compare."""
 
 
 @dataclass
