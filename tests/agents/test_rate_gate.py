@@ -1,10 +1,14 @@
 """The run's rate gate, with the real SDK against the fake Messages API: agents on threads that share
 one LocalRateGate wait out each other's 429s and keep to the run's requests_per_minute together,
-keep-alives included. Times are the server's: when each request arrived."""
+keep-alives and reviews included, up to a whole `orchestrate run --parallel 2`. Times are the
+server's: when each request arrived. Then the agent CLIs (fakes printing what the real ones print):
+each starts when its turn comes, and the waits it reports hold the gate off."""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +22,7 @@ from orchestrator.agents.base import (
     AgentOutcome,
     AgentRequest,
     AgentStatus,
+    AgentUnavailable,
     RateGate,
     ReviewRequest,
 )
@@ -25,6 +30,7 @@ from orchestrator.agents.rate import LocalRateGate, retry_after_said
 from orchestrator.agents.registry import create_agent, create_reviewer
 from orchestrator.config import Settings
 from tests.conftest import git, make_repo, orchestrate
+from tests.fakes import claude_cli, codex_cli
 from tests.fakes.listener import Recorder
 from tests.fakes.messages_server import (
     TEST_KEY,
@@ -268,3 +274,120 @@ def test_a_parallel_run_keeps_to_requests_per_minute_across_its_tasks(tmp_path: 
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
     assert min(gaps) >= 0.5 - SLACK, gaps
     assert arrivals[-1] - arrivals[0] >= 1.5 - SLACK
+
+
+# -- agent CLIs: a turn before they start, and the waits they report held off on the gate ----------
+
+FAKE_AIDER = """#!{python}
+import sys
+sys.stdout.write(open({output!r}).read())
+"""
+
+
+def cli_request(where: Path, gate: RateGate) -> AgentRequest:
+    workspace = where / "workspace"
+    workspace.mkdir(exist_ok=True)
+    return AgentRequest(
+        task_id="T001", system_prompt="Be careful.", prompt="Write.", workspace=workspace, rate_gate=gate
+    )
+
+
+def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: list[dict[str, Any]]) -> None:
+    bin_dir = codex_cli.install(tmp_path / "codex-bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
+    codex_cli.script(bin_dir, lines, exit=1 if lines[-1]["type"] == "turn.failed" else 0)
+
+
+def fake_aider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str) -> None:
+    bin_dir = tmp_path / "aider-bin"
+    bin_dir.mkdir()
+    (tmp_path / "aider-output.txt").write_text(output)
+    aider = bin_dir / "aider"
+    aider.write_text(FAKE_AIDER.format(python=sys.executable, output=str(tmp_path / "aider-output.txt")))
+    aider.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def held_for(gate: RateGate) -> float:
+    """Seconds the next request at `gate` waits."""
+    started = time.monotonic()
+    gate.wait_turn()
+    return time.monotonic() - started
+
+
+CODEX_LIMITED = codex_cli.session(
+    *codex_cli.api_error(
+        429, "Too Many Requests", "Rate limit reached for gpt-5 on tokens per min. Please try again in 1.5s."
+    )
+)
+AIDER_LIMITED = (
+    "Aider v0.86.2\n"
+    "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for gpt-5 on tokens "
+    "per min (TPM). Please try again in 1.5s.\n"
+    "The API provider has rate limited you. Try again later or check your quotas.\n"
+)
+
+
+@pytest.mark.parametrize("backend", ["claude-code", "codex", "aider"])
+def test_an_agent_cli_starts_only_when_its_turn_comes(
+    backend: str, fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "claude-code":
+        claude_cli.script(fake_bin, [claude_cli.result()])
+    elif backend == "codex":
+        fake_codex(tmp_path, monkeypatch, codex_cli.SUCCESS)
+    else:
+        fake_aider(tmp_path, monkeypatch, "Aider v0.86.2\nDone.\n")
+    gate = LocalRateGate(None)
+    gate.hold_off(1.0)
+    held = time.monotonic()
+
+    outcome = create_agent(Settings(agent=backend, sandbox="none")).run(
+        cli_request(tmp_path, gate), Recorder()
+    )
+
+    assert outcome.status == AgentStatus.DONE, outcome.summary
+    assert time.monotonic() - held >= 1.0
+
+
+def test_claude_codes_429_retries_hold_the_gate_off_as_it_waits(fake_bin: Path, tmp_path: Path) -> None:
+    retry = {
+        "type": "system",
+        "subtype": "api_retry",
+        "attempt": 1,
+        "max_retries": 10,
+        "retry_delay_ms": 1500,
+        "error_status": 429,
+        "error": "rate_limit",
+    }
+    claude_cli.script(fake_bin, [retry, claude_cli.result()])
+    gate = LocalRateGate(None)
+    said: list[float] = []
+
+    def listener(event: AgentEvent) -> None:
+        if "claude-code retries" in event.detail:
+            said.append(time.monotonic())
+
+    outcome = create_agent(Settings(agent="claude-code")).run(cli_request(tmp_path, gate), listener)
+    gate.wait_turn()
+
+    assert outcome.status == AgentStatus.DONE
+    assert time.monotonic() - said[0] >= 1.5
+
+
+@pytest.mark.parametrize("backend", ["codex", "aider"])
+def test_a_rate_limit_a_cli_gives_up_on_says_its_wait_and_holds_the_gate_off(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "codex":
+        fake_codex(tmp_path, monkeypatch, CODEX_LIMITED)
+    else:
+        fake_aider(tmp_path, monkeypatch, AIDER_LIMITED)
+    gate = LocalRateGate(None)
+
+    with pytest.raises(AgentUnavailable, match="rate limited|unavailable") as caught:
+        create_agent(Settings(agent=backend, sandbox="none")).run(cli_request(tmp_path, gate), Recorder())
+
+    assert caught.value.retry_after == 1.5
+    assert 1.0 <= held_for(gate) <= 1.5 + SLACK
