@@ -105,15 +105,22 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, env={**os.environ, **_IDENTITY})
 
 
-def run_once(root: Path, shape: str, graph: dict[str, list[str]], seconds: float, parallel: int) -> Measured:
+def bench_repo(root: Path, shape: str, graph: dict[str, list[str]], seconds: float) -> tuple[Path, Path]:
+    """The shape's plan committed in a new repository under `root`, and the scripted agent's script."""
     repo = root / "repo"
     repo.mkdir(parents=True)
     (repo / "plan.md").write_text(plan_text(shape, graph))
+    (repo / ".gitignore").write_text("checkpoints/\n")
     _git(repo, "init", "-q", "-b", "work")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "initial")
     script = root / "script.json"
     script.write_text(json.dumps(script_for(graph, seconds)))
+    return repo, script
+
+
+def run_once(root: Path, shape: str, graph: dict[str, list[str]], seconds: float, parallel: int) -> Measured:
+    repo, script = bench_repo(root, shape, graph, seconds)
     reporter = ListReporter()
     result = start_run(
         repo / "plan.md",

@@ -1,6 +1,7 @@
 """Every benchmark, one table: parse times, orchestration overhead per task, what fail-first adds to
 a task that adds a test, crash trials (serial and parallel), makespan against the lower bound on
-four DAG shapes, the worktree chores, and the tokens a reviewer adds to a task.
+four DAG shapes, the worktree chores, the tokens a reviewer adds to a task, and the wide DAG on two
+simulated Ray nodes against one machine (with what bundling and landing cost a task).
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--crash-trials N] [--task-seconds S] [--repeats R]
 
@@ -32,6 +33,7 @@ from benchmarks import (
     makespan_bench,
     overhead_bench,
     parse_bench,
+    ray_bench,
     review_bench,
 )
 
@@ -167,6 +169,30 @@ def makespan_rows(levels: str, seconds: float, repeats: int) -> list[Row]:
     return rows
 
 
+def ray_rows(seconds: float) -> list[Row]:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return [("ray", "wide DAG on two simulated nodes", "not run: Ray is not installed", "", "")]
+    rows: list[Row] = []
+    for r in _quietly(lambda: ray_bench.main(["--task-seconds", str(seconds), "--quiet"])):
+        if "where" in r:
+            rows.append(
+                (
+                    "ray",
+                    f"wide ({r['tasks']} tasks x {seconds:g} s), 2 at once: {r['where']}",
+                    f"{r['makespan_s']:.2f} s / bound {r['bound_s']:.2f} s = {r['ratio']:.3f}",
+                    "",
+                    "",
+                )
+            )
+        else:
+            rows.append(
+                ("ray", f"per task on a node: {r['per_task']}", f"median {r['median_ms']} ms", "", "")
+            )
+    return rows
+
+
 def review_rows(units: int) -> list[Row]:
     return [
         (
@@ -228,6 +254,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         ("makespan", lambda: makespan_rows(levels, seconds, repeats)),
         ("prompt cache", cache_rows),
         ("review", lambda: review_rows(2 if quick else 3)),
+        ("ray", lambda: ray_rows(1.0 if quick else 2.0)),
     ]
     for name, step in steps:
         print(f"running the {name} benchmark...", file=sys.stderr, flush=True)

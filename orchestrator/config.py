@@ -87,7 +87,19 @@ class Settings(BaseModel):
     agent_command: str | None = None
     """Command template for the command agent: {prompt_file}, {workspace}, {task_id}."""
     parallel: int = Field(default=1, ge=1, le=1024)
-    """How many tasks may run at once, each in its own worktree."""
+    """How many tasks may run at once, each in its own worktree (with executor = "ray": on the
+    cluster; default there: as many as its CPUs hold)."""
+    executor: Literal["local", "ray"] = "local"
+    """Where task attempts run: `local` (the work tree, or worktrees with parallel > 1) or `ray`
+    (a Ray cluster; the journal, the plan and every commit stay on this machine)."""
+    ray_address: str | None = Field(default=None, min_length=1)
+    """The Ray cluster to run attempts on (`ray://host:10001`, `host:6379`, `auto`); without one,
+    executor = "ray" starts a Ray of its own on this machine."""
+    task_resources: dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict
+    )
+    """What one task attempt asks of a Ray node: `num_cpus`, `num_gpus`, `memory` (bytes), or a
+    custom resource naming a node pool (`{"num_cpus": 2, "big_box": 1}`). Default: 1 CPU."""
     max_attempts: int = Field(default=3, ge=1, le=1000)
     """Attempts per task before it is marked failed."""
     max_turns: int = Field(default=50, ge=1, le=100_000)

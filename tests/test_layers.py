@@ -151,3 +151,21 @@ def test_every_git_process_orchestrate_starts_carries_the_safety_settings_in_a_g
     assert unsafe == []
     in_our_group = [" ".join(call[1:]) for call in calls if call[0] != "own-group"]
     assert in_our_group == []
+
+
+def test_only_the_ray_executor_imports_ray() -> None:
+    """Ray is an optional extra: one module reaches for it (engine/ray_cluster.py, lazily), so a
+    machine without it runs everything else."""
+    importing: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name.split(".")[0] == "ray" for name in names):
+                importing.append(str(path.relative_to(PACKAGE)))
+    assert sorted(set(importing)) == ["engine/ray_cluster.py"]

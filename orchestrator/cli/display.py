@@ -63,6 +63,8 @@ class TaskRow:
     finished: float | None = None
     usage: Usage = field(default_factory=Usage)
     note: str = ""
+    node: str = ""
+    """The Ray node its attempt runs on (`--executor ray`): "<node id> (<address>)"."""
 
     def elapsed(self, now: float) -> float | None:
         if self.started is None:
@@ -105,7 +107,7 @@ class RunBoard:
                     )
             case TaskStarted():
                 row = self.row(event.task_id)
-                row.status, row.attempt, row.note = "running", event.attempt, ""
+                row.status, row.attempt, row.note, row.node = "running", event.attempt, "", event.node
                 if row.started is None:
                     row.started = event.at
                 row.finished = None
@@ -186,6 +188,7 @@ def _active_row(row: TaskRow, now: float, width: int) -> Text:
         part
         for part in (
             f"try {row.attempt}" if row.attempt else "",
+            f"on {row.node.split()[0]}" if row.node else "",
             _seconds(row.elapsed(now)),
             f"{_tokens(row.usage)} tokens" if row.usage.total_tokens else "",
             _cost(row.usage),
@@ -299,7 +302,8 @@ def event_lines(board: RunBoard, event: Event) -> list[str]:
             ]
         case TaskStarted():
             row = board.row(event.task_id)
-            return [f"{event.task_id} started (attempt {event.attempt}): {row.title}"]
+            where = f" on Ray node {event.node}" if event.node else ""
+            return [f"{event.task_id} started (attempt {event.attempt}){where}: {row.title}"]
         case AgentFinished():
             summary = f": {event.summary}" if event.summary else ""
             return [f"{event.task_id} agent {event.status}{summary[:200]}"]

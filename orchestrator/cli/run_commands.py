@@ -225,6 +225,22 @@ AgentCommandOpt = Annotated[
     typer.Option(help="For --agent command: the command to run, with {prompt_file}, {workspace}, {task_id}."),
 ]
 MaxTurnsOpt = Annotated[int | None, typer.Option(help="Model turns per task attempt (default 50).", min=1)]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="Where task attempts run: local (default; worktrees with --parallel) or ray (a Ray "
+        "cluster; needs orchestrate[ray]).",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="With --executor ray: the cluster (ray://host:10001, host:6379, auto); default: a Ray "
+        "started on this machine.",
+    ),
+]
 FailFirstOpt = Annotated[
     str | None,
     typer.Option(
@@ -281,6 +297,8 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--require-verify", help="Fail tasks that have no verification.")
         ] = False,
         parallel: Annotated[int | None, typer.Option(help="Tasks at once (worktrees).", min=1)] = None,
+        executor: ExecutorOpt = None,
+        ray_address: RayAddressOpt = None,
         fail_first: FailFirstOpt = None,
         review: ReviewOpt = None,
         review_model: ReviewModelOpt = None,
@@ -309,6 +327,8 @@ def register(app: typer.Typer) -> None:
             "timeout": timeout,
             "require_verify": require_verify or None,
             "parallel": parallel,
+            "executor": executor,
+            "ray_address": ray_address,
             "fail_first": fail_first,
             "review": review.value if review else None,
             "review_model": review_model,
@@ -352,6 +372,8 @@ def register(app: typer.Typer) -> None:
         max_turns: MaxTurnsOpt = None,
         timeout: Annotated[float | None, typer.Option(help="Seconds per verification command.")] = None,
         allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Accept other changes.")] = False,
+        executor: ExecutorOpt = None,
+        ray_address: RayAddressOpt = None,
         fail_first: FailFirstOpt = None,
         review: ReviewOpt = None,
         review_model: ReviewModelOpt = None,
@@ -369,6 +391,8 @@ def register(app: typer.Typer) -> None:
             "max_turns": max_turns,
             "timeout": timeout,
             "allow_dirty": allow_dirty or None,
+            "executor": executor,
+            "ray_address": ray_address,
             "fail_first": fail_first,
             "review": review.value if review else None,
             "review_model": review_model,
@@ -484,14 +508,17 @@ def register(app: typer.Typer) -> None:
                 note = f": {t.note}" if t.note else ""
                 typer.echo(f"  accepted by {t.attested_by}{note}")
             if t.merged_from:
-                typer.echo(f"  merged from {t.merged_from[:10]}, the commit of its worktree's branch")
+                node = t.attempts[-1].node if t.attempts else ""
+                whose = f"Ray node {node}" if node else "worktree"
+                typer.echo(f"  merged from {t.merged_from[:10]}, the commit of its {whose}'s branch")
             elif t.worktree:
                 typer.echo(f"  worktree {t.worktree} (branch {t.branch})")
             if t.merge_failures:
                 typer.echo(f"  did not fit on the run's branch {t.merge_failures} time(s)")
             for a in t.attempts:
                 agent_word = f"agent {a.agent_status}" if a.agent_status else "agent did not finish"
-                typer.echo(f"  attempt {a.number}: {agent_word}; {a.usage.total_tokens} tokens")
+                where = f" on Ray node {a.node}" if a.node else ""
+                typer.echo(f"  attempt {a.number}{where}: {agent_word}; {a.usage.total_tokens} tokens")
                 if a.summary:
                     typer.echo(f"    summary: {a.summary.splitlines()[0][:160]}")
                 if a.protected_restored:

@@ -50,6 +50,8 @@ class TaskStarted(_Event):
     task_id: str
     attempt: int
     workspace: str = ""
+    node: str = ""
+    """The Ray node the attempt runs on (`--executor ray`); "" on this machine."""
 
 
 class AgentActivity(_Event):
@@ -190,6 +192,7 @@ def derive(transition: t.Transition, state: RunState) -> Event | None:
                 task_id=transition.task,
                 attempt=state.task(transition.task).attempt,
                 workspace=transition.workspace,
+                node=transition.node,
                 at=transition.at,
             )
         case t.ModelCall():

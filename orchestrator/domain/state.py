@@ -131,6 +131,8 @@ class AttemptRecord(BaseModel):
     protected_restored: list[str] = Field(default_factory=list)
     fail_first: FailFirstRecord | None = None
     """The attempt's tests run at base, and what its diff did to existing tests."""
+    node: str = ""
+    """The Ray node it ran on (`--executor ray`); "" on this machine."""
 
 
 class TaskRecord(BaseModel):
@@ -297,7 +299,9 @@ class RunState(BaseModel):
         match transition:
             case t.TaskRunning():
                 number = transition.attempt if transition.attempt is not None else task.attempt + 1
-                task.attempts.append(AttemptRecord(number=number, prompt_file=transition.prompt_file))
+                task.attempts.append(
+                    AttemptRecord(number=number, prompt_file=transition.prompt_file, node=transition.node)
+                )
                 task.attempts_since_reset += 1
                 task.status = TaskStatus.RUNNING
                 task.tree = None
@@ -426,6 +430,9 @@ class RunState(BaseModel):
                 task.merge_failures = 0
             case t.WorktreeAdded():
                 task.worktree = transition.worktree
+                task.branch = transition.branch
+                task.base = transition.base
+            case t.RemoteResult():
                 task.branch = transition.branch
                 task.base = transition.base
             case t.WorktreeRemoved():

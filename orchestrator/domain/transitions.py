@@ -184,6 +184,8 @@ class TaskRunning(TaskTransition):
     group: bool = False
     """A parent box whose children did the work: checked, not given to an agent."""
     workspace: str = ""
+    node: str = ""
+    """Where the attempt runs when not on this machine: the Ray node (`--executor ray`)."""
 
 
 class ModelCall(TaskTransition, _Spend):
@@ -397,6 +399,16 @@ class WorktreeRemoved(TaskTransition):
     type: Literal["worktree_removed"] = "worktree_removed"
 
 
+class RemoteResult(TaskTransition):
+    """An attempt that ran on a Ray node came back: its work (the commit the node made on `base`,
+    fetched from the bundle it returned) is on `branch` of this repository, ready to land."""
+
+    type: Literal["remote_result"] = "remote_result"
+    node: str = ""
+    branch: str | None = None
+    base: str | None = None
+
+
 class MergeFailed(TaskTransition):
     """Verified in its worktree, but its work does not fit on the run's new head."""
 
@@ -447,6 +459,7 @@ Transition = Annotated[
     | TaskReset
     | WorktreeAdded
     | WorktreeRemoved
+    | RemoteResult
     | MergeFailed
     | EditsSaved,
     Field(discriminator="type"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from orchestrator.agents.base import Agent, AgentEvent, AgentListener, AgentRequest, AgentStatus, RateGate
 from orchestrator.config import Settings
@@ -35,7 +36,6 @@ from orchestrator.engine.verification import (
     commands_for,
     run_verification,
 )
-from orchestrator.persistence.journal import Journal
 from orchestrator.persistence.repo import GitRepo
 from orchestrator.planfile.manual import manual_words
 from orchestrator.planfile.parser import plan_bytes_as_left
@@ -50,6 +50,13 @@ def manual_reason(task: Task) -> str:
     words = manual_words(task.title)
     said = f'"{words}"' if words else "a checkpoint"
     return f"the plan marks it as a person's step ({said}): no agent is given it"
+
+
+class Artifacts(Protocol):
+    """Where an attempt's prompt is kept: the run's journal (engine.ray_cluster sends a node's back
+    to it)."""
+
+    def write_artifact(self, relative: str, text: str) -> Path: ...
 
 
 class BudgetExceeded(Exception):  # noqa: N818 - reads as the event it is
@@ -68,7 +75,7 @@ class Attempts:
         agent: Agent | None,
         renderer: PromptRenderer,
         recorder: Recorder,
-        journal: Journal,
+        journal: Artifacts,
         executor: Executor,
         guard: Guard,
         sandbox: Sandbox,
@@ -77,6 +84,7 @@ class Attempts:
         stop: StopToken,
         fail_first: FailFirst,
         rate_gate: RateGate | None = None,
+        spent: Callable[[], float] | None = None,
     ):
         self.repo = repo
         self.plan_rel = plan_rel
@@ -97,6 +105,9 @@ class Attempts:
         self.fail_first = fail_first
         """Checks passed: the tests the attempt changed must fail at base (engine.fail_first)."""
         self.rate_gate = rate_gate
+        self.spent = spent or (lambda: self.state.usage.cost_usd)
+        """What the run has spent so far, in USD: its state's (on a Ray node: the whole cluster's,
+        as the driver's relay last said)."""
         self.review = ReviewStage(
             repo=repo,
             plan_rel=plan_rel,
@@ -245,7 +256,7 @@ class Attempts:
 
     def check_budget(self) -> None:
         limit = self.settings.max_cost
-        if limit is not None and self.state.usage.cost_usd >= limit:
+        if limit is not None and self.spent() >= limit:
             raise BudgetExceeded
 
     def last_failure(self, task_id: str) -> str:
@@ -306,7 +317,7 @@ class Attempts:
             command_timeout=self.settings.command_timeout,
             env=self.env(),
             sandbox=self.sandbox,
-            max_cost=None if limit is None else max(0.0, limit - self.state.usage.cost_usd),
+            max_cost=None if limit is None else max(0.0, limit - self.spent()),
             rate_gate=self.rate_gate,
         )
         outcome = self.agent.run(request, self._listener(task.id, attempt))

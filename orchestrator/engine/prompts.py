@@ -266,6 +266,18 @@ def _template_error(exc: jinja2.TemplateError, name: str, filenames: Iterable[st
     return ConfigError(f"prompt template: {message}", path=where, line=line)
 
 
+@dataclass(frozen=True)
+class RendererParts:
+    """A run's renderer as data (it pickles; a compiled one does not): the templates, protected
+    paths and project rules it read once when the run began, and the plan's path in the repository."""
+
+    templates: Templates
+    protected_paths: list[str]
+    rules: str
+    rules_source: str
+    plan_rel: str
+
+
 class PromptRenderer:
     def __init__(
         self,
@@ -329,6 +341,20 @@ class PromptRenderer:
     @property
     def notes(self) -> list[str]:
         return self.templates.notes
+
+    def parts(self) -> RendererParts:
+        """What another machine needs to render this run's prompts (see RendererParts)."""
+        return RendererParts(
+            self.templates, self.protected_paths, self.rules, self.rules_source, self._plan_rel
+        )
+
+    @classmethod
+    def from_parts(cls, parts: RendererParts, repo_root: Path) -> PromptRenderer:
+        """The run's renderer for a copy of its repository at `repo_root` (a Ray node's clone):
+        the templates and project rules the run read when it began, not read again there."""
+        renderer = cls(repo_root, repo_root / parts.plan_rel, parts.templates, parts.protected_paths)
+        renderer.rules, renderer.rules_source = parts.rules, parts.rules_source
+        return renderer.load()
 
     def _project_rules(self) -> tuple[str, str]:
         found: list[tuple[str, str]] = []

@@ -69,6 +69,11 @@ REMEMBERED: dict[str, Rule] = {
     "review": "stricter",
     "review_model": "never",
     "max_review_rounds": "lower",
+    # Where attempts run, and so where the key goes (the job's runtime environment of a cluster
+    # named by a rewritten journal would be the attacker's).
+    "executor": "never",
+    "ray_address": "never",
+    "task_resources": "never",
     # How many tasks at once: the same tasks run under the same limits. More at once can overshoot
     # --max-cost by one model call per extra task in flight.
     "parallel": "kept",

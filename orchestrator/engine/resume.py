@@ -50,6 +50,9 @@ class Recovery:
     """Tasks run in worktrees (--parallel N): the run's work tree holds no task's edits."""
     points: dict[str, str] = field(default_factory=dict)
     adopted: dict[str, Worktree] = field(default_factory=dict)
+    remote: bool = False
+    """The resume runs attempts on Ray nodes (--executor ray): a result one fetched can land."""
+    results: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def repo(self) -> GitRepo:
@@ -82,6 +85,8 @@ class Recovered:
     is intact) or 'retry' (a failed attempt's edits are intact for the next)."""
     adopted: dict[str, Worktree]
     """Parallel runs: the worktree each task picked up mid-way goes on in."""
+    results: dict[str, tuple[str, str]]
+    """Ray runs: the verified result a node sent back, not landed yet: task -> (branch, base)."""
     in_place: list[str]
     """Tasks picked up mid-way in the run's work tree."""
     owned: set[str]
@@ -160,7 +165,7 @@ def _keep_and_reset(rec: Recovery, task_id: str, attempt: int, why: str) -> None
 
     A parallel run's tasks work in worktrees: its work tree holds no task's edits, only the user's
     (the dirty-tree check decides about those), so nothing is reset there."""
-    if rec.parallel:
+    if rec.parallel or ran_elsewhere(rec.state.task(task_id)):
         return
     git = rec.repo
     run_id = rec.ctx.run_id
@@ -173,6 +178,12 @@ def _keep_and_reset(rec: Recovery, task_id: str, attempt: int, why: str) -> None
         rec.record(t.EditsSaved(task=task_id, attempt=attempt, ref=ref))
         rec.notice(f"its {why} edits are kept in {ref}", task_id=task_id)
     git.restore_head(paths)
+
+
+def ran_elsewhere(record: TaskRecord) -> bool:
+    """The task's last attempt ran on a Ray node: its edits were never in this work tree (and the
+    trees it recorded are in this repository only when its result came back)."""
+    return bool(record.attempts and record.attempts[-1].node)
 
 
 def _finish_hold(rec: Recovery, record: TaskRecord) -> None:
@@ -239,14 +250,14 @@ def reconcile(rec: Recovery, plan: Plan) -> Recovered:
     in_worktrees = _reconcile_worktrees(rec, committed)
     in_place: list[str] = []
     owned: set[str] = set()
-    # Tasks of a serial run can only be picked up mid-way by a serial executor (in place).
-    adopt_in_place = not rec.parallel
     plan_file = rec.ctx.plan_path
     # A kill during a tick can leave the plan writer's temp file beside the plan.
     for stray in plan_file.parent.glob(f".{plan_file.name}.*.tmp"):
         stray.unlink(missing_ok=True)
     for task_id, record in list(state.tasks.items()):
         task = plan.task(task_id)
+        # Tasks of a serial run can only be picked up mid-way in place, if they ran here.
+        adopt_in_place = not rec.parallel and not ran_elsewhere(record)
         if task_id in committed:
             if record.status is not TaskStatus.DONE or record.commit != committed[task_id]:
                 rec.record(
@@ -316,7 +327,7 @@ def reconcile(rec: Recovery, plan: Plan) -> Recovered:
             f"{rec.ctx.plan_rel} has changes no commit carries; resume reads the plan as it is now "
             "and commits them with the next task"
         )
-    return Recovered(plan, selection, rec.points, rec.adopted, in_place, owned)
+    return Recovered(plan, selection, rec.points, rec.adopted, rec.results, in_place, owned)
 
 
 def _pick_up_in_place(rec: Recovery, record: TaskRecord, owned: set[str]) -> str | None:
@@ -429,6 +440,11 @@ def _reconcile_worktrees(rec: Recovery, committed: dict[str, str]) -> set[str]:
     claimed: set[str] = set()
     kept: set[Path] = set()
     for record in list(state.tasks.values()):
+        if record.branch and record.base and not record.worktree:
+            handled.add(record.id)
+            if _reconcile_result(rec, record, record.branch, record.base, committed):
+                claimed.add(record.branch)
+            continue
         if not (record.branch and record.worktree and record.base):
             continue
         handled.add(record.id)
@@ -461,6 +477,41 @@ def _reconcile_worktrees(rec: Recovery, committed: dict[str, str]) -> set[str]:
         rec.record(t.WorktreeRemoved(task=record.id))
     _remove_leftovers(rec, claimed, kept)
     return handled
+
+
+def _reconcile_result(
+    rec: Recovery, record: TaskRecord, branch: str, base: str, committed: dict[str, str]
+) -> bool:
+    """A result a Ray node sent back (engine.ray_cluster), on `branch`: landed as it is when it was
+    verified, is intact and the resume runs on Ray (True: the branch is the task's); else kept in
+    a named ref, and the task runs again (an attempt in flight was interrupted)."""
+    git = rec.repo
+    tip = git.rev(f"refs/heads/{branch}")
+    verified = record.status in (TaskStatus.VERIFIED, TaskStatus.COMMITTING)
+    if (
+        record.id not in committed
+        and verified
+        and rec.remote
+        and tip
+        and git.rev(f"{tip}^{{tree}}") == record.tree
+    ):
+        rec.points[record.id] = "commit"
+        rec.results[record.id] = (branch, base)
+        rec.notice(f"{_SAID['commit']} (the result its Ray node sent back)", task_id=record.id)
+        return True
+    if record.id not in committed:
+        held = record.held_ref if record.status is TaskStatus.NEEDS_HUMAN else None
+        if tip and tip != base:
+            ref = held or unused_ref(git, ref_name(rec.ctx.run_id, record.id, f"attempt-{record.attempt}"))
+            git.update_ref(ref, tip)
+            if not held:
+                rec.record(t.EditsSaved(task=record.id, attempt=record.attempt, ref=ref))
+                rec.notice(f"the work its Ray node sent back is kept in {ref}", task_id=record.id)
+        if record.status.in_flight:
+            rec.record(t.AttemptInterrupted(task=record.id, attempt=record.attempt))
+    git.delete_branch(branch)
+    rec.record(t.WorktreeRemoved(task=record.id))
+    return False
 
 
 def _undo_merge(rec: Recovery, merging: list[TaskRecord]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.agents.base import Agent, AgentConfigError, AgentUnavailable
 from orchestrator.agents.rate import LocalRateGate
@@ -45,6 +46,9 @@ from orchestrator.persistence.journal import Journal, read_transitions
 from orchestrator.persistence.repo import GitError, GitRepo
 from orchestrator.tools.environment import secret
 from orchestrator.tools.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from orchestrator.engine.ray_cluster import AttemptOrder, RayTimings
 
 __all__ = [
     "NEEDS_HUMAN_EXIT",
@@ -113,8 +117,9 @@ class RunResult:
     message: str
     state: RunState
     resume_hint: str = ""
-    timings: Timings | None = None
-    """Seconds spent on each worktree chore, when the tasks ran in worktrees (--parallel N)."""
+    timings: Timings | RayTimings | None = None
+    """Seconds spent on each worktree chore, when the tasks ran in worktrees (--parallel N), or on
+    bundling and landing, when they ran on Ray nodes."""
 
     @property
     def exit_code(self) -> int:
@@ -151,10 +156,11 @@ class Runner:
         recorder: Recorder | None = None,
         resume_at: dict[str, str] | None = None,
         adopted: dict[str, Worktree] | None = None,
+        results: dict[str, tuple[str, str]] | None = None,
         settings_at_start: dict[str, bytes | None] | None = None,
     ):
-        """`recorder`, `resume_at`, `adopted` and `settings_at_start` come from resume: the writer
-        it recorded with, where the tasks it picked up mid-way go on (engine.resume.Recovered), and
+        """`recorder`, `resume_at`, `adopted`, `results` and `settings_at_start` come from resume: the
+        writer it recorded with, where the tasks it picked up mid-way go on (engine.resume.Recovered), and
         the settings files as it found them before it put the tree right."""
         self.ctx = ctx
         self.settings = ctx.settings
@@ -167,8 +173,10 @@ class Runner:
         self._open: set[str] = set()
         """Tasks started and not yet landed, failed or set aside: never started twice."""
         self._rank = {task_id: n for n, task_id in enumerate(dag.execution_order(plan))}
+        self.agent = agent
         self.executor: Executor = executor or self._default_executor()
         renderer = renderer or PromptRenderer.for_run(self.repo, ctx.plan_path, self.settings)
+        self.renderer = renderer
         guard = Guard(
             self.repo,
             ctx.plan_rel,
@@ -180,6 +188,7 @@ class Runner:
             settings_at_start=settings_at_start,
             documents=lambda: self.scheduler.plan.linked_documents,
         )
+        self.guard = guard
         self.attempts = Attempts(
             repo=self.repo,
             plan_rel=ctx.plan_rel,
@@ -221,6 +230,11 @@ class Runner:
         for task_id, worktree in (adopted or {}).items():
             assert isinstance(self.executor, WorktreeExecutor)
             self.executor.adopt(task_id, worktree)
+        for task_id, (branch, base) in (results or {}).items():
+            from orchestrator.engine.ray_cluster import RayExecutor
+
+            assert isinstance(self.executor, RayExecutor)
+            self.executor.adopt(task_id, branch, base)
         for record in self.state.tasks.values():
             if record.status is TaskStatus.DONE:
                 self.scheduler.done.add(record.id)
@@ -233,6 +247,14 @@ class Runner:
         return self.scheduler.plan
 
     def _default_executor(self) -> Executor:
+        if self.settings.executor == "ray":
+            from orchestrator.engine.ray_cluster import RayExecutor
+
+            executor = RayExecutor.connect(
+                self.repo, self.settings, self.ctx.run_id, self.recorder, self.ctx.journal, self._order_for
+            )
+            executor.stop_token = self.stop
+            return executor
         if self.settings.parallel <= 1:
             return InlineExecutor(self.repo, keep=self.ours)
         return WorktreeExecutor(
@@ -244,6 +266,26 @@ class Runner:
             on_removed=self._worktree_removed,
             on_slot_free=self._take_ready,
             unstarted=self._unstarted,
+        )
+
+    def _order_for(self, task: Task, base: str, relay: object) -> AttemptOrder:
+        """What a Ray node needs to run `task`'s attempts from the run's head `base`."""
+        from orchestrator.engine.ray_cluster import AttemptOrder, portable_agent
+
+        with self.lock:
+            state = self.state.model_copy(deep=True)
+        return AttemptOrder(
+            run_id=self.ctx.run_id,
+            task=task,
+            plan=self.plan,
+            plan_rel=self.ctx.plan_rel,
+            settings=self.settings,
+            state=state,
+            base=base,
+            renderer=self.renderer.parts(),
+            settings_at_start=self.guard.settings_at_start,
+            agent=portable_agent(self.agent),
+            relay=relay,
         )
 
     def _unstarted(self) -> int:
@@ -503,7 +545,7 @@ class Runner:
         summary = derive(ended, self.state)
         assert summary is not None
         self.emit(summary)
-        timings = self.executor.timings if isinstance(self.executor, WorktreeExecutor) else None
+        timings: Timings | RayTimings | None = getattr(self.executor, "timings", None)
         return RunResult(self.ctx.run_id, ending.status, ending.message, self.state, ending.hint, timings)
 
     def _write_report(self) -> None:

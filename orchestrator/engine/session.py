@@ -171,6 +171,10 @@ def preflight(
     and render the selection."""
     plan = load_plan(plan_path, git)
     selection = select(plan)
+    if settings.executor == "ray":
+        from orchestrator.engine.ray_cluster import import_ray
+
+        import_ray()  # installed, or say how before anything changes
     sandbox = run_sandbox(settings, state_root)
     agent = build_agent(settings, plan, sandbox)
     check_review_possible(settings, agent, plan, selection)
@@ -419,7 +423,10 @@ def resume_run(
                     "error",
                 )
             announce_sandbox(recorder, sandbox)
-            recovered = reconcile(Recovery(ctx, recorder, parallel=settings.parallel > 1), plan)
+            # Tasks ran in worktrees or on Ray nodes: the run's work tree holds no task's edits.
+            apart = settings.parallel > 1 or settings.executor == "ray"
+            recovery = Recovery(ctx, recorder, parallel=apart, remote=settings.executor == "ray")
+            recovered = reconcile(recovery, plan)
             ctx.selection = recovered.selection
             # The tree's changes are the run's where a task picked up mid-way made them; the rest
             # are someone else's, but for the plan's: the user's edits to it are read and kept
@@ -453,6 +460,7 @@ def resume_run(
                 recorder=recorder,
                 resume_at=recovered.points,
                 adopted=recovered.adopted,
+                results=recovered.results,
                 settings_at_start=found,
             )
             take_baseline(runner)  # only if the run was stopped before it was taken

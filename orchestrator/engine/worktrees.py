@@ -116,6 +116,33 @@ def _none() -> int:
     return 0
 
 
+def merge_onto_head(repo: GitRepo, lock: threading.Lock, base: str, head_of_task: str | None) -> Merge:
+    """Put a task's commit (made on `base`) into the run's work tree: as it is when the run's branch
+    has not moved since, else merged onto its head (`git merge-tree`: nothing is touched when the
+    two conflict). Under `lock`, the run's work tree's."""
+    head_of_task = head_of_task or base
+    with lock:
+        head = repo.head_now() or base
+        moved = head != base
+        if head_of_task == base:
+            return Merge(moved=moved)
+        if not moved:
+            repo.checkout_tree(head_of_task)
+            return Merge()
+        merged = repo.merge_tree(head, head_of_task)
+        if merged.tree is None:
+            return Merge(conflicts=merged.conflicts, moved=True)
+        repo.checkout_tree(merged.tree)
+    return Merge(moved=True)
+
+
+def paths_both_changed(repo: GitRepo, lock: threading.Lock, base: str, head_of_task: str | None) -> list[str]:
+    """Paths both the task (base -> its commit) and the run's branch (base -> HEAD) changed."""
+    with lock:
+        theirs = set(repo.changed_between(base, "HEAD"))
+        return sorted(p for p in repo.changed_between(base, head_of_task or base) if p in theirs)
+
+
 class GitLock:
     """A lock where urgent holders (a task waiting to start) go before the others (chores)."""
 
@@ -271,33 +298,15 @@ class WorktreeExecutor:
                 continue
 
     def integrate(self, result: TaskResult) -> Merge:
-        extra = result.extra
-        base = extra["base"]
-        head_of_task = extra.get("head") or base
         self._busy()
         started = time.perf_counter()
-        with self.lock:
-            head = self.repo.head_now() or base
-            moved = head != base
-            if head_of_task == base:
-                return Merge(moved=moved)
-            if not moved:
-                self.repo.checkout_tree(head_of_task)
-                self.timings.merge.append(time.perf_counter() - started)
-                return Merge()
-            merged = self.repo.merge_tree(head, head_of_task)
-            if merged.tree is None:
-                return Merge(conflicts=merged.conflicts, moved=True)
-            self.repo.checkout_tree(merged.tree)
-        self.timings.merge.append(time.perf_counter() - started)
-        return Merge(moved=True)
+        merge = merge_onto_head(self.repo, self.lock, result.extra["base"], result.extra.get("head"))
+        if not merge.conflicts and result.extra.get("head", result.extra["base"]) != result.extra["base"]:
+            self.timings.merge.append(time.perf_counter() - started)
+        return merge
 
     def overlap(self, result: TaskResult) -> list[str]:
-        extra = result.extra
-        base, head_of_task = extra["base"], extra.get("head", extra["base"])
-        with self.lock:
-            theirs = set(self.repo.changed_between(base, "HEAD"))
-            return sorted(p for p in self.repo.changed_between(base, head_of_task) if p in theirs)
+        return paths_both_changed(self.repo, self.lock, result.extra["base"], result.extra.get("head"))
 
     def release(self, result: TaskResult) -> None:
         """Removed in the background: nothing waits for it (resume removes what a kill left)."""

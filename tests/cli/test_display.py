@@ -94,6 +94,21 @@ def test_live_region_shows_the_running_tasks_and_the_totals() -> None:
     assert "budget none" in text
 
 
+def test_live_region_names_the_ray_node_a_task_runs_on() -> None:
+    board = RunBoard()
+    board.apply(_run_events()[0])
+    board.apply(TaskStarted(task_id="T002", attempt=1, node="1e247319 (10.0.0.7)", at=101.0))
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    console.print(render_live(board, now=102.5))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "running   T002  try 1  on 1e247319  1.5s  Count words" in text
+    stream = io.StringIO()
+    reporter = PlainReporter(stream)
+    reporter.emit(_run_events()[0])
+    reporter.emit(TaskStarted(task_id="T002", attempt=1, node="1e247319 (10.0.0.7)", at=101.0))
+    assert "T002 started (attempt 1) on Ray node 1e247319 (10.0.0.7): Count words" in stream.getvalue()
+
+
 def test_live_region_never_cuts_an_id_and_cuts_the_title_first() -> None:
     board = RunBoard()
     long_id = "2-backend-voiceconversationhandler-created"

@@ -73,6 +73,7 @@ SAMPLES: list[t.Transition] = [
     t.TaskReset(task="T1", reason="resumed"),
     t.WorktreeAdded(task="T1", worktree="/wt", branch="orchestrate/r1/T1", base="b" * 40),
     t.WorktreeRemoved(task="T1"),
+    t.RemoteResult(task="T1", node="1e247319 (10.0.0.7)", branch="orchestrate/r1/T1", base="b" * 40),
     t.MergeFailed(task="T1", attempt=1, files=["a.py"], reason="conflict", failure="conflict.\n", rerun=True),
     t.EditsSaved(task="T1", attempt=1, ref="refs/orchestrate/r1/T1/attempt-1"),
 ]
