@@ -119,7 +119,7 @@ def _logging_git(folder: Path, log: Path) -> Path:
         "read -r _ _ _ _ group _ < /proc/$$/stat\n"
         f"record=$(mktemp '{log}/call.XXXXXXXX')\n"
         "{ if [ \"$group\" = $$ ]; then printf 'own-group\\0'; else printf 'shared\\0'; fi\n"
-        "  printf '%s\\0' \"$@\"; } > \"$record\"\n"
+        '  printf \'%s\\0\' "$@"; } > "$record"\n'
         f"exec '{real}' \"$@\"\n"
     )
     script.chmod(0o755)
@@ -143,9 +143,7 @@ def test_every_git_process_orchestrate_starts_carries_the_safety_settings_in_a_g
     ):
         done = orchestrate(scratch if args[0] != "demo" else tmp_path, *args, env=env)
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
-    calls = [
-        record.read_text(errors="replace").split("\0")[:-1] for record in sorted(log.glob("call.*"))
-    ]
+    calls = [record.read_text(errors="replace").split("\0")[:-1] for record in sorted(log.glob("call.*"))]
     assert len(calls) > 20
     unsafe = [" ".join(call) for call in calls if tuple(call[1 : len(SAFETY) + 1]) != SAFETY]
     assert unsafe == []
