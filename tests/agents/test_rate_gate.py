@@ -26,7 +26,7 @@ from orchestrator.agents.base import (
     RateGate,
     ReviewRequest,
 )
-from orchestrator.agents.rate import LocalRateGate, retry_after_said
+from orchestrator.agents.rate import BucketGate, ClockedBucket, LocalRateGate, retry_after_said
 from orchestrator.agents.registry import create_agent, create_reviewer
 from orchestrator.config import Settings
 from tests.conftest import git, make_repo, orchestrate
@@ -172,6 +172,21 @@ def test_a_hold_off_that_comes_while_a_thread_sleeps_its_turn_keeps_it_back() ->
     gate.hold_off(2.0)  # a 429 while it sleeps: its turn moves to 2.2 s
     thread.join(10)
     assert went[0] - started >= 2.2
+
+
+def test_gates_over_one_shared_bucket_are_one_gate() -> None:
+    """As nodes each with a gate over one bucket's owner (a Ray actor holding a ClockedBucket): the
+    turns and hold-offs are the owner's, on its clock."""
+    owner = ClockedBucket(120)
+    mine, theirs = BucketGate(owner), BucketGate(owner)
+    started = time.monotonic()
+    mine.wait_turn()
+    theirs.wait_turn()
+    assert time.monotonic() - started >= 0.5
+    theirs.hold_off(1.0)
+    held = time.monotonic()
+    mine.wait_turn()
+    assert time.monotonic() - held >= 1.0
 
 
 @pytest.mark.parametrize(
