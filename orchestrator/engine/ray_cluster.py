@@ -20,7 +20,9 @@ belong to its job): `orchestrate resume` finds them in flight without a result a
 (edits a stopped node sent back are kept in a ref).
 
 The relay also holds what the cluster shares: what the run has spent (every node's model calls
-count against --max-cost) and the stop flag (a first Ctrl-C reaches every node's next step).
+count against --max-cost), the stop flag (a first Ctrl-C reaches every node's next step), and the
+run's one token bucket of API requests (requests_per_minute; a 429's retry-after on one node holds
+every node off).
 Secrets reach a node only through the job's runtime environment (see runtime_env): never in an
 order, a bundle or a relay record.
 """
@@ -44,6 +46,7 @@ from orchestrator.config import Settings
 from orchestrator.domain import transitions as t
 from orchestrator.domain.events import Event, Notice, TaskRetrying
 from orchestrator.domain.plan import Plan, Task
+from orchestrator.domain.rate import Reservation, TokenBucket
 from orchestrator.domain.state import RunState
 from orchestrator.engine.executor import InlineExecutor, Merge, TaskResult, Work
 from orchestrator.engine.prompts import RendererParts
@@ -161,10 +164,12 @@ class Relay:
     """The driver's mailbox on the cluster (an actor on the driver's node): each node's records in
     the order they were sent, what the whole run has spent, and whether the run is stopping."""
 
-    def __init__(self, spent: float) -> None:
+    def __init__(self, spent: float, per_minute: float | None) -> None:
         self._records: list[tuple[str, str, dict[str, Any], bool]] = []
         self._spent = spent
         self._stopping = False
+        self._bucket = TokenBucket(per_minute)
+        """The run's one request budget (requests_per_minute, 429 hold-offs), on this actor's clock."""
 
     def put(
         self, task_id: str, kind: str, record: dict[str, Any], durable: bool, cost: float
@@ -182,6 +187,36 @@ class Relay:
 
     def stop(self) -> None:
         self._stopping = True
+
+    def take_turn(self) -> Reservation:
+        return self._bucket.take(time.monotonic())
+
+    def remaining(self, turn: Reservation) -> float:
+        return self._bucket.remaining(turn, time.monotonic())
+
+    def hold_off(self, seconds: float) -> None:
+        self._bucket.hold_off(time.monotonic(), seconds)
+
+
+class RelayRateGate:
+    """The run's rate gate as a node's agents and reviewers meet it (agents.base.RateGate): one
+    token bucket in the relay for the whole cluster; a turn is taken there and waited for here,
+    asking again on waking, as a hold-off may have come from another node meanwhile."""
+
+    def __init__(self, relay: Any):
+        self.relay = relay
+
+    def wait_turn(self) -> None:
+        import ray
+
+        turn = ray.get(self.relay.take_turn.remote())
+        while (wait := float(ray.get(self.relay.remaining.remote(turn)))) > 0:
+            time.sleep(wait)
+
+    def hold_off(self, seconds: float) -> None:
+        import ray
+
+        ray.get(self.relay.hold_off.remote(seconds))
 
 
 # -- the node's side -----------------------------------------------------------------------------
@@ -340,6 +375,7 @@ def run_on_node(order: AttemptOrder, head_bundle: bytes) -> NodeReport:
                 stop=stop,
             ),
             spent=recorder.spent,
+            rate_gate=RelayRateGate(order.relay),
         )
         try:
             result = attempts.run(task, repo.root)
@@ -457,7 +493,7 @@ class RayExecutor:
         relay = (
             ray.remote(Relay)
             .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
-            .remote(recorder.state.usage.cost_usd)
+            .remote(recorder.state.usage.cost_usd, settings.requests_per_minute)
         )
         slots = settings.parallel
         if slots <= 1:

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from tests.agents.test_rate_gate import PARALLEL_PLAN, SLACK, write_then_finish
 from tests.conftest import ORCHESTRATE, git, make_repo, orchestrate
+from tests.fakes.messages_server import TEST_KEY, TEST_MODEL, FakeMessagesServer, rate_limited
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'orchestrate[ray]'")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -243,6 +245,58 @@ def test_max_cost_holds_across_the_cluster(nodes: Nodes, tmp_path: Path) -> None
     # T001 and T002 were verified before the stop: landed by the resume, never run again.
     running = [r["task"] for r in journal(repo) if r["type"] == "task_running"]
     assert running.count("T001") == running.count("T002") == 1
+
+
+def test_the_nodes_share_one_request_budget_and_wait_out_each_others_429(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    """The real anthropic backend on both nodes, against the fake Messages API here: the key and the
+    API's address reached them in the job's runtime environment only; requests_per_minute holds for
+    the cluster, and the 429 one node meets holds the other off as long."""
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "plan.md": PARALLEL_PLAN,
+            ".gitignore": "checkpoints/\n",
+            "orchestrate.toml": "requests_per_minute = 120\n",
+        },
+    )
+    with FakeMessagesServer() as api:
+        api.script(rate_limited(retry_after=2))
+        api.respond_with(write_then_finish)
+        env = {"ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": TEST_KEY, "ORCHESTRATE_MAX_RETRIES": "0"}
+        done = orchestrate(
+            repo,
+            "run",
+            "plan.md",
+            "--agent",
+            "anthropic",
+            "--model",
+            TEST_MODEL,
+            "--executor",
+            "ray",
+            "--ray-address",
+            nodes.address,
+            "--review",
+            "never",
+            env=env,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        requests = sorted(api.message_requests, key=lambda r: r.at)
+
+    assert commits_per_task(repo) == {"T001": 1, "T002": 1}
+    assert {nodes.name_of(r["node"]) for r in journal(repo) if r["type"] == "task_running"} == {"a", "b"}
+    # The key reached the nodes' agents (the SDK sends it as x-api-key or as a bearer token).
+    assert all(TEST_KEY in r.headers.get("x-api-key", r.headers.get("authorization", "")) for r in requests)
+    arrivals = [r.at for r in requests]
+    assert len(arrivals) == 5  # two turns a task, and the one refused
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    assert min(gaps) >= 0.5 - SLACK, gaps  # 120 a minute, both nodes together
+    assert gaps[0] >= 2 - SLACK, gaps  # the refused request's retry-after held the other node off too
+    for path in (repo / "checkpoints").rglob("*"):
+        if path.is_file():
+            assert TEST_KEY.encode() not in path.read_bytes(), path
 
 
 def test_without_ray_installed_the_run_says_how_to_install_it(tmp_path: Path) -> None:
