@@ -42,11 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.agents.base import Agent, AgentConfigError, AgentUnavailable
+from orchestrator.agents.rate import BucketGate, ClockedBucket
 from orchestrator.config import Settings
 from orchestrator.domain import transitions as t
 from orchestrator.domain.events import Event, Notice, TaskRetrying
 from orchestrator.domain.plan import Plan, Task
-from orchestrator.domain.rate import Reservation, TokenBucket
+from orchestrator.domain.rate import Reservation
 from orchestrator.domain.state import RunState
 from orchestrator.engine.executor import InlineExecutor, Merge, TaskResult, Work
 from orchestrator.engine.prompts import RendererParts
@@ -168,7 +169,7 @@ class Relay:
         self._records: list[tuple[str, str, dict[str, Any], bool]] = []
         self._spent = spent
         self._stopping = False
-        self._bucket = TokenBucket(per_minute)
+        self._bucket = ClockedBucket(per_minute)
         """The run's one request budget (requests_per_minute, 429 hold-offs), on this actor's clock."""
 
     def put(
@@ -189,29 +190,32 @@ class Relay:
         self._stopping = True
 
     def take_turn(self) -> Reservation:
-        return self._bucket.take(time.monotonic())
+        return self._bucket.take()
 
     def remaining(self, turn: Reservation) -> float:
-        return self._bucket.remaining(turn, time.monotonic())
+        return self._bucket.remaining(turn)
 
     def hold_off(self, seconds: float) -> None:
-        self._bucket.hold_off(time.monotonic(), seconds)
+        self._bucket.hold_off(seconds)
 
 
-class RelayRateGate:
-    """The run's rate gate as a node's agents and reviewers meet it (agents.base.RateGate): one
-    token bucket in the relay for the whole cluster; a turn is taken there and waited for here,
-    asking again on waking, as a hold-off may have come from another node meanwhile."""
+class RelayBucket:
+    """The relay's bucket as a node asks it (agents.rate.SharedBucket): a BucketGate over it is the
+    run's rate gate on that node, every wait reckoned on the relay's one clock."""
 
     def __init__(self, relay: Any):
         self.relay = relay
 
-    def wait_turn(self) -> None:
+    def take(self) -> Reservation:
         import ray
 
-        turn = ray.get(self.relay.take_turn.remote())
-        while (wait := float(ray.get(self.relay.remaining.remote(turn)))) > 0:
-            time.sleep(wait)
+        turn: Reservation = ray.get(self.relay.take_turn.remote())
+        return turn
+
+    def remaining(self, turn: Reservation) -> float:
+        import ray
+
+        return float(ray.get(self.relay.remaining.remote(turn)))
 
     def hold_off(self, seconds: float) -> None:
         import ray
@@ -375,7 +379,7 @@ def run_on_node(order: AttemptOrder, head_bundle: bytes) -> NodeReport:
                 stop=stop,
             ),
             spent=recorder.spent,
-            rate_gate=RelayRateGate(order.relay),
+            rate_gate=BucketGate(RelayBucket(order.relay)),
         )
         try:
             result = attempts.run(task, repo.root)
