@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -87,6 +88,27 @@ def import_ray() -> Any:
     except ImportError:
         raise PreflightError(f"--executor ray needs Ray, which is not installed; {INSTALL_HINT}") from None
     return ray
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Pre-flight: the cluster at `address` answers on its port (Ray itself would retry for minutes,
+    printing as it goes). None (a Ray started here) and `auto` (this node's) are not probed."""
+    if not address or address == "auto":
+        return
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise PreflightError(
+            f"--ray-address {address!r} is not host:port (a cluster's GCS, e.g. head:6379) or "
+            "ray://host:port (its Ray Client server, e.g. ray://head:10001)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise PreflightError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; is it up, and is the "
+            "address its head's?"
+        ) from None
 
 
 def runtime_env(settings: Settings) -> dict[str, Any]:
@@ -647,7 +669,12 @@ class RayExecutor:
             if self._closing:
                 self._notice(f"its attempt on a Ray node ended in an error: {exc}", "error", flight.task.id)
                 return None
-            raise exc.as_instanceof_cause() from None
+            cause = exc.as_instanceof_cause()
+            raise OrchestrateError(
+                f"the attempt of {flight.task.id} on a Ray node raised {type(exc.cause).__name__}: "
+                f"{exc.cause} (every node needs orchestrate installed, the same version as here: "
+                f"{INSTALL_HINT})"
+            ) from cause
         except ray.exceptions.RayError as exc:
             self._pump()
             return self._lost(flight, exc)

@@ -172,9 +172,10 @@ def preflight(
     plan = load_plan(plan_path, git)
     selection = select(plan)
     if settings.executor == "ray":
-        from orchestrator.engine.ray_cluster import import_ray
+        from orchestrator.engine.ray_cluster import check_reachable, import_ray
 
         import_ray()  # installed, or say how before anything changes
+        check_reachable(settings.ray_address)
     sandbox = run_sandbox(settings, state_root)
     agent = build_agent(settings, plan, sandbox)
     check_review_possible(settings, agent, plan, selection)

@@ -334,6 +334,19 @@ def resume(repo: Path, address: str, *more: str) -> subprocess.CompletedProcess[
     )
 
 
+def test_a_cluster_that_does_not_answer_is_one_line_before_anything_runs(tmp_path: Path) -> None:
+    repo, script = plan_repo(tmp_path, tasks=1, sleep=0)
+
+    done = orchestrate(repo, *run_args(script, "127.0.0.1:1"), timeout=60)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "orchestrate: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused; is it up, "
+        "and is the address its head's?"
+    )
+    assert not (repo / "checkpoints").exists()
+
+
 def safe_journal(repo: Path) -> list[dict[str, Any]]:
     try:
         return journal(repo)
