@@ -74,7 +74,7 @@ AGENT_VARIABLES = (
 )
 """What the agent backends read from the environment: a node's agent needs the same. Nothing else
 of the user's environment goes to the cluster (a user's cloud keys stay here), but the variables
-named in `pass_env`."""
+named in `agent_env` and `pass_env`."""
 
 _RESOURCE_OPTIONS = ("num_cpus", "num_gpus", "memory")
 _POLL = 0.25
@@ -114,7 +114,7 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
 def runtime_env(settings: Settings) -> dict[str, Any]:
     """The job's runtime environment: how secrets reach a node, and the only way. A cluster
     operator can read it (the job's record in Ray's GCS and dashboard); the README says so."""
-    names = [*AGENT_VARIABLES, *settings.pass_env]
+    names = [*AGENT_VARIABLES, *settings.agent_env, *settings.pass_env]
     values = {name: secret(name) for name in dict.fromkeys(names)}
     return {"env_vars": {name: value for name, value in values.items() if value is not None}}
 

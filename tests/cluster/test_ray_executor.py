@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.agents.test_rate_gate import PARALLEL_PLAN, SLACK, write_then_finish
-from tests.conftest import ORCHESTRATE, git, make_repo, orchestrate
+from tests.conftest import ORCHESTRATE, SANDBOXES, git, make_repo, orchestrate
 from tests.fakes.messages_server import TEST_KEY, TEST_MODEL, FakeMessagesServer, rate_limited
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'orchestrate[ray]'")
@@ -332,6 +333,37 @@ def resume(repo: Path, address: str, *more: str) -> subprocess.CompletedProcess[
     return orchestrate(
         repo, "resume", "--executor", "ray", "--ray-address", address, "--review", "never", *more, timeout=240
     )
+
+
+REACH_RAY = (
+    "python3 -c \"import socket, sys; h, p = sys.argv[1].rsplit(':', 1); "
+    "socket.create_connection((h, int(p)), 3); open('reached-ray', 'w').write('yes')\" {address} || true"
+)
+"""An agent's command that tries to reach the cluster's GCS: from there it could run code anywhere
+on the cluster, this machine's node included, outside every sandbox."""
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_an_agents_commands_on_a_node_cannot_reach_the_cluster(
+    nodes: Nodes, tmp_path: Path, sandbox: str
+) -> None:
+    repo, script = plan_repo(tmp_path, tasks=1, sleep=0)
+    steps = json.loads(script.read_text())
+    steps["T001"].insert(0, {"run": REACH_RAY.format(address=nodes.address)})
+    script.write_text(json.dumps(steps))
+
+    done = orchestrate(repo, *run_args(script, nodes.address), env={"ORCHESTRATE_SANDBOX": sandbox})
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    reached = "reached-ray" in git(repo, "ls-files")
+    # In the node's bubblewrap the agent has no network (and an empty /tmp, where Ray keeps its
+    # sockets); with no sandbox it reaches the cluster, as the run's loud warning says it may.
+    assert reached is (sandbox == "none")
+    if sandbox == "none":
+        # Said for the node too, where its commands ran.
+        assert re.search(
+            r"warning: on Ray node \S+ \(.*\): agent and verification commands run WITHOUT", done.stderr
+        )
 
 
 def test_a_cluster_that_does_not_answer_is_one_line_before_anything_runs(tmp_path: Path) -> None:
