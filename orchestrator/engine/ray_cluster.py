@@ -253,7 +253,7 @@ def node_name() -> str:
     import ray
 
     node = ray.get_runtime_context().get_node_id()[:8]
-    address: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    address: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call,unused-ignore]
     return f"{node} ({address})"
 
 

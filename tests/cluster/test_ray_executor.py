@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -199,6 +200,36 @@ def test_a_killed_driver_resumes_and_every_task_is_committed_once(nodes: Nodes, 
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert commits_per_task(repo) == {"T001": 1, "T002": 1, "T003": 1}
+    assert git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [16, 17, 18])
+def test_a_driver_killed_at_random_points_again_and_again_ends_with_each_task_committed_once(
+    nodes: Nodes, tmp_path: Path, seed: int
+) -> None:
+    """SIGKILL at a random instant, four times over (the run, then each resume), then a last resume
+    left alone: however the kills fell (while a node worked, while a result was fetched, merged,
+    ticked or committed), every task is committed exactly once and the tree is clean."""
+    repo, script = plan_repo(tmp_path, tasks=5, sleep=1)
+    rng = random.Random(seed)
+    first = True
+    for _ in range(4):
+        args = (
+            run_args(script, nodes.address)
+            if first
+            else ["resume", "--executor", "ray", "--ray-address", nodes.address, "--review", "never"]
+        )
+        first = False
+        driver = subprocess.Popen(
+            [str(ORCHESTRATE), *args], cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(1.0, 6.0))
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    resumed = resume(repo, nodes.address)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert commits_per_task(repo) == {f"T{n:03d}": 1 for n in range(1, 6)}
     assert git(repo, "status", "--porcelain") == ""
 
 
