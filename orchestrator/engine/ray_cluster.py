@@ -59,7 +59,7 @@ from orchestrator.errors import OrchestrateError, PreflightError
 from orchestrator.persistence.bundles import clone_from_bundle, fetch_bundle, write_bundle
 from orchestrator.persistence.journal import Journal
 from orchestrator.persistence.repo import GitError, GitRepo
-from orchestrator.tools.environment import hold_secrets, secret
+from orchestrator.tools.environment import hold_secrets, restore_held, secret
 
 INSTALL_HINT = "install it with `pip install 'orchestrate[ray]'`"
 
@@ -83,6 +83,14 @@ _POLL = 0.25
 
 def import_ray() -> Any:
     """The ray module, or a PreflightError saying how to install it."""
+    # Ray's own settings look secret by name (RAY_AUTH_MODE, RAY_AUTH_TOKEN): the CLI held them
+    # with the rest, and Ray reads them from the environment when it is imported, to join a cluster
+    # that asks for its token (`ray start --head` makes one that does).
+    restore_held("RAY_")
+    # Ray's client (ray://) talks gRPC, whose fork handlers run in every child git or a check is
+    # forked into and broke them ("epoll_wait error: Bad file descriptor", git exiting 128): no
+    # process of ours forks to run gRPC, so they are not wanted.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     try:
         import ray
     except ImportError:

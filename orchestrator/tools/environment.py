@@ -71,6 +71,16 @@ def hold_secrets() -> list[str]:
     return names
 
 
+def restore_held(prefix: str) -> list[str]:
+    """Put the held secrets whose names start with `prefix` back into os.environ, for a library of
+    ours that reads them from there (Ray's client: RAY_AUTH_MODE, RAY_AUTH_TOKEN). A child still
+    never gets them: child_env passes the allow-list only. Returns their names."""
+    names = [name for name in _held if name.startswith(prefix)]
+    for name in names:
+        os.environ[name] = _held[name]
+    return names
+
+
 def child_env(extra: Mapping[str, str] | None = None, passed: Iterable[str] = ()) -> dict[str, str]:
     """The environment for a command we did not write: the allow-listed variables we have, then
     the variables the user named in `passed` (held secrets included: they asked for them), then

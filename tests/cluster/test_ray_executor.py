@@ -10,7 +10,9 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -395,6 +397,46 @@ def test_an_agents_commands_on_a_node_cannot_reach_the_cluster(
         assert re.search(
             r"warning: on Ray node \S+ \(.*\): agent and verification commands run WITHOUT", done.stderr
         )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+def test_a_cluster_started_with_ray_start_and_its_token_runs_the_plan_over_each_address(
+    tmp_path: Path,
+) -> None:
+    """A cluster as an operator makes one (`ray start --head`, which asks every client for its
+    token since Ray 2.5x, then `ray start --address` for a worker): the driver joins it with
+    RAY_AUTH_MODE=token, a variable orchestrate holds with the other secret-looking ones and gives
+    back to Ray alone, by the GCS address and by Ray Client (ray://, gRPC in our process: its
+    fork handlers once broke every git forked after it)."""
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_LOGGER_LEVEL": "warning"}
+    gcs, client = free_port(), free_port()
+    while 10002 <= client <= 19999:  # Ray's default worker ports
+        client = free_port()
+
+    def ray(*args: str) -> None:
+        subprocess.run([ray_cli, *args], env=env, check=True, capture_output=True, timeout=120)
+
+    try:
+        ray("get-auth-token", "--generate")  # into ~/.ray/auth_token (HOME is the test's own)
+        ray("start", "--head", "--num-cpus", "0", "--port", str(gcs), "--ray-client-server-port", str(client),
+            "--disable-usage-stats")  # fmt: skip
+        ray("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "2", "--disable-usage-stats")
+        for n, address in enumerate((f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}")):
+            repo, script = plan_repo(tmp_path / f"try-{n}", tasks=3, sleep=0.5)
+            done = orchestrate(repo, *run_args(script, address), env={"RAY_AUTH_MODE": "token"}, timeout=240)
+            assert done.returncode == 0, (address, done.stderr[-3000:])
+            assert commits_per_task(repo) == {"T001": 1, "T002": 1, "T003": 1}
+            assert "on Ray node" in done.stderr
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
 
 
 def test_a_cluster_that_does_not_answer_is_one_line_before_anything_runs(tmp_path: Path) -> None:
