@@ -29,6 +29,7 @@ from orchestrator.agents.base import (
 from orchestrator.agents.rate import BucketGate, ClockedBucket, LocalRateGate, retry_after_said
 from orchestrator.agents.registry import create_agent, create_reviewer
 from orchestrator.config import Settings
+from tests.agents.test_anthropic import settings
 from tests.conftest import git, make_repo, orchestrate
 from tests.fakes import claude_cli, codex_cli
 from tests.fakes.listener import Recorder
@@ -47,17 +48,6 @@ SLACK = 0.2
 """Seconds two arrivals may come closer than their slots: the gate times when a request may go, the
 server when it arrived, and building and sending it takes a few milliseconds that vary (more on a
 loaded machine). Without the gate they come milliseconds apart."""
-
-
-def settings(**overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "agent": "anthropic",
-        "model": TEST_MODEL,
-        "max_retries": 0,
-        "request_timeout": 5.0,
-        "sandbox": "none",
-    }
-    return Settings(**{**base, **overrides})
 
 
 def agent_request(workspace: Path, who: str, gate: RateGate | None) -> AgentRequest:

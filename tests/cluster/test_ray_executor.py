@@ -230,7 +230,9 @@ def test_a_driver_killed_at_random_points_again_and_again_ends_with_each_task_co
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     resumed = resume(repo, nodes.address)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # A kill that fell after the run's end leaves nothing to resume, which resume says (exit 2).
+    finished = resumed.returncode == 2 and "is complete; nothing to resume" in resumed.stderr
+    assert resumed.returncode == 0 or finished, resumed.stderr[-3000:]
     assert commits_per_task(repo) == {f"T{n:03d}": 1 for n in range(1, 6)}
     assert git(repo, "status", "--porcelain") == ""
 
