@@ -74,13 +74,24 @@ def start_cluster(root: Path) -> Nodes:
     return Nodes(cluster, cluster.address, dirs, ids, handles)
 
 
-@pytest.fixture
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     started = start_cluster(tmp_path_factory.mktemp("cluster"))
     try:
         yield started
     finally:
         started.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    """One cluster for the tests that leave it as they found it (each run is a Ray job of its own)."""
+    yield from _cluster(tmp_path_factory)
+
+
+@pytest.fixture
+def own_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    """A cluster of the test's own, for one that removes a node."""
+    yield from _cluster(tmp_path_factory)
 
 
 def plan_repo(path: Path, tasks: int, sleep: float, cost: float = 0.0) -> tuple[Path, Path]:
@@ -166,8 +177,9 @@ def test_independent_tasks_run_on_both_nodes_each_committed_once(nodes: Nodes, t
 
 
 def test_a_node_removed_mid_task_is_an_interrupted_attempt_run_again_elsewhere(
-    nodes: Nodes, tmp_path: Path
+    own_nodes: Nodes, tmp_path: Path
 ) -> None:
+    nodes = own_nodes
     repo, script = plan_repo(tmp_path, tasks=1, sleep=8)
     driver = start_driver(repo, script, nodes.address)
     try:
@@ -206,7 +218,7 @@ def test_a_killed_driver_resumes_and_every_task_is_committed_once(nodes: Nodes, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [16, 17, 18])
+@pytest.mark.parametrize("seed", [17])
 def test_a_driver_killed_at_random_points_again_and_again_ends_with_each_task_committed_once(
     nodes: Nodes, tmp_path: Path, seed: int
 ) -> None:
