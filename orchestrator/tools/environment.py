@@ -73,8 +73,10 @@ def hold_secrets() -> list[str]:
 
 def restore_held(prefix: str) -> list[str]:
     """Put the held secrets whose names start with `prefix` back into os.environ, for a library of
-    ours that reads them from there (Ray's client: RAY_AUTH_MODE, RAY_AUTH_TOKEN). A child still
-    never gets them: child_env passes the allow-list only. Returns their names."""
+    ours that reads them from there (Ray's client: RAY_AUTH_MODE, RAY_AUTH_TOKEN). A command we did
+    not write still never gets them (child_env passes the allow-list only); our own git processes
+    inherit them with the rest of our environment, and run nothing of the repository's (SAFETY).
+    Returns their names."""
     names = [name for name in _held if name.startswith(prefix)]
     for name in names:
         os.environ[name] = _held[name]
